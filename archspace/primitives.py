@@ -40,6 +40,9 @@ MODULE_PRIMITIVES: dict[type[nn.Module], str] = {
     nn.Conv1d: "conv",
     nn.Conv2d: "conv",
     nn.Conv3d: "conv",
+    nn.ConvTranspose1d: "conv",
+    nn.ConvTranspose2d: "conv",
+    nn.ConvTranspose3d: "conv",
     nn.Linear: "conv",
     nn.BatchNorm1d: "bn",
     nn.BatchNorm2d: "bn",
@@ -47,7 +50,9 @@ MODULE_PRIMITIVES: dict[type[nn.Module], str] = {
     nn.SyncBatchNorm: "bn",
     nn.LayerNorm: "ln",
     nn.GroupNorm: "ln",
+    nn.InstanceNorm1d: "ln",
     nn.InstanceNorm2d: "ln",
+    nn.InstanceNorm3d: "ln",
     nn.MultiheadAttention: "msa",
     nn.MaxPool1d: "max_pool",
     nn.MaxPool2d: "max_pool",
@@ -71,13 +76,63 @@ FUNCTION_PRIMITIVES: dict[str, str] = {
     "adaptive_max_pool2d": "max_pool",
     "avg_pool1d": "avg_pool",
     "avg_pool2d": "avg_pool",
-    "adaptive_avg_pool2d": "avg_pool",
+    # The reference maps torch's adaptive average pooling (whatever its output size) and spatial means to
+    # ``glob_avg`` (``ppuda/deepnets1m/graph.py``); ``mean`` is kept only over the spatial dims, see
+    # :func:`archspace.capture` for the rule.
+    "adaptive_avg_pool1d": "glob_avg",
+    "adaptive_avg_pool2d": "glob_avg",
+    "mean": "glob_avg",
     "scaled_dot_product_attention": "msa",
 }
+
+#: Module classes, by qualified name, whose weight becomes a node of the given primitive: for classes that live in
+#: optional packages or in files written later (matched through the MRO like :data:`MODULE_PRIMITIVES`).
+MODULE_NAME_PRIMITIVES: dict[str, str] = {
+    "archspace.ops.PosEnc": "pos_enc",
+    "torchvision.models.convnext.LayerNorm2d": "ln",
+}
+
+#: Module classes, by qualified name, that become one *unit* node of the given primitive: their linear/conv
+#: layers still give ``conv``/``bias`` nodes, but their parameter-free ops collapse into a single ``cse`` node (the
+#: gating product) or ``msa`` node (the attention softmax), as the reference graphs show them.
+UNIT_PRIMITIVES: dict[str, str] = {
+    "archspace.ops.ChannelSE": "cse",
+    "torchvision.ops.misc.SqueezeExcitation": "cse",
+    "timm.layers.squeeze_excite.SEModule": "cse",
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": "msa",
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": "msa",
+    "timm.models.vision_transformer.Attention": "msa",
+}
+
+#: Parameters that are not the ``weight``/``bias`` of a layer in the tables above, by attribute name. ``pos_enc``
+#: parameters become source nodes feeding the op that consumes them (ViT class token and position embedding, as
+#: the reference's ``PosEnc``); ``msa``/``cse`` parameters are bound to the unit node of the module that owns them
+#: (Swin's relative position bias table); any other primitive gives a node in the data path (ConvNeXt's per-channel
+#: ``layer_scale`` acts as a norm-layer scale, ``ln``).
+PARAM_PRIMITIVES: dict[str, str] = {
+    "class_token": "pos_enc",
+    "cls_token": "pos_enc",
+    "dist_token": "pos_enc",
+    "pos_embedding": "pos_enc",
+    "pos_embed": "pos_enc",
+    "layer_scale": "ln",
+    "relative_position_bias_table": "msa",
+    "logit_scale": "msa",
+    "bias_k": "msa",
+    "bias_v": "msa",
+}
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class, the key of the by-name tables."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def primitive_of_module(module: nn.Module) -> str | None:
     """Return the primitive name for a module type, or ``None`` if the type is not in the table.
+
+    Looks up :data:`MODULE_PRIMITIVES` by type and :data:`MODULE_NAME_PRIMITIVES` by qualified name, walking the
+    MRO so that subclasses inherit their base's primitive.
 
     Args:
         module: any ``nn.Module``.
@@ -86,9 +141,25 @@ def primitive_of_module(module: nn.Module) -> str | None:
         A name from :data:`PRIMITIVES` (conv-like weights already refined by :func:`conv_primitive`), or ``None``.
     """
     for cls in type(module).__mro__:
-        name = MODULE_PRIMITIVES.get(cls)
+        name = MODULE_PRIMITIVES.get(cls) or MODULE_NAME_PRIMITIVES.get(qualified_name(cls))
         if name is not None:
             return conv_primitive(module) if name == "conv" else name
+    return None
+
+
+def unit_primitive(module: nn.Module) -> str | None:
+    """Return ``"cse"``/``"msa"`` if the module's class (or a base class) is in :data:`UNIT_PRIMITIVES`, else ``None``.
+
+    Args:
+        module: any ``nn.Module``.
+
+    Returns:
+        The unit's primitive name or ``None``.
+    """
+    for cls in type(module).__mro__:
+        name = UNIT_PRIMITIVES.get(qualified_name(cls))
+        if name is not None:
+            return name
     return None
 
 
@@ -106,5 +177,5 @@ def conv_primitive(module: nn.Module) -> str:
     if groups > 1:
         dilation = getattr(module, "dilation", (1,))
         dilation = dilation if isinstance(dilation, (tuple, list)) else (dilation,)
-        return "dil_conv" if max(dilation) > 1 else "sep_conv"
+        return "dil_conv" if min(dilation) > 1 else "sep_conv"  # the reference tests min(dilation)
     return "conv"

@@ -1,0 +1,509 @@
+"""Capture the dataflow of any ``nn.Module`` as a raw operation graph, the first step of :func:`archspace.to_graph`.
+
+One forward pass runs under a :class:`torch.overrides.TorchFunctionMode` that sees every torch function and tensor
+method, by default on ``meta`` tensors through :func:`torch.func.functional_call` (nothing is allocated and the
+user's model is not modified). Each tensor is mapped to the raw node that produced it; parameters are recognised
+by tensor identity. The rules follow the reference graph builder of GHN-2 (``ppuda/deepnets1m/graph.py``,
+Knyazev et al., NeurIPS 2021, Sec. 4.1), which walks autograd: a parameter consumed by an op together with
+activations gives a node (conv/linear weight, then a separate bias node; one node for a norm layer's weight and
+bias); parameter-free ops give a node kept or dropped by :data:`archspace.primitives.FUNCTION_PRIMITIVES`; tensors
+without a path from the input or a parameter (constants, masks, integer indices) are not followed. Unlike the
+reference it does not depend on autograd node offsets, so attention and squeeze-excitation are found through
+module *units* (:data:`archspace.primitives.UNIT_PRIMITIVES`) and ``multi_head_attention_forward``.
+
+The result keeps dropped ops that join two or more branches (``primitive is None``); :mod:`archspace.graph`
+contracts them, prunes to the output's ancestors and orders the nodes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
+
+from .meta_shapes import fast_output
+from .primitives import (
+    FUNCTION_PRIMITIVES,
+    PARAM_PRIMITIVES,
+    primitive_of_module,
+    unit_primitive,
+)
+
+_CONV_LIKE = ("conv", "sep_conv", "dil_conv")
+_NORMS = ("bn", "ln")
+_MHA_ARGS = {
+    # torch.nn.functional.multi_head_attention_forward
+    "multi_head_attention_forward": (
+        "query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias", "bias_k",
+        "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias", "training",
+        "key_padding_mask", "need_weights", "attn_mask", "use_separate_proj_weight", "q_proj_weight",
+        "k_proj_weight", "v_proj_weight",
+    ),
+    # the fused fast path of nn.MultiheadAttention
+    "_native_multi_head_attention": (
+        "query", "key", "value", "embed_dim", "num_head", "in_proj_weight", "in_proj_bias", "out_proj_weight",
+        "out_proj_bias",
+    ),
+}
+#: Ops whose output does not depend on their inputs' values (autograd does not link them either).
+_UNTRACKED = frozenset({
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like", "new_zeros",
+    "new_ones", "new_empty", "new_full", "new_tensor", "detach", "detach_",
+})
+_POOLS = ("max_pool", "avg_pool")
+
+
+@dataclass
+class RawNode:
+    """A node of the captured graph before contraction.
+
+    Attributes:
+        primitive: primitive name, or ``None`` for an op to be dropped with its neighbours joined.
+        preds: raw ids of the nodes whose outputs it consumes.
+        params: names of the parameters bound to it.
+        label: module path or op name, for people.
+        shape: its parameter's shape, or ``(1, 1, kh, kw)`` for a pooling kernel (the reference's shape feature).
+        is_param: whether it was made for a parameter (as opposed to an op).
+    """
+
+    primitive: str | None
+    preds: list[int]
+    params: list[str] = field(default_factory=list)
+    label: str = ""
+    shape: tuple[int, ...] = ()
+    is_param: bool = False
+
+
+@dataclass
+class Capture:
+    """The raw graph of one forward pass.
+
+    Attributes:
+        nodes: raw nodes in creation (execution) order; node 0 is the input.
+        output: raw id of the node that produced the model's (first) output.
+        unsupported: parameters consumed by the forward pass for which no rule exists -> their module type.
+        device: ``"meta"`` or the device the fallback pass ran on.
+    """
+
+    nodes: list[RawNode]
+    output: int
+    unsupported: dict[str, str]
+    device: str
+
+
+@dataclass(frozen=True)
+class ParamRule:
+    """How one parameter enters the graph.
+
+    Attributes:
+        name: name in ``model.named_parameters()``.
+        kind: ``weight`` / ``bias`` / ``norm`` / ``chain`` (a node in the data path), ``source`` (a node without
+            inputs feeding the consuming op, e.g. ``pos_enc``), ``attach`` (bound to the enclosing unit's node), or
+            ``unknown`` (no rule: left unbound and reported).
+        primitive: primitive of its node, ``None`` for ``unknown``.
+        key: nodes are shared by parameters with the same key (a norm layer's weight and bias).
+        module_type: class name of the owning module.
+        shape: shape of the node's main parameter.
+    """
+
+    name: str
+    kind: str
+    primitive: str | None
+    key: str
+    module_type: str
+    shape: tuple[int, ...]
+
+
+def param_rules(model: nn.Module) -> dict[str, ParamRule]:
+    """Decide, for every parameter of ``model``, how it is bound to graph nodes (see :class:`ParamRule`).
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        Parameter name (as in ``model.named_parameters()``) -> rule, in that order.
+    """
+    rules: dict[str, ParamRule] = {}
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        primitive = primitive_of_module(module)
+        for local, p in module.named_parameters(recurse=False):
+            if id(p) in seen:  # tied parameter: named_parameters() keeps the first name
+                continue
+            seen.add(id(p))
+            name = f"{mod_name}.{local}" if mod_name else local
+            rules[name] = _rule(name, local, mod_name, module, primitive, tuple(p.shape))
+    return rules
+
+
+def _rule(name: str, local: str, mod_name: str, module: nn.Module, primitive: str | None,
+          shape: tuple[int, ...]) -> ParamRule:
+    mtype = type(module).__name__
+    if primitive in _CONV_LIKE and local in ("weight", "bias"):
+        return ParamRule(name, local, primitive if local == "weight" else "bias", name, mtype, shape)
+    if primitive in _NORMS and local in ("weight", "bias"):
+        main = getattr(module, "weight", None)
+        main_shape = tuple(main.shape) if isinstance(main, torch.Tensor) else shape
+        return ParamRule(name, "norm", primitive, f"{mod_name}#norm", mtype, main_shape)
+    if primitive == "pos_enc":
+        return ParamRule(name, "source", "pos_enc", name, mtype, shape)
+    if primitive == "msa" and local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        return ParamRule(name, "weight", "conv", name, mtype, shape)
+    if primitive == "msa" and local == "in_proj_bias":
+        return ParamRule(name, "bias", "bias", name, mtype, shape)
+    free = PARAM_PRIMITIVES.get(local)
+    if free == "pos_enc":
+        return ParamRule(name, "source", free, name, mtype, shape)
+    if free in ("msa", "cse"):
+        return ParamRule(name, "attach", free, name, mtype, shape)
+    if free is not None:
+        return ParamRule(name, "chain", free, name, mtype, shape)
+    return ParamRule(name, "unknown", None, name, mtype, shape)
+
+
+@dataclass
+class _Unit:
+    primitive: str
+    name: str
+    start: int
+    node: int | None = None
+    attached: list[str] = field(default_factory=list)
+
+
+def _leaves(obj: Any) -> list[torch.Tensor]:
+    """Tensors in ``obj``, looking into lists, tuples and dict values (nested)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _leaves(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _leaves(o)]
+    return []
+
+
+class _Tracer(TorchFunctionMode):
+    """Records which node produced each tensor while the model runs (see the module docstring)."""
+
+    def __init__(self, rules: dict[str, ParamRule], module_names: dict[int, str], unit_prims: dict[int, str],
+                 fast: bool):
+        super().__init__()
+        self.rules = rules
+        self.module_names = module_names
+        self.unit_prims = unit_prims
+        self.fast = fast
+        self.nodes: list[RawNode] = [RawNode("input", [], label="input")]
+        # id(tensor) -> producing node id (int) or the parameters it was computed from (tuple of names)
+        self.values: dict[int, int | tuple[str, ...]] = {}
+        self.alive: list[torch.Tensor] = []  # keeps every seen tensor alive so that ids are never reused
+        self.param_nodes: dict[str, int] = {}
+        self.unsupported: dict[str, str] = {}
+        self.modules: list[str] = []
+        self.units: list[_Unit] = []
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _set(self, tensors: list[torch.Tensor], value: int | tuple[str, ...]) -> None:
+        for t in tensors:
+            self.values[id(t)] = value
+            self.alive.append(t)
+
+    def _new(self, primitive: str | None, preds: list[int], label: str, shape: tuple[int, ...] = ()) -> int:
+        self.nodes.append(RawNode(primitive, preds, label=label, shape=shape))
+        return len(self.nodes) - 1
+
+    def _label(self, what: str) -> str:
+        return f"{self.modules[-1]}:{what}" if self.modules else what
+
+    def _param_node(self, rule: ParamRule, preds: list[int]) -> int:
+        idx = self.param_nodes.get(rule.key)
+        if idx is None:
+            idx = len(self.nodes)
+            self.nodes.append(RawNode(rule.primitive, [], label=rule.name, shape=rule.shape, is_param=True))
+            self.param_nodes[rule.key] = idx
+        node = self.nodes[idx]
+        for p in preds:
+            if p != idx and p not in node.preds:
+                node.preds.append(p)
+        if rule.name not in node.params:
+            node.params.append(rule.name)
+        return idx
+
+    def _chain(self, params: list[str], preds: list[int]) -> tuple[list[int], bool]:
+        """Make the nodes of ``params`` consumed by an op whose activation inputs come from ``preds``.
+
+        Returns:
+            The op's producers: ``[last layer node]`` and ``True`` when a layer node was made, else ``preds`` plus
+            the source nodes (``pos_enc``) feeding the op, and ``False``.
+        """
+        sources, chain = [], []
+        for name in params:
+            rule = self.rules.get(name)
+            if rule is None:
+                continue
+            if rule.kind == "source":
+                sources.append(self._param_node(rule, []))
+            elif rule.kind == "attach":
+                unit = next((u for u in reversed(self.units) if u.primitive == rule.primitive), None)
+                if unit is None:
+                    self.unsupported[name] = rule.module_type
+                elif name not in unit.attached:
+                    unit.attached.append(name)
+            elif rule.kind == "unknown":
+                self.unsupported[name] = rule.module_type
+            else:
+                chain.append(rule)
+        if not chain:
+            return preds + [s for s in sources if s not in preds], False
+        chain.sort(key=lambda r: r.kind == "bias")  # weight (or norm) first, then its bias
+        current, last = preds + sources, None
+        for rule in chain:
+            node = self._param_node(rule, current)
+            if node != last:
+                current, last = [node], node
+        return current, True
+
+    # ---------------------------------------------------------------- module hooks
+    def pre_hook(self, module: nn.Module, args: Any) -> None:
+        name = self.module_names.get(id(module))
+        if name is None:
+            return
+        self.modules.append(name)
+        prim = self.unit_prims.get(id(module))
+        if prim is not None:
+            self.units.append(_Unit(prim, name, len(self.nodes)))
+
+    def post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        name = self.module_names.get(id(module))
+        if name is None:
+            return
+        self.modules.pop()
+        if id(module) in self.unit_prims:
+            self._close_unit(self.units.pop(), output)
+
+    def _close_unit(self, unit: _Unit, output: Any) -> None:
+        leaves = _leaves(output)
+        value = self.values.get(id(leaves[0])) if leaves else None
+        if unit.node is None and type(value) is int:
+            node = self.nodes[value]
+            if value >= unit.start and not node.is_param and node.primitive is None:
+                node.primitive, node.label = unit.primitive, f"{unit.name}:{unit.primitive}"
+                unit.node = value
+            else:  # the unit's output comes straight from a layer: add the unit node after it
+                unit.node = self._new(unit.primitive, [value], f"{unit.name}:{unit.primitive}")
+                self._set([t for t in leaves if self.values.get(id(t)) == value], unit.node)
+        if unit.attached:
+            if unit.node is None:
+                for name in unit.attached:
+                    self.unsupported[name] = self.rules[name].module_type
+            else:
+                node = self.nodes[unit.node]
+                for name in unit.attached:
+                    if name not in node.params:
+                        node.params.append(name)
+                if not node.shape:
+                    node.shape = self.rules[unit.attached[0]].shape
+
+    # ---------------------------------------------------------------- torch functions
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        out = fast_output(name, args, kwargs) if self.fast else None
+        if out is None:
+            out = func(*args, **kwargs)
+        if name in _UNTRACKED:
+            return out
+        if name == "__setitem__":  # x[key] = value writes into x
+            outs = [args[0]] if isinstance(args[0], torch.Tensor) else []
+        else:
+            outs = _leaves(out)
+        outs = [t for t in outs if t.is_floating_point() or t.is_complex()]  # as autograd: no grad, no edge
+        if not outs:
+            return out
+        if name in _MHA_ARGS:
+            self._attention(name, args, kwargs, outs)
+            return out
+        acts: list[int] = []
+        params: list[str] = []
+        for t in _leaves((args, kwargs)):
+            v = self.values.get(id(t))
+            if v is None:
+                continue
+            if type(v) is int:
+                if v not in acts:
+                    acts.append(v)
+            else:
+                params.extend(p for p in v if p not in params)
+        if not acts:
+            if params:  # computed from parameters only (e.g. a transposed weight): follow it to its consumer
+                self._set(outs, tuple(params))
+            return out
+        if params:
+            producers, made_layer = self._chain(params, acts)
+            if made_layer:
+                self._set(outs, producers[0])
+                return out
+            acts = producers
+        primitive, shape = self._op_primitive(name, args, kwargs)
+        if primitive is None or primitive in ("sum", "concat"):
+            if len(acts) == 1:  # dropped op, or a sum/concat of one branch: the reference joins its neighbours
+                self._set(outs, acts[0])
+                return out
+        node = self._new(primitive, acts, self._label(primitive or name), shape)
+        if primitive == "msa" and self.units and self.units[-1].primitive == "msa" and self.units[-1].node is None:
+            self.units[-1].node = node
+        self._set(outs, node)
+        return out
+
+    def _op_primitive(self, name: str, args: tuple, kwargs: dict) -> tuple[str | None, tuple[int, ...]]:
+        unit = self.units[-1] if self.units else None
+        if unit is not None and unit.primitive == "cse":
+            return None, ()  # everything inside a squeeze-excitation collapses into its cse node
+        if unit is not None and unit.primitive == "msa" and name == "softmax" and unit.node is None:
+            return "msa", ()
+        primitive = FUNCTION_PRIMITIVES.get(name)
+        if primitive == "glob_avg" and name == "mean" and not _is_spatial_mean(args, kwargs):
+            return None, ()
+        if primitive in _POOLS:
+            kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size")
+            if kernel is None:
+                return primitive, ()
+            kernel = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel, kernel)
+            return primitive, (1, 1, *(int(k) for k in kernel))
+        return primitive, ()
+
+    def _attention(self, name: str, args: tuple, kwargs: dict, outs: list[torch.Tensor]) -> None:
+        """``multi_head_attention_forward``: in-projection weight and bias, ``msa``, out-projection weight and bias
+        (the reference's transformer op: ``to_qkv`` linear, attention, ``to_out`` linear)."""
+        named = dict(zip(_MHA_ARGS[name], args))
+        named.update(kwargs)
+
+        def params(key: str) -> list[str]:
+            v = self.values.get(id(named.get(key))) if isinstance(named.get(key), torch.Tensor) else None
+            return list(v) if isinstance(v, tuple) else []
+
+        def producer(key: str) -> list[int]:
+            v = self.values.get(id(named.get(key))) if isinstance(named.get(key), torch.Tensor) else None
+            return [v] if type(v) is int else []
+
+        qkv = list(dict.fromkeys(producer("query") + producer("key") + producer("value")))
+        if not qkv:
+            return
+        if named.get("use_separate_proj_weight"):
+            heads = []
+            for role in ("query", "key", "value"):
+                heads += [h for h in self._chain(params(role[0] + "_proj_weight"), producer(role) or qkv)[0]
+                          if h not in heads]
+            current = heads
+        else:
+            current = self._chain(params("in_proj_weight"), qkv)[0]
+        current = self._chain(params("in_proj_bias"), current)[0]
+        msa = self._new("msa", current, self._label("msa"))
+        for key in ("bias_k", "bias_v"):
+            for p in params(key):
+                self.nodes[msa].params.append(p)
+                self.nodes[msa].shape = self.nodes[msa].shape or self.rules[p].shape
+        current = self._chain(params("out_proj_weight") + params("out_proj_bias"), [msa])[0]
+        self._set(outs, current[0])
+
+
+def _is_spatial_mean(args: tuple, kwargs: dict) -> bool:
+    """Whether ``mean`` averages a 4-D feature map over its two spatial dims (global average pooling)."""
+    x = args[0] if args else kwargs.get("input")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or dim is None:
+        return False
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return sorted(int(d) % 4 for d in dims) == [2, 3]
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    """The reference's choice of output: the first element of tuples/lists (auxiliary heads are ignored)."""
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if isinstance(out, dict) and out:
+        return _first_tensor(next(iter(out.values())))
+    return out if isinstance(out, torch.Tensor) else None
+
+
+def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, device: str = "meta") -> Capture:
+    """Run ``model`` once on an input of ``input_shape`` and record its raw op graph.
+
+    The model runs in eval mode (its train/eval flags are restored afterwards) so that dropout, batch-norm batch
+    checks and auxiliary heads do not interfere. On the meta device (default) the parameters are replaced by meta
+    tensors through :func:`torch.func.functional_call`; if the model cannot run on meta tensors (it builds CPU
+    tensors in ``forward``, say), the pass is repeated on zeros on the model's own device without gradients.
+
+    Args:
+        model: any ``nn.Module`` taking one tensor.
+        input_shape: ``(B, C, H, W)`` (or any shape the model accepts).
+        fast: use the shape rules of :mod:`archspace.meta_shapes` instead of slow meta kernels.
+        device: ``"meta"``, or ``"model"`` to run on the model's device directly.
+
+    Returns:
+        The :class:`Capture`.
+
+    Raises:
+        RuntimeError: the model failed on both devices (the message carries the model's own error).
+        ValueError: the output does not depend on the input.
+    """
+    rules = param_rules(model)
+    module_names = {id(m): n for n, m in model.named_modules()}
+    unit_prims = {id(m): p for m in model.modules() if (p := unit_primitive(m)) is not None}
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        if device == "meta":
+            try:
+                return _run(model, input_shape, rules, module_names, unit_prims, fast, meta=True)
+            except ValueError:
+                raise
+            except Exception as meta_error:  # noqa: BLE001 - retried on real tensors below
+                warnings.warn(f"to_graph: {type(model).__name__} does not run on the meta device "
+                              f"({type(meta_error).__name__}: {meta_error}); tracing on real tensors instead",
+                              stacklevel=3)
+        try:
+            return _run(model, input_shape, rules, module_names, unit_prims, fast, meta=False)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise RuntimeError(f"to_graph: the forward pass of {type(model).__name__} on an input of shape "
+                               f"{tuple(input_shape)} failed: {type(error).__name__}: {error}") from error
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _run(model: nn.Module, input_shape: tuple[int, ...], rules: dict[str, ParamRule], module_names: dict[int, str],
+         unit_prims: dict[int, str], fast: bool, meta: bool) -> Capture:
+    first = next(iter(model.parameters()), None)
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.get_default_dtype()
+    if meta:
+        tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters()}
+        tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers()})
+        x = torch.empty(input_shape, dtype=dtype, device="meta")
+        params = {n: tensors[n] for n in rules}
+    else:
+        params = dict(model.named_parameters())
+        x = torch.zeros(input_shape, dtype=dtype, device=first.device if first is not None else "cpu")
+    tracer = _Tracer(rules, module_names, unit_prims, fast=fast and meta)
+    for n, t in params.items():
+        tracer._set([t], (n,))
+    tracer._set([x], 0)
+    pre = nn.modules.module.register_module_forward_pre_hook(tracer.pre_hook)
+    post = nn.modules.module.register_module_forward_hook(tracer.post_hook)
+    try:
+        with torch.no_grad(), tracer:
+            out = functional_call(model, tensors, (x,)) if meta else model(x)
+    finally:
+        pre.remove()
+        post.remove()
+    y = _first_tensor(out)
+    value = tracer.values.get(id(y)) if y is not None else None
+    if type(value) is not int or value == 0 and len(tracer.nodes) == 1:
+        raise ValueError(f"to_graph: the output of {type(model).__name__} does not depend on its input "
+                         "through any operation; nothing to build a graph from")
+    return Capture(tracer.nodes, value, tracer.unsupported, "meta" if meta else str(x.device))

@@ -1,0 +1,220 @@
+"""Binding predicted blocks to the parameters of a network: which decoder output each parameter comes from, and how
+a block is fitted to the target shape by slicing and tiling (Knyazev et al., NeurIPS 2021, Sec. 4.2).
+
+Every parameter named in a graph node's ``param_names`` becomes a :class:`ParamTarget`. Targets are grouped by their
+source (conv decoder at one kernel size, classifier head, 1-D decoder row, ...) and target shape, so a whole group is
+decoded, normalised and tiled with a few tensor operations instead of one Python step per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from archspace.primitives import PRIMITIVE_ID
+
+from .normalize import IDENTITY, normalization_kind
+
+#: Sources of predicted blocks and the number of dims of the block they give.
+CONV, CLS_W, VEC, COL, CLS_B = "conv", "cls_w", "vec", "col", "cls_b"
+_POS_ENC = PRIMITIVE_ID["pos_enc"]
+
+
+@dataclass(frozen=True)
+class ParamTarget:
+    """One model parameter to predict.
+
+    Attributes:
+        graph: index of the graph/model in the batch.
+        name: parameter name as in ``model.named_parameters()``.
+        node: global node id in the batch.
+        shape: the parameter's shape.
+        source: :data:`CONV` (conv decoder, block ``(S_out, S_in, h, w)``), :data:`CLS_W` (classifier head,
+            ``(num_classes, S_in)``), :data:`VEC` (a row of the 1-D decoder, ``(S_ch,)``), :data:`COL` (both rows of
+            the 1-D decoder, ``(2 S_ch,)``, for ``(C, 1, 1)`` tensors such as layer scales), :data:`CLS_B`
+            (classifier-bias head, ``(num_classes,)``).
+        fit_shape: the target viewed with the block's number of dims (reshaped to ``shape`` at the end).
+        kernel: crop ``(h, w)`` of the conv decoder (``(1, 1)`` otherwise).
+        row: 1-D decoder row, 0 for weights, 1 for biases.
+        norm: normalisation kind and scale (:mod:`ghn.normalize`).
+    """
+
+    graph: int
+    name: str
+    node: int
+    shape: tuple[int, ...]
+    source: str
+    fit_shape: tuple[int, ...]
+    kernel: tuple[int, int]
+    row: int
+    norm: tuple[str, float]
+
+
+@dataclass
+class Assignment:
+    """All targets of a batch, grouped for batched decoding.
+
+    Attributes:
+        targets: every target, graph by graph.
+        decode: ``(source, kernel) -> (node ids, n_out, n_in)``: the blocks to compute.
+        groups: ``group key -> list of (target index, row in the decoded blocks of that source)``.
+        untouched: per graph, parameter names no node is bound to.
+    """
+
+    targets: list[ParamTarget]
+    decode: dict[tuple[str, tuple[int, int]], tuple[list[int], int, int]]
+    groups: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
+    untouched: list[list[str]] = field(default_factory=list)
+
+
+def _fit_shape(source: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The target shape with the number of dims of the block of ``source``."""
+    if source == CONV:
+        if len(shape) == 2:
+            return (shape[0], shape[1], 1, 1)
+        if len(shape) == 3:
+            return (shape[0], shape[1], shape[2], 1)
+        return (shape[0], shape[1], shape[2], math.prod(shape[3:]))
+    if source == CLS_W:
+        return (shape[0], math.prod(shape[1:]))
+    return (math.prod(shape),)  # VEC, COL, CLS_B
+
+
+def make_target(graph: int, name: str, node: int, shape: tuple[int, ...], cls_role: int, op_type: int,
+                max_shape: tuple[int, int, int, int], weight_norm: bool) -> ParamTarget:
+    """Decide where a parameter's prediction comes from and how it is fitted and normalised.
+
+    Args:
+        graph: graph index in the batch.
+        name: parameter name.
+        node: global node id.
+        shape: parameter shape.
+        cls_role: the node's classifier role (1 weight, 2 bias).
+        op_type: the node's primitive id.
+        max_shape: the GHN's maximum block shape ``S``.
+        weight_norm: apply the operation-dependent normalisation.
+
+    Returns:
+        A :class:`ParamTarget`.
+    """
+    shape = tuple(int(s) for s in shape)
+    is_bias = name.rsplit(".", 1)[-1].endswith("bias")
+    if len(shape) <= 1:
+        source = CLS_B if cls_role == 2 else VEC
+        shape_for_fit = shape if shape else (1,)
+    elif len(shape) == 3 and shape[1] == 1 and shape[2] == 1:
+        source = COL
+        shape_for_fit = shape
+    else:
+        source = CLS_W if cls_role == 1 else CONV
+        shape_for_fit = shape
+    fit = _fit_shape(source, shape_for_fit)
+    kernel = (min(fit[2], max_shape[2]), min(fit[3], max_shape[3])) if source == CONV else (1, 1)
+    norm = normalization_kind(shape, is_bias, op_type == _POS_ENC) if weight_norm else (IDENTITY, 1.0)
+    return ParamTarget(graph, name, node, shape, source, fit, kernel, 1 if is_bias else 0, norm)
+
+
+def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cls_role: list[int],
+           op_type: list[int], models: list[nn.Module], max_shape: tuple[int, int, int, int],
+           weight_norm: bool) -> Assignment:
+    """Bind every parameter named by the graphs to a decoder output.
+
+    Args:
+        param_names: per graph, per node, the parameter names bound to the node.
+        node_offsets: global id of each graph's first node.
+        cls_role: ``(N,)`` classifier role of every node of the batch.
+        op_type: ``(N,)`` primitive id of every node of the batch.
+        models: the networks, one per graph.
+        max_shape: the GHN's maximum block shape.
+        weight_norm: apply the normalisation.
+
+    Returns:
+        An :class:`Assignment`.
+
+    Raises:
+        KeyError: if a graph names a parameter its model does not have.
+        ValueError: if the numbers of graphs and models differ, or a parameter is bound to two nodes.
+    """
+    if len(param_names) != len(models):
+        raise ValueError(f"{len(param_names)} graphs but {len(models)} models")
+    targets: list[ParamTarget] = []
+    untouched: list[list[str]] = []
+    for b, (names_per_node, model) in enumerate(zip(param_names, models)):
+        params = dict(model.named_parameters())
+        seen: set[str] = set()
+        for local, names in enumerate(names_per_node):
+            node = node_offsets[b] + local
+            for name in names:
+                if name not in params:
+                    raise KeyError(f"graph {b} binds parameter {name!r} to node {local}, but the model has no such "
+                                   "parameter (graph built from a different model?)")
+                if name in seen:
+                    raise ValueError(f"parameter {name!r} of model {b} is bound to more than one node")
+                seen.add(name)
+                targets.append(make_target(b, name, node, tuple(params[name].shape), cls_role[node], op_type[node],
+                                           max_shape, weight_norm))
+        untouched.append([n for n in params if n not in seen])
+
+    # What to decode: per source (and kernel), the nodes and how many channels are needed.
+    need: dict[tuple[str, tuple[int, int]], dict] = defaultdict(lambda: {"nodes": {}, "out": 1, "in": 1})
+    groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for i, t in enumerate(targets):
+        src = VEC if t.source in (VEC, COL, CLS_B) else t.source  # one 1-D decoder pass serves all three
+        key = (src, t.kernel)
+        entry = need[key]
+        row = entry["nodes"].setdefault(t.node, len(entry["nodes"]))
+        if t.source == CONV:
+            entry["out"] = max(entry["out"], min(t.fit_shape[0], max_shape[0]))
+            entry["in"] = max(entry["in"], min(t.fit_shape[1], max_shape[1]))
+        elif t.source == CLS_W:
+            entry["in"] = max(entry["in"], min(t.fit_shape[1], max_shape[1]))
+        groups[(t.source, t.kernel, t.row, t.fit_shape, t.shape, t.norm)].append((i, row))
+    decode = {k: (list(v["nodes"]), v["out"], v["in"]) for k, v in need.items()}
+    return Assignment(targets, decode, dict(groups), untouched)
+
+
+def fit_to_shape(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Fit a batch of blocks to a target shape: slice each axis to the target, then tile it periodically.
+
+    Element ``i`` of an axis comes from element ``i mod min(target, block)`` of the block, the reference's
+    "slice, then repeat along channels" rule, here applied to every axis (kernels larger than the maximum are tiled
+    like channels).
+
+    Args:
+        block: ``(n, *s)``.
+        shape: target ``t`` with ``len(t) == len(s)``.
+
+    Returns:
+        ``(n, *t)``.
+    """
+    s = block.shape[1:]
+    if len(s) != len(shape):
+        raise ValueError(f"cannot fit a block of shape {tuple(s)} to {tuple(shape)}")
+    m = [min(a, b) for a, b in zip(shape, s)]
+    if any(a < b for a, b in zip(m, s)):
+        block = block[(slice(None), *(slice(0, k) for k in m))]
+    reps = [-(-a // k) for a, k in zip(shape, m)]  # ceil
+    if any(r > 1 for r in reps):
+        block = block.repeat(1, *reps)
+        if any(r * k != a for r, k, a in zip(reps, m, shape)):
+            block = block[(slice(None), *(slice(0, a) for a in shape))]
+    return block
+
+
+def is_tiled(t: ParamTarget, max_shape: tuple[int, int, int, int], num_classes: int) -> bool:
+    """Whether a target is larger than its block along some axis (its values repeat)."""
+    if t.source == CONV:
+        block = max_shape
+    elif t.source == CLS_W:
+        block = (num_classes, max_shape[1])
+    elif t.source == VEC:
+        block = (max(max_shape[:2]),)
+    elif t.source == COL:
+        block = (2 * max(max_shape[:2]),)
+    else:
+        block = (num_classes,)
+    return any(a > b for a, b in zip(t.fit_shape, block))

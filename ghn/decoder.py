@@ -1,0 +1,143 @@
+"""Decoders from node embeddings to parameter blocks of the maximum shape (Knyazev et al., NeurIPS 2021, Sec. 4.2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .mlp import MLP
+
+
+class ConvDecoder(nn.Module):
+    """GHN-2 convolutional decoder: a node embedding becomes a ``(S_out, S_in, h, w)`` block.
+
+    A linear layer maps ``D`` to ``H1 x S_h x S_w`` (read as an ``H1``-channel image), the image is cropped to the
+    kernel size ``(h, w)``, and 1x1 convolutions ``H1 -> H2 -> S_out * S_in`` give the block. Only the rows of the
+    linear layer and the output channels of the last convolution that the caller needs are computed; the result
+    equals computing the full block and slicing it. A classifier head maps the out-channel axis to ``num_classes``.
+
+    Args:
+        in_features: node embedding size ``D``.
+        hidden: the two hidden sizes ``(H1, H2)`` (reference: ``(4D, 8D)``).
+        max_shape: ``S = (S_out, S_in, S_h, S_w)``.
+        num_classes: out-channels of the classifier head.
+
+    Shapes:
+        ``x``: ``(n, D)``; :meth:`forward` output ``(n, n_out, n_in, h, w)``; :meth:`classifier` output
+        ``(n, num_classes, n_in)``.
+    """
+
+    def __init__(self, in_features: int, hidden: tuple[int, int], max_shape: tuple[int, int, int, int],
+                 num_classes: int) -> None:
+        super().__init__()
+        self.max_shape = tuple(int(s) for s in max_shape)
+        self.num_classes = num_classes
+        h1, h2 = hidden
+        self.fc = nn.Sequential(nn.Linear(in_features, h1 * max_shape[2] * max_shape[3]), nn.ReLU())
+        self.conv = nn.Sequential(nn.Conv2d(h1, h2, 1), nn.ReLU(), nn.Conv2d(h2, max_shape[0] * max_shape[1], 1),
+                                  nn.Identity())
+        self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Conv2d(max_shape[0], num_classes, 1))
+        self._rows_cache: dict[tuple, torch.Tensor] = {}
+
+    def _rows(self, kind: str, a: int, b: int, device: torch.device) -> torch.Tensor | None:
+        """Indices of the needed rows: ``fc`` rows of an ``(a, b)`` crop, or conv rows of ``a`` out x ``b`` in."""
+        s_out, s_in, s_h, s_w = self.max_shape
+        if (kind == "fc" and (a, b) == (s_h, s_w)) or (kind == "conv" and (a, b) == (s_out, s_in)):
+            return None
+        key = (kind, a, b, str(device))
+        rows = self._rows_cache.get(key)
+        if rows is None:
+            if kind == "fc":
+                grid = torch.arange(self.fc[0].out_features).view(-1, s_h, s_w)  # (H1, S_h, S_w)
+            else:
+                grid = torch.arange(s_out * s_in).view(s_out, s_in)  # (S_out, S_in)
+            rows = grid[..., :a, :b].reshape(-1).to(device)
+            self._rows_cache[key] = rows
+        return rows
+
+    def forward(self, x: torch.Tensor, kernel: tuple[int, int], n_out: int | None = None,
+                n_in: int | None = None) -> torch.Tensor:
+        """Predict blocks cropped to ``kernel`` and to the first ``n_out`` x ``n_in`` channels.
+
+        Args:
+            x: ``(n, D)`` node embeddings.
+            kernel: ``(h, w)`` with ``1 <= h <= S_h``, ``1 <= w <= S_w``.
+            n_out, n_in: channels needed (default: all ``S_out``, ``S_in``).
+
+        Returns:
+            ``(n, n_out, n_in, h, w)``.
+        """
+        n = x.shape[0]
+        h, w = kernel
+        n_out = self.max_shape[0] if n_out is None else n_out
+        n_in = self.max_shape[1] if n_in is None else n_in
+        fc = self.fc[0]
+        rows = self._rows("fc", h, w, x.device)
+        if rows is None:
+            y = F.linear(x, fc.weight, fc.bias)
+        else:
+            y = F.linear(x, fc.weight.index_select(0, rows), fc.bias.index_select(0, rows))
+        y = F.relu(y).view(n, -1, h, w)  # (n, H1, h, w)
+        y = F.relu(self.conv[0](y))  # (n, H2, h, w)
+        last = self.conv[2]
+        rows = self._rows("conv", n_out, n_in, x.device)
+        if rows is None:
+            y = last(y)
+        else:
+            y = F.conv2d(y, last.weight.index_select(0, rows), last.bias.index_select(0, rows))
+        return y.view(n, n_out, n_in, h, w)  # (n, n_out, n_in, h, w)
+
+    def classifier(self, x: torch.Tensor, n_in: int | None = None) -> torch.Tensor:
+        """Classifier-weight blocks: the 1x1 block with its out axis mapped to classes.
+
+        Args:
+            x: ``(n, D)``.
+            n_in: input channels needed (default ``S_in``).
+
+        Returns:
+            ``(n, num_classes, n_in)``.
+        """
+        y = self.forward(x, (1, 1), self.max_shape[0], n_in)[..., 0]  # (n, S_out, n_in, 1)
+        return self.class_layer_predictor(y)[..., 0]  # (n, num_classes, n_in)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(in={self.fc[0].in_features}, max_shape={self.max_shape}, classes={self.num_classes})"
+
+
+class MLPDecoder(nn.Module):
+    """The MLP decoder of the reference (GHN-1 ablation): a node embedding becomes the whole maximum-shape block.
+
+    Args:
+        in_features: node embedding size ``D``.
+        hidden: hidden sizes (reference: ``(2D,)``).
+        max_shape: ``S``.
+        num_classes: out-channels of the classifier head.
+
+    Shapes:
+        as :class:`ConvDecoder`.
+    """
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], max_shape: tuple[int, int, int, int],
+                 num_classes: int) -> None:
+        super().__init__()
+        self.max_shape = tuple(int(s) for s in max_shape)
+        self.num_classes = num_classes
+        self.mlp = MLP(in_features, (*hidden, math.prod(self.max_shape)), last_relu=False)
+        self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Linear(hidden[0], num_classes * self.max_shape[0]))
+
+    def forward(self, x: torch.Tensor, kernel: tuple[int, int], n_out: int | None = None,
+                n_in: int | None = None) -> torch.Tensor:
+        """Blocks cropped to ``kernel`` and channels. ``(n, D) -> (n, n_out, n_in, h, w)``."""
+        y = self.mlp(x).view(-1, *self.max_shape)  # (n, S_out, S_in, S_h, S_w)
+        return y[:, :n_out, :n_in, :kernel[0], :kernel[1]]
+
+    def classifier(self, x: torch.Tensor, n_in: int | None = None) -> torch.Tensor:
+        """Classifier-weight blocks from the shared first layer. ``(n, D) -> (n, num_classes, n_in)``."""
+        y = self.class_layer_predictor(self.mlp.fc[0](x))  # (n, num_classes * S_out)
+        return y.view(x.shape[0], self.num_classes, self.max_shape[1])[:, :, :n_in]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_shape={self.max_shape}, classes={self.num_classes})"

@@ -1,0 +1,53 @@
+"""What a parameter prediction did to a network: predicted, tiled from a smaller block, left untouched."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class PredictionReport:
+    """Coverage of one in-place prediction (:meth:`ghn.GHN.predict`).
+
+    Attributes:
+        predicted: names of the parameters set from the GHN, in ``named_parameters()`` order.
+        tiled: the subset of ``predicted`` larger than the GHN's block along some axis, so their values repeat
+            periodically along it (channels beyond ``max_shape``, kernels beyond the maximum, ...).
+        untouched: parameters no graph node is bound to; they keep their previous values.
+        num_params_predicted: scalars in ``predicted``.
+        num_params_total: scalars in all parameters.
+        bn_mode: how BatchNorm layers were left (see :func:`ghn.batchnorm.set_bn_mode`).
+        seconds: wall time of the prediction, graph construction included.
+    """
+
+    predicted: list[str] = field(default_factory=list)
+    tiled: list[str] = field(default_factory=list)
+    untouched: list[str] = field(default_factory=list)
+    num_params_predicted: int = 0
+    num_params_total: int = 0
+    bn_mode: str = "batch"
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every parameter was predicted."""
+        return not self.untouched
+
+    def as_dict(self) -> dict:
+        """Plain-dict form (for JSON)."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: counts of tensors and scalars."""
+        n = len(self.predicted) + len(self.untouched)
+        return (f"predicted {len(self.predicted)}/{n} parameter tensors ({self.num_params_predicted:,}/"
+                f"{self.num_params_total:,} values), {len(self.tiled)} tiled from a smaller block, "
+                f"{len(self.untouched)} untouched; BatchNorm mode {self.bn_mode!r}; {self.seconds * 1000:.1f} ms")
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        if self.tiled:
+            lines.append("tiled: " + ", ".join(self.tiled))
+        if self.untouched:
+            lines.append("untouched: " + ", ".join(self.untouched))
+        return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Tests for :mod:`train.correlation`: known answers for Kendall's tau and Spearman's rho."""
+
+import math
+
+import pytest
+
+from train.correlation import rank_correlation
+
+
+def test_identical_rankings_give_one():
+    r = rank_correlation([0.1, 0.5, 0.3, 0.9], [1.0, 5.0, 3.0, 9.0])
+    assert r.kendall_tau == pytest.approx(1.0)
+    assert r.spearman_rho == pytest.approx(1.0)
+    assert r.n == 4
+
+
+def test_reversed_rankings_give_minus_one():
+    r = rank_correlation([1, 2, 3, 4, 5], [50, 40, 30, 20, 10])
+    assert r.kendall_tau == pytest.approx(-1.0)
+    assert r.spearman_rho == pytest.approx(-1.0)
+
+
+def test_one_swapped_pair_matches_hand_computation():
+    # Pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> tau = (5 - 1) / 6.
+    # Rank differences (0,1,1,0): rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8.
+    r = rank_correlation([1, 2, 3, 4], [1, 3, 2, 4])
+    assert r.kendall_tau == pytest.approx(4 / 6)
+    assert r.spearman_rho == pytest.approx(0.8)
+
+
+def test_ties_use_tau_b():
+    # One tied pair in the first scoring, 5 concordant, 0 discordant: tau_b = 5 / sqrt((6 - 1) * 6).
+    r = rank_correlation([1, 2, 2, 3], [1, 2, 3, 4])
+    assert r.kendall_tau == pytest.approx(5 / math.sqrt(30))
+
+
+def test_constant_scoring_gives_nan_not_an_error():
+    r = rank_correlation([0.1, 0.1, 0.1], [1, 2, 3])
+    assert math.isnan(r.kendall_tau) and math.isnan(r.spearman_rho)
+    assert r.as_dict()["kendall_tau"] is None
+
+
+@pytest.mark.parametrize(
+    "a, b, message",
+    [([1, 2, 3], [1, 2], "same candidates"), ([1], [1], "at least 2"), ([1, float("nan")], [1, 2], "NaN")],
+)
+def test_bad_input_is_explained(a, b, message):
+    with pytest.raises(ValueError, match=message):
+        rank_correlation(a, b)

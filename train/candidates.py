@@ -1,0 +1,220 @@
+"""Parse a list of candidate architectures for ``ghn rank`` into lazily built :class:`Candidate` objects.
+
+Ranking designs by their accuracy with predicted parameters is the GHN's "property prediction" use (Knyazev et
+al., NeurIPS 2021, Sec. 5.3). A candidate list is a sequence of arguments, each a comma list of tokens:
+
+==============================  ==========================================================================
+token                           candidates
+==============================  ==========================================================================
+``deepnets:SPLIT``              every net of a DeepNets-1M split (``archspace.SPLITS``)
+``deepnets:SPLIT/0-99``         nets 0..99 (inclusive) of the split; ``/3``, ``/0-9,20-29`` also work
+``torchvision:NAME``            a torchvision model, default initialisation (``torchvision:resnet18``)
+``pkg.module:callable``         a model returned by ``callable(num_classes=...)``
+``PATH`` or ``file:PATH``       a text file, one candidate per line: a JSON object (a ``Genotype.to_dict()``,
+                                or ``{"name": ..., "genotype": {...}}``) or any token above; ``#`` comments
+==============================  ==========================================================================
+
+A token without a scheme continues the previous one: ``torchvision:resnet18,vgg11_bn`` is two torchvision
+models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are built only when asked
+(:meth:`Candidate.build`), so hundreds of candidates cost nothing until they are scored one by one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+
+class CandidateError(ValueError):
+    """A candidate list that cannot be parsed; the message says which token and what to write instead."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture to rank: a readable unique ``name`` and how to build it.
+
+    Exactly one of ``spec`` (a model spec for :func:`archspace.models.load_model`) and ``genotype`` (a
+    ``Genotype.to_dict()`` dict) is set.
+    """
+
+    name: str
+    spec: str | None = None
+    genotype: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def build(self, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+        """Build the network at its default initialisation (seed the global RNG first for reproducibility).
+
+        Args:
+            num_classes: classifier outputs.
+            image_size: input resolution; torchvision stems are adapted to small inputs below 64 pixels.
+
+        Returns:
+            The network, on CPU, in training mode.
+        """
+        if self.genotype is not None:
+            from archspace.genotype import Genotype
+            from archspace.network import Network
+
+            return Network(Genotype.from_dict(self.genotype), num_classes=num_classes, image_size=image_size)
+        return build_model(self.spec, num_classes=num_classes, image_size=image_size)
+
+
+def build_model(spec: str, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """Build a model from a spec (``deepnets:SPLIT/INDEX``, ``torchvision:NAME``, ``pkg.module:callable``).
+
+    DeepNets-1M nets come from :func:`archspace.sampler.get_net` at ``image_size``; other specs from
+    :func:`archspace.models.load_model`, and a torchvision model is adapted to small images (3x3 stride-1 stem,
+    as in the GHN-2 CIFAR-10 recipe) when ``image_size < 64`` and the loader did not already do it.
+
+    Raises:
+        CandidateError: the spec names no known model or cannot be built.
+    """
+    check_spec(spec)
+    try:
+        if spec.startswith("deepnets:"):
+            from archspace.sampler import get_net
+
+            split, _, index = spec.split(":", 1)[1].partition("/")
+            return get_net(split, int(index), num_classes=num_classes, image_size=image_size)
+        from archspace.models import load_model
+
+        model = load_model(spec, num_classes=num_classes)
+    except (ValueError, KeyError, IndexError, ImportError, AttributeError) as e:
+        raise CandidateError(f"cannot build model {spec!r}: {e}") from e
+    if spec.startswith("torchvision:") and image_size < 64 and not getattr(model, "_small_input", False):
+        from archspace.small_input import adapt_small_input
+
+        model = adapt_small_input(model) or model
+    return model
+
+
+def _split_sizes() -> dict[str, int]:
+    from archspace.sampler import SPLITS
+
+    return dict(SPLITS)
+
+
+def _parse_indices(text: str, size: int, token: str) -> list[int]:
+    out = []
+    for part in filter(None, text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
+        if m is None:
+            raise CandidateError(f"bad index {part!r} in {token!r}: write an index (3) or an inclusive range (0-99)")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise CandidateError(f"empty range {part!r} in {token!r}: write LOW-HIGH with LOW <= HIGH")
+        if hi >= size:
+            raise CandidateError(f"index {hi} in {token!r} is out of range: the split has nets 0-{size - 1}")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def check_spec(spec: str) -> None:
+    """Fail early, with suggestions, on a torchvision name that does not exist.
+
+    Raises:
+        CandidateError: unknown torchvision model name.
+    """
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        name = spec.split(":", 1)[1]
+        known = torchvision.models.list_models(module=torchvision.models)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
+            raise CandidateError(f"unknown torchvision model {name!r}{hint}")
+
+
+def _deepnets(rest: str, token: str) -> tuple[str, list[int]]:
+    split, _, idx = rest.partition("/")
+    sizes = _split_sizes()
+    if split not in sizes:
+        raise CandidateError(f"unknown DeepNets-1M split {split!r} in {token!r}; choose one of {sorted(sizes)}")
+    return split, (_parse_indices(idx, sizes[split], token) if idx else list(range(sizes[split])))
+
+
+def _from_file(path: str) -> list[Candidate]:
+    if not os.path.isfile(path):
+        raise CandidateError(f"candidate file {path!r} does not exist")
+    from archspace.genotype import Genotype
+
+    out: list[Candidate] = []
+    base = os.path.basename(path)
+    with open(path) as f:
+        lines = [(i, ln.strip()) for i, ln in enumerate(f, 1)]
+    for lineno, line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CandidateError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one Genotype.to_dict() "
+                                     "object per line") from e
+            genotype = obj.get("genotype", obj)
+            try:
+                Genotype.from_dict(genotype)
+            except (TypeError, ValueError) as e:
+                raise CandidateError(f"{path}:{lineno}: not a valid genotype ({e}); write Genotype.to_dict() "
+                                     "objects, one per line") from e
+            name = obj.get("name") or f"{base}:{lineno}"
+            out.append(Candidate(name=str(name), genotype=genotype))
+        else:
+            out.extend(parse_candidates([line]))
+    return out
+
+
+def parse_candidates(args: Iterable[str]) -> list[Candidate]:
+    """Turn candidate arguments (see the module docstring for the grammar) into candidates, duplicates dropped.
+
+    Args:
+        args: command-line arguments, each a comma list of tokens.
+
+    Returns:
+        The candidates in the order given.
+
+    Raises:
+        CandidateError: an unknown scheme, split, model name or index, a missing file, or no candidate at all.
+    """
+    out: list[Candidate] = []
+    prefix = None  # the scheme (and split) a bare token continues
+    for arg in args:
+        for token in filter(None, (t.strip() for t in str(arg).split(","))):
+            if token.startswith("file:") or (":" not in token and os.path.isfile(token)):
+                out.extend(_from_file(token.removeprefix("file:")))
+                prefix = None
+                continue
+            if ":" not in token:
+                if prefix is None:
+                    raise CandidateError(f"cannot tell what {token!r} is: write deepnets:SPLIT/RANGE, "
+                                         "torchvision:NAME, pkg.module:callable or the path of an existing file")
+                token = prefix + token
+            scheme, _, rest = token.partition(":")
+            if scheme == "deepnets":
+                split, indices = _deepnets(rest, token)
+                out.extend(Candidate(name=f"deepnets:{split}/{i}", spec=f"deepnets:{split}/{i}") for i in indices)
+                prefix = f"deepnets:{split}/"
+            elif scheme == "torchvision":
+                check_spec(token)
+                out.append(Candidate(name=token, spec=token))
+                prefix = "torchvision:"
+            elif re.fullmatch(r"[A-Za-z_][\w.]*", scheme) and re.fullmatch(r"[A-Za-z_]\w*", rest):
+                out.append(Candidate(name=token, spec=token))
+                prefix = None
+            else:
+                raise CandidateError(f"cannot parse candidate {token!r}: write deepnets:SPLIT/RANGE, "
+                                     "torchvision:NAME, pkg.module:callable or the path of an existing file")
+    seen: set[str] = set()
+    unique = [c for c in out if not (c.name in seen or seen.add(c.name))]
+    if not unique:
+        raise CandidateError("the candidate list is empty: give at least one candidate, e.g. deepnets:test/0-9")
+    return unique

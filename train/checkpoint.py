@@ -1,0 +1,148 @@
+"""Resumable training checkpoints, written so that a crash at any moment leaves the last complete one usable.
+
+Layout inside a run directory::
+
+    checkpoints/
+        step_00000100/          one complete checkpoint
+            ghn.safetensors     GHN weights + constructor config (``GHN.save``; loadable with ``GHN.load``)
+            state.pt            optimiser, scheduler, RNG states, step, counters, resolved config
+        step_00000200/
+        LATEST                  name of the newest complete checkpoint (replaced atomically)
+
+A checkpoint is first written to a ``.tmp-*`` folder, renamed into place, and only then does ``LATEST`` point at
+it (temp file + ``os.replace``). A process killed mid-write leaves a stray temp folder (ignored and cleaned up)
+and ``LATEST`` still naming the previous complete checkpoint. ``state.pt`` holds only tensors, numbers, strings,
+lists, tuples and dicts, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+LATEST = "LATEST"
+CKPT_DIR = "checkpoints"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU and, if present, CUDA) RNG states as weights-only-loadable objects."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path of the newest complete checkpoint of a run, or ``None`` when it has none."""
+    root = os.path.join(run_dir, CKPT_DIR)
+    pointer = os.path.join(root, LATEST)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        name = f.read().strip()
+    path = os.path.join(root, name)
+    if not os.path.isfile(os.path.join(path, "state.pt")):
+        raise FileNotFoundError(f"{pointer} names {name!r} but {path}/state.pt is missing; the checkpoint "
+                                f"folder was modified by hand")
+    return path
+
+
+def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) -> str:
+    """Write a complete checkpoint of step ``step`` and make it the latest, atomically.
+
+    Args:
+        run_dir: the run directory.
+        step: number of finished steps (the run resumes at this step).
+        ghn: the GHN (saved with its own ``save``: safetensors + constructor config).
+        state: everything else (optimiser/scheduler state dicts, RNG states, counters, config).
+        keep: number of complete checkpoints kept (older ones are deleted after the switch).
+
+    Returns:
+        The path of the new checkpoint folder.
+    """
+    root = os.path.join(run_dir, CKPT_DIR)
+    os.makedirs(root, exist_ok=True)
+    for stray in os.listdir(root):  # left by a process killed mid-write
+        if stray.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(root, stray), ignore_errors=True)
+    name = f"step_{step:08d}"
+    tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+    ghn.save(os.path.join(tmp, "ghn.safetensors"))
+    torch.save(dict(state, step=step), os.path.join(tmp, "state.pt"))
+    final = os.path.join(root, name)
+    if os.path.exists(final):  # re-saving the same step (e.g. the end of a resumed finished run)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(os.path.join(root, LATEST), name + "\n")
+    done = sorted(d for d in os.listdir(root) if d.startswith("step_") and d != name)
+    for old in done[:max(0, len(done) - (keep - 1))]:
+        shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str) -> tuple[str, dict]:
+    """Read a checkpoint folder: returns (path of its ``ghn.safetensors``, the state dict).
+
+    Raises:
+        FileNotFoundError: if the folder is not a complete checkpoint.
+    """
+    st, ghn_path = os.path.join(path, "state.pt"), os.path.join(path, "ghn.safetensors")
+    for p in (st, ghn_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"incomplete checkpoint: {p} is missing")
+    return ghn_path, torch.load(st, map_location="cpu", weights_only=True)

@@ -1,0 +1,479 @@
+"""The GHN training loop (Knyazev et al., NeurIPS 2021, Sec. 4 and Eq. 2; reference ``experiments/train_ghn.py``).
+
+Each step draws a meta-batch of architectures, lets the GHN predict all of their parameters differentiably, runs
+every network on the same batch of images with ``torch.func.functional_call`` (the predicted tensors are used
+directly, never copied into the modules), averages the cross-entropy over the meta-batch and updates the GHN
+with Adam and gradient-norm clipping.
+
+Everything random in a step is a function of ``(seed, step)``: the architectures, the images, their
+augmentation and the torch RNG used inside the networks. Together with complete checkpoints (weights, optimiser,
+scheduler, RNG, counters) this makes a resumed run end with exactly the weights of an uninterrupted one.
+
+Usable without Hydra::
+
+    trainer = Trainer(ghn, archs, TrainBatches(load_digits(), 64), "runs/x", steps=1000)
+    result = trainer.fit()
+
+Under ``torchrun`` (``torch.distributed`` initialised) the meta-batch is split across ranks, the GHN is wrapped
+in ``DistributedDataParallel`` (gradients averaged), and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch_geometric.data import Batch
+
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, \
+    set_rng_state
+from .data import TrainBatches, mix_seed
+from .optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+METRIC_FIELDS = ("step", "loss", "acc", "grad_norm", "lr", "nodes", "nets", "skipped_large", "skipped_nonfinite",
+                 "sec_per_step")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    step: int
+    ghn_path: str | None
+    last_loss: float
+    last_acc: float
+    skipped_large: int
+    skipped_nonfinite: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def net_logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` with predicted ``params`` substituted for its own (``torch.func.functional_call``).
+
+    Buffers (BatchNorm running statistics) stay the module's own. Networks with auxiliary heads return tuples;
+    the first element is taken.
+
+    Shapes:
+        x: ``(B, C, H, W)`` -> logits ``(B, num_classes)``.
+    """
+    out = functional_call(model, params, (x,), strict=False)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class MetaBatchLoss(nn.Module):
+    """The GHN training objective on one meta-batch (Knyazev et al., 2021, Eq. 2): mean over the networks of the
+    cross-entropy of each network with GHN-predicted parameters on the same images.
+
+    A module so that ``DistributedDataParallel`` can wrap it; its only parameters are the GHN's.
+
+    Args:
+        ghn: the hypernetwork (``predict_parameters(graphs, models) -> list[dict[str, Tensor]]``).
+        label_smoothing: cross-entropy label smoothing (0.1 on ImageNet in the paper).
+    """
+
+    def __init__(self, ghn: nn.Module, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ghn = ghn
+        self.label_smoothing = label_smoothing
+
+    def forward(self, graphs: Batch, models: Sequence[nn.Module], x: torch.Tensor,
+                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (mean loss, per-network top-1 accuracy ``(M,)``).
+
+        Shapes:
+            x: ``(B, C, H, W)``; y: ``(B,)``.
+        """
+        params = self.ghn.predict_parameters(graphs, list(models))
+        losses, accs = [], []
+        for model, p in zip(models, params):
+            logits = net_logits(model, p, x).float()  # (B, num_classes)
+            losses.append(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing))
+            accs.append((logits.detach().argmax(1) == y).float().mean())
+        return torch.stack(losses).mean(), torch.stack(accs)
+
+
+class ArchSource:
+    """Deterministic meta-batches from an indexable architecture dataset, with a cache of graphs and modules.
+
+    The networks of step ``t`` are ``meta_batch_size`` indices drawn from a generator seeded by ``(seed, t)``.
+    A network module is rebuilt from its index with a fixed seed (its own initial parameters are never used,
+    only its structure and buffers), so caching it does not change results.
+
+    Args:
+        dataset: ``__len__``, ``__getitem__(i) -> ArchGraph`` and ``build_model(i) -> nn.Module``
+            (``archspace.dataset.ArchDataset``).
+        meta_batch_size: networks per step (8 in the paper).
+        seed: run seed.
+        cache_size: graphs/modules kept in memory (0: none).
+    """
+
+    def __init__(self, dataset, meta_batch_size: int = 8, seed: int = 0, cache_size: int = 0):
+        if meta_batch_size < 1:
+            raise ValueError(f"meta_batch_size must be >= 1, got {meta_batch_size}")
+        if len(dataset) < 1:
+            raise ValueError("the architecture dataset is empty")
+        self.dataset, self.meta_batch_size, self.seed, self.cache_size = dataset, meta_batch_size, seed, cache_size
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
+
+    def indices(self, step: int) -> list[int]:
+        """Dataset indices of the meta-batch of ``step``."""
+        g = torch.Generator().manual_seed(mix_seed(self.seed, 3, step))
+        n = len(self.dataset)
+        if n >= self.meta_batch_size:
+            return torch.randperm(n, generator=g)[:self.meta_batch_size].tolist() if n <= 100_000 else \
+                torch.randint(0, n, (self.meta_batch_size,), generator=g).tolist()
+        return torch.randint(0, n, (self.meta_batch_size,), generator=g).tolist()
+
+    def get(self, i: int):
+        """(graph, module) of dataset item ``i``."""
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, 5, i))
+            graph = self.dataset[i]
+            model = self.dataset.build_model(i)
+        item = (graph, model)
+        if self.cache_size > 0:
+            self._cache[i] = item
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return item
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class Trainer:
+    """Train a GHN on meta-batches of architectures (see the module docstring).
+
+    Args:
+        ghn: the hypernetwork; needs ``predict_parameters``, ``save(path)`` and ``load(path)``.
+        archs: the architecture dataset (see :class:`ArchSource`).
+        images: training image batches (:class:`train.data.TrainBatches`), the same for every rank.
+        run_dir: where checkpoints, ``metrics.csv`` and ``ghn.safetensors`` go.
+        steps: total number of steps of the run.
+        meta_batch_size: networks per step over all ranks (8 in the paper).
+        max_nodes: a meta-batch with more nodes in total is skipped (2,200 in the paper); 0: no cap.
+        optimizer: ``adam`` (paper), ``adamw`` or ``sgd``.
+        lr, weight_decay: optimiser settings (paper: 1e-3, 1e-5).
+        milestones, gamma: lr x ``gamma`` at these fractions of the run (paper: 200/300 and 250/300, x0.1).
+        clip: gradient-norm clip (paper: 5); 0: off.
+        label_smoothing: cross-entropy label smoothing.
+        amp: autocast (bfloat16) on CUDA; ignored on CPU.
+        device: ``cpu``/``cuda``/``cuda:k``; default: CUDA if available.
+        seed: run seed (architectures, images, augmentation and in-network randomness follow from it).
+        ckpt_every: write a checkpoint every this many steps (and always at the end); 0: only at the end.
+        keep_checkpoints: complete checkpoints kept.
+        log_every: write a metrics row every this many steps.
+        max_bad_steps: stop (:class:`TrainingDiverged`) after this many consecutive non-finite steps.
+        inject_nan_steps: steps whose loss is multiplied by NaN (fault injection for tests).
+        arch_cache: architectures kept in memory (useful with a small training pool).
+        time_limit_s: stop early (with a checkpoint) once this many seconds have passed; 0: none.
+        progress: show a tqdm bar.
+        config: the resolved run configuration (stored in checkpoints).
+        on_step: called with the metrics dict after every step (rank 0).
+
+    Raises:
+        ValueError: bad settings (e.g. a meta-batch that does not split over the ranks).
+    """
+
+    def __init__(self, ghn: nn.Module, archs, images: TrainBatches, run_dir: str, *, steps: int,
+                 meta_batch_size: int = 8, max_nodes: int = 2200, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 1e-5, milestones: Sequence[float] = (200 / 300, 250 / 300),
+                 gamma: float = 0.1, clip: float = 5.0, label_smoothing: float = 0.0, amp: bool = True,
+                 device: str | None = None, seed: int = 0, ckpt_every: int = 500, keep_checkpoints: int = 2,
+                 log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
+                 arch_cache: int = 0, time_limit_s: float = 0.0, progress: bool = True,
+                 config: dict | None = None, on_step: Callable[[dict], None] | None = None):
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.rank = dist.get_rank() if _is_dist() else 0
+        self.world_size = dist.get_world_size() if _is_dist() else 1
+        if meta_batch_size % self.world_size:
+            raise ValueError(f"meta_batch_size {meta_batch_size} must be divisible by the {self.world_size} ranks")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None and _is_dist():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.ghn = ghn.to(self.device)
+        self.archs = ArchSource(archs, meta_batch_size, seed, arch_cache)
+        self.images = images
+        self.run_dir = run_dir
+        self.steps, self.meta_batch_size, self.max_nodes = steps, meta_batch_size, max_nodes
+        self.clip, self.amp, self.seed = clip, amp and self.device.type == "cuda", seed
+        self.ckpt_every, self.keep, self.log_every = ckpt_every, keep_checkpoints, log_every
+        self.max_bad_steps, self.inject_nan_steps = max_bad_steps, set(int(s) for s in inject_nan_steps)
+        self.time_limit_s, self.progress, self.config, self.on_step = time_limit_s, progress, config, on_step
+        self.objective = MetaBatchLoss(self.ghn, label_smoothing)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Node types absent from a rank's networks leave some decoder heads without gradient.
+            self.model = DDP(self.objective, device_ids=ids, find_unused_parameters=True)
+        else:
+            self.model = self.objective
+        self.optimizer = build_optimizer(self.ghn.parameters(), optimizer, lr=lr, weight_decay=weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, steps, milestones, gamma)
+        self.step = 0
+        self.skipped_large = 0
+        self.skipped_nonfinite = 0
+        self.bad_in_a_row = 0
+
+    # -------------------------------------------------------------------------------------------------------
+    # State
+    # -------------------------------------------------------------------------------------------------------
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    def state(self) -> dict:
+        """Everything but the GHN weights needed to resume (weights-only loadable)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "skipped_large": self.skipped_large,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "bad_in_a_row": self.bad_in_a_row,
+            "seed": self.seed,
+            "total_steps": self.steps,
+            "config_json": json.dumps(self.config or {}, default=str),
+        }
+
+    def save(self) -> str | None:
+        """Write a checkpoint of the current step (rank 0 only); returns its path."""
+        path = None
+        if self.is_writer:
+            path = save_checkpoint(self.run_dir, self.step, self.ghn, self.state(), keep=self.keep)
+        if _is_dist():
+            dist.barrier()
+        return path
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        ghn_path, state = load_checkpoint(path)
+        loaded = type(self.ghn).load(ghn_path)
+        self.ghn.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.skipped_large = int(state["skipped_large"])
+        self.skipped_nonfinite = int(state["skipped_nonfinite"])
+        self.bad_in_a_row = int(state["bad_in_a_row"])
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"checkpoint {path} was trained with seed {state['seed']}, this run has {self.seed}; "
+                             f"resuming would not reproduce the run")
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # -------------------------------------------------------------------------------------------------------
+    # One step
+    # -------------------------------------------------------------------------------------------------------
+
+    def _meta_batch(self, step: int):
+        idx = self.archs.indices(step)
+        k = self.meta_batch_size // self.world_size
+        items = [self.archs.get(i) for i in idx[self.rank * k:(self.rank + 1) * k]]
+        graphs = Batch.from_data_list([g for g, _ in items])
+        models = [m.to(self.device) for _, m in items]
+        return graphs.to(self.device), models
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        if not _is_dist():
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def train_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """One optimisation step at ``step`` on images ``x`` ``(B, C, H, W)``, labels ``y`` ``(B,)``.
+
+        Returns the step's metrics. A non-finite loss or gradient norm leaves weights and optimiser untouched.
+        """
+        torch.manual_seed(mix_seed(self.seed, 4, step))  # in-network randomness (e.g. drop-path) per step
+        graphs, models = self._meta_batch(step)
+        nodes = self._all_sum([float(graphs.num_nodes)])[0]
+        row = {"step": step + 1, "nodes": int(nodes), "nets": self.meta_batch_size,
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.max_nodes and nodes > self.max_nodes:
+            self.skipped_large += 1
+            row.update(loss=float("nan"), acc=float("nan"), grad_norm=float("nan"))
+            return row
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for m in models:
+            m.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, accs = self.model(graphs, models, x, y)
+        if step in self.inject_nan_steps:
+            loss = loss * float("nan")
+        loss.backward()  # always, so that DDP ranks stay in lock-step
+        if self.clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), self.clip)
+        else:
+            grads = [p.grad.norm() for p in self.ghn.parameters() if p.grad is not None]
+            grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        loss_sum, acc_sum = self._all_sum([float(loss.detach()), float(accs.mean())])
+        loss_v, acc_v = loss_sum / self.world_size, acc_sum / self.world_size
+        if not (math.isfinite(loss_v) and math.isfinite(float(grad_norm))):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_nonfinite += 1
+            self.bad_in_a_row += 1
+        else:
+            self.optimizer.step()
+            self.bad_in_a_row = 0
+        row.update(loss=loss_v, acc=acc_v, grad_norm=float(grad_norm))
+        return row
+
+    # -------------------------------------------------------------------------------------------------------
+    # The run
+    # -------------------------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+        """Train until ``steps`` (or ``stop_at``, for tests that interrupt a run), checkpointing on the way.
+
+        Args:
+            resume: continue from the latest checkpoint in ``run_dir`` (starts fresh when there is none).
+            stop_at: stop after this step (a checkpoint is written), as if the process had been stopped.
+
+        Returns:
+            :class:`TrainResult`; ``ghn_path`` is ``run_dir/ghn.safetensors`` once the run is complete.
+
+        Raises:
+            TrainingDiverged: ``max_bad_steps`` consecutive non-finite steps; the last checkpoint is kept.
+        """
+        if self.is_writer:
+            os.makedirs(self.run_dir, exist_ok=True)
+        if resume:
+            self.resume()
+        elif latest_checkpoint(self.run_dir) is not None:
+            raise FileExistsError(f"{self.run_dir} already has checkpoints; pass resume=True to continue it or "
+                                  f"use a new run directory")
+        end = self.steps if stop_at is None else min(stop_at, self.steps)
+        metrics_path = os.path.join(self.run_dir, "metrics.csv")
+        if self.is_writer:
+            _truncate_metrics(metrics_path, self.step)
+        writer = _tensorboard(self.run_dir) if self.is_writer else None
+        bar = None
+        if self.progress and self.is_writer:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.step, desc="ghn-train", dynamic_ncols=True)
+        t_start = time.time()
+        history: list[dict] = []
+        ema_loss = ema_acc = None
+        last = {"loss": float("nan"), "acc": float("nan")}
+        batches = self.images.iterate(self.step, end)
+        self.ghn.train()
+        try:
+            while self.step < end:
+                t0 = time.time()
+                x, y = next(batches)
+                row = self.train_step(self.step, x, y)
+                self.scheduler.step()
+                self.step += 1
+                row.update(skipped_large=self.skipped_large, skipped_nonfinite=self.skipped_nonfinite,
+                           sec_per_step=time.time() - t0)
+                if math.isfinite(row["loss"]):
+                    last = row
+                    ema_loss = row["loss"] if ema_loss is None else 0.95 * ema_loss + 0.05 * row["loss"]
+                    ema_acc = row["acc"] if ema_acc is None else 0.95 * ema_acc + 0.05 * row["acc"]
+                history.append(row)
+                if self.bad_in_a_row >= self.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"{self.bad_in_a_row} consecutive steps had a non-finite loss or gradient (last at step "
+                        f"{self.step}); stopping. No such step reached the weights; the last good checkpoint is "
+                        f"{latest_checkpoint(self.run_dir)}. Lower optim.lr or check the data.")
+                if self.is_writer:
+                    if self.step % self.log_every == 0 or self.step == end:
+                        _append_metrics(metrics_path, row)
+                        if writer is not None:
+                            for k in ("loss", "acc", "grad_norm", "lr", "sec_per_step"):
+                                writer.add_scalar(f"train/{k}", row[k], self.step)
+                    if bar is not None:
+                        bar.update(1)
+                        if ema_loss is not None:
+                            bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}",
+                                            skip=self.skipped_large + self.skipped_nonfinite)
+                    if self.on_step is not None:
+                        self.on_step(row)
+                timed_out = self.time_limit_s and time.time() - t_start > self.time_limit_s
+                if timed_out:
+                    log.warning("time limit of %.0f s reached at step %d of %d; stopping early", self.time_limit_s,
+                                self.step, self.steps)
+                if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < end:
+                    self.save()
+                if timed_out:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        self.save()
+        ghn_path = None
+        if self.step >= self.steps or self.time_limit_s:
+            ghn_path = os.path.join(self.run_dir, "ghn.safetensors")
+            if self.is_writer:
+                self.ghn.save(ghn_path)
+            if _is_dist():
+                dist.barrier()
+        return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,
+                           self.skipped_nonfinite, time.time() - t_start, history)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """Drop rows after ``step`` (left by a run that was stopped after its last checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k, "") for k in METRIC_FIELDS) for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _append_metrics(path: str, row: dict) -> None:
+    new = not os.path.isfile(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _tensorboard(run_dir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return None
+    return SummaryWriter(os.path.join(run_dir, "tb"))

@@ -1,0 +1,60 @@
+"""Optimiser and learning-rate schedule of GHN training (Knyazev et al., NeurIPS 2021, Appendix; reference
+``experiments/train_ghn.py``: Adam, lr 1e-3, weight decay 1e-5, lr x0.1 at epochs 200 and 250 of 300)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", lr: float = 1e-3,
+                    weight_decay: float = 1e-5, betas: Sequence[float] = (0.9, 0.999),
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Build the GHN optimiser.
+
+    Args:
+        params: the GHN parameters.
+        name: ``adam`` (the paper), ``adamw`` or ``sgd``.
+        lr: learning rate.
+        weight_decay: L2 penalty (Adam) or decoupled decay (AdamW).
+        betas: Adam betas.
+        momentum: SGD momentum.
+
+    Raises:
+        ValueError: unknown name or a non-positive learning rate.
+    """
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def milestone_steps(total_steps: int, milestones: Sequence[float]) -> list[int]:
+    """Turn milestones given as fractions of the run (0 < m < 1, e.g. 200/300) into step numbers.
+
+    Raises:
+        ValueError: a milestone outside (0, 1) or not increasing.
+    """
+    out = []
+    for m in milestones:
+        if not 0 < m < 1:
+            raise ValueError(f"milestones are fractions of the run in (0, 1), got {m}")
+        out.append(max(1, int(round(m * total_steps))))
+    if out != sorted(out):
+        raise ValueError(f"milestones must increase, got {list(milestones)}")
+    return out
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                    milestones: Sequence[float] = (200 / 300, 250 / 300),
+                    gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Step schedule stepped once per training step: lr x ``gamma`` at each milestone fraction of the run."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestone_steps(total_steps, milestones), gamma=gamma)

@@ -1,0 +1,108 @@
+"""Figures for ``ghn rank --validate`` and ``ghn finetune --compare`` (matplotlib, Agg backend, no display).
+
+- :func:`plot_rank_scatter`: accuracy with GHN-predicted parameters against accuracy after SGD, one point per
+  candidate, with Kendall's tau and Spearman's rho in the title (Knyazev et al., NeurIPS 2021, Sec. 5.3).
+- :func:`plot_finetune_curves`: training loss and held-out accuracy against SGD steps for a warm-started run
+  (predicted parameters) and a run from the default initialisation (paper Sec. 5.4, Fig. 6).
+
+Figures are written atomically: to a temporary file in the target folder, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(fig, path: str) -> str:
+    """Save a matplotlib figure as PNG atomically (temp file + ``os.replace``) and close it.
+
+    Args:
+        fig: the figure.
+        path: destination; its folder is created if missing.
+
+    Returns:
+        ``path``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path: str, *,
+                      labels: Sequence[str] | None = None, tau: float | None = None, rho: float | None = None,
+                      trained_label: str = "accuracy after SGD (%)") -> str:
+    """Scatter plot of predicted-parameter accuracy (x) against trained accuracy (y), one point per candidate.
+
+    Args:
+        predicted: accuracy (%) of each candidate with GHN-predicted parameters.
+        trained: accuracy (%) of the same candidates after SGD from their default initialisation.
+        path: PNG file to write.
+        labels: optional candidate names; printed next to the points when there are at most 30.
+        tau, rho: Kendall's tau and Spearman's rho to show in the title.
+        trained_label: y-axis label.
+
+    Returns:
+        ``path``.
+
+    Shapes:
+        ``predicted``, ``trained``: ``(C,)``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(predicted, trained, s=18, alpha=0.8)
+    if labels is not None and len(labels) <= 30:
+        for x, y, name in zip(predicted, trained, labels):
+            ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("accuracy with predicted parameters (%)")
+    ax.set_ylabel(trained_label)
+    stats = []
+    if tau is not None:
+        stats.append(f"Kendall tau = {tau:.3f}")
+    if rho is not None:
+        stats.append(f"Spearman rho = {rho:.3f}")
+    ax.set_title(f"{len(predicted)} candidates" + (": " + ", ".join(stats) if stats else ""))
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_finetune_curves(runs: dict[str, dict[str, Sequence[float]]], path: str, *, title: str = "") -> str:
+    """Training loss and held-out accuracy against steps, for one or more runs, in one PNG with two panels.
+
+    Args:
+        runs: run label -> ``{"loss_steps", "loss", "eval_steps", "accuracy"}`` lists (loss per step, accuracy
+            in % at the evaluation steps).
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, run in runs.items():
+        ax_loss.plot(run["loss_steps"], run["loss"], label=label, lw=1)
+        ax_acc.plot(run["eval_steps"], run["accuracy"], label=label, marker="o", ms=3)
+    ax_loss.set_xlabel("SGD step")
+    ax_loss.set_ylabel("training loss")
+    ax_acc.set_xlabel("SGD step")
+    ax_acc.set_ylabel("held-out accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,371 @@
+"""Rank candidate architectures by their held-out accuracy with GHN-predicted parameters.
+
+A GHN predicts all parameters of a network in one forward pass, so the accuracy of those parameters is a cheap
+proxy for how good the design is (Knyazev et al., NeurIPS 2021, Sec. 5.3, "property prediction"; Table 5
+correlates it with the accuracy after training). :func:`score_candidates` builds each candidate at its default
+initialisation, lets a predictor set its parameters and evaluates it on the same held-out batches with
+BatchNorm in batch-statistics mode (batches of 64, the paper's protocol: running statistics are not predicted).
+:func:`validate_candidates` trains the same candidates from their default initialisation with SGD for a few
+steps, so that :func:`train.correlation.rank_correlation` can say how well the two rankings agree.
+:func:`fit_embedding_regressor` is the other property predictor of Sec. 5.3: a ridge regression on the
+mean-pooled GHN node embeddings, fitted to labelled architectures.
+
+The predictor and embedder are plain callables, so this module depends on no particular GHN class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from train.candidates import Candidate
+from train.checkpoint import atomic_write_text
+from train.data import ImageData
+from train.finetune import Batches, evaluate, train_sgd
+
+#: Sets a model's parameters in place (e.g. with a GHN) and returns it.
+Predictor = Callable[[nn.Module], nn.Module]
+#: Maps a model to a fixed-size feature vector ``(D,)`` (e.g. mean-pooled GHN node embeddings).
+Embedder = Callable[[nn.Module], np.ndarray]
+
+
+@dataclass
+class RankRow:
+    """Scores of one candidate. Accuracies in %, losses are mean cross-entropy on the held-out batches."""
+
+    name: str
+    params: int = 0
+    accuracy: float = float("nan")  # with predicted parameters, BN batch statistics
+    loss: float = float("nan")
+    seconds: float = 0.0  # build + predict + evaluate
+    trained_accuracy: float | None = None  # after --validate K SGD steps from the default initialisation
+    trained_loss: float | None = None
+    embed_score: float | None = None  # regressor on GHN embeddings (--embed-regressor)
+    rank: int | None = None
+    trained_rank: int | None = None
+    error: str | None = None  # why the candidate could not be scored
+
+
+def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_batches: Batches, *,
+                     num_classes: int, image_size: int, seed: int = 0, device: str | torch.device = "cpu",
+                     log: Callable[[str], None] | None = None) -> list[RankRow]:
+    """Build, predict and evaluate every candidate; a candidate that fails gets a row with ``error`` set.
+
+    Args:
+        candidates: the architectures.
+        predict: sets the parameters of a freshly built model in place and returns it.
+        eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches, reused for every candidate
+            (materialise an iterator as a list first).
+        num_classes: classifier outputs of the built networks.
+        image_size: input resolution.
+        seed: global RNG seed set before building each candidate (same default initialisation as
+            :func:`validate_candidates`).
+        device: where to evaluate.
+        log: optional ``callable(str)`` for progress lines.
+
+    Returns:
+        One :class:`RankRow` per candidate, in input order (call :func:`rank_rows` to sort).
+    """
+    rows = []
+    t_all = time.perf_counter()
+    for i, cand in enumerate(candidates):
+        t0 = time.perf_counter()
+        row = RankRow(cand.name)
+        try:
+            torch.manual_seed(seed)
+            model = cand.build(num_classes=num_classes, image_size=image_size)
+            row.params = sum(p.numel() for p in model.parameters())
+            with torch.no_grad():
+                model = predict(model)
+            row.accuracy, row.loss = evaluate(model.to(device), eval_batches, bn_batch_stats=True, device=device)
+        except (RuntimeError, ValueError, NotImplementedError, KeyError, IndexError, TypeError) as e:
+            row.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+        if log and ((i + 1) % 10 == 0 or i + 1 == len(candidates)):
+            log(f"scored {i + 1}/{len(candidates)} candidates in {time.perf_counter() - t_all:.1f} s")
+    return rows
+
+
+def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate], data: ImageData,
+                        eval_batches: Batches, *, steps: int, lr: float = 0.05, batch_size: int = 64,
+                        seed: int = 0, device: str | torch.device = "cpu",
+                        log: Callable[[str], None] | None = None) -> None:
+    """Train each scored candidate from its default initialisation for ``steps`` SGD steps and record
+    ``trained_accuracy``/``trained_loss`` on the same held-out batches (BN batch statistics, as for the predicted
+    parameters, so both rankings use one protocol). All candidates see the same batches in the same order.
+
+    Args:
+        rows: rows from :func:`score_candidates` (updated in place; rows with an error are skipped).
+        candidates: the same candidates, same order.
+        data: the task whose training images are used.
+        eval_batches: held-out batches.
+        steps: SGD steps per candidate (``--validate K``).
+        lr, batch_size, seed: the :func:`train.finetune.train_sgd` recipe.
+        device: where to train.
+        log: optional progress callable.
+    """
+    by_name = {c.name: c for c in candidates}
+    t_all = time.perf_counter()
+    todo = [r for r in rows if r.error is None]
+    for i, row in enumerate(todo):
+        try:
+            torch.manual_seed(seed)
+            model = by_name[row.name].build(num_classes=data.num_classes, image_size=data.image_size)
+            curve = train_sgd(model, data, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
+            if curve.diverged_at is not None:
+                row.trained_accuracy, row.trained_loss = 100.0 / data.num_classes, float("inf")
+            else:
+                row.trained_accuracy, row.trained_loss = evaluate(model, eval_batches, bn_batch_stats=True,
+                                                                  device=device)
+        except (RuntimeError, ValueError) as e:
+            row.error = f"SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300]
+        if log and ((i + 1) % 5 == 0 or i + 1 == len(todo)):
+            log(f"trained {i + 1}/{len(todo)} candidates for {steps} steps in {time.perf_counter() - t_all:.1f} s")
+
+
+def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
+    """Sort rows best first and number them (``rank``; ``trained_rank`` too when trained scores exist).
+
+    Args:
+        rows: scored rows.
+        by: ``accuracy`` (higher first, ties broken by lower loss), ``loss`` (lower first) or ``embed``
+            (higher ``embed_score`` first).
+
+    Returns:
+        The rows, failed ones last with ``rank = None``.
+
+    Raises:
+        ValueError: unknown ``by``, or ``embed`` without embedding scores.
+    """
+    keys = {
+        "accuracy": lambda r: (-r.accuracy, r.loss),
+        "loss": lambda r: (r.loss, -r.accuracy),
+        "embed": lambda r: (-(r.embed_score if r.embed_score is not None else -math.inf), r.loss),
+    }
+    if by not in keys:
+        raise ValueError(f"unknown ranking key {by!r}; choose one of {sorted(keys)}")
+    ok = [r for r in rows if r.error is None]
+    if by == "embed" and not any(r.embed_score is not None for r in ok):
+        raise ValueError("ranking by embed needs embedding-regressor scores (--embed-regressor LABELS.csv)")
+    ranked = sorted(ok, key=keys[by])
+    for i, r in enumerate(ranked, 1):
+        r.rank = i
+    trained = [r for r in ok if r.trained_accuracy is not None]
+    for i, r in enumerate(sorted(trained, key=lambda r: (-r.trained_accuracy, r.trained_loss)), 1):
+        r.trained_rank = i
+    return ranked + [r for r in rows if r.error is not None]
+
+
+_COLUMNS = ("rank", "name", "params", "accuracy", "loss", "trained_rank", "trained_accuracy", "trained_loss",
+            "embed_score", "seconds", "error")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _present_columns(rows: Sequence[RankRow]) -> list[str]:
+    optional = ("trained_rank", "trained_accuracy", "trained_loss", "embed_score", "error")
+    return [c for c in _COLUMNS if c not in optional or any(getattr(r, c) is not None for r in rows)]
+
+
+def write_csv(rows: Sequence[RankRow], path: str) -> str:
+    """Write the ranking as CSV, atomically (temporary file in the same folder, then ``os.replace``).
+
+    Columns: ``rank, name, params, accuracy, loss`` [``trained_rank, trained_accuracy, trained_loss``]
+    [``embed_score``] ``seconds`` [``error``]; bracketed groups only when present.
+
+    Returns:
+        ``path``.
+    """
+    cols = _present_columns(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_fmt(getattr(r, c)) for c in cols])
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def format_table(rows: Sequence[RankRow], top: int | None = None) -> str:
+    """A fixed-width terminal table of the (ranked) rows; ``top`` limits the scored rows shown."""
+    cols = [c for c in _present_columns(rows) if c not in ("seconds",)]
+    heads = {"trained_rank": "sgd_rank", "trained_accuracy": "sgd_acc", "trained_loss": "sgd_loss",
+             "accuracy": "acc", "embed_score": "embed"}
+    shown = [r for r in rows if r.error is None][: top or None] + [r for r in rows if r.error is not None]
+
+    def cell(r, c):
+        v = getattr(r, c)
+        if c == "params":
+            return f"{v / 1e6:.3f}M"
+        if isinstance(v, float):
+            return f"{v:.2f}" if math.isfinite(v) else str(v)
+        return "" if v is None else str(v)
+
+    table = [[heads.get(c, c) for c in cols]] + [[cell(r, c) for c in cols] for r in shown]
+    widths = [max(len(row[j]) for row in table) for j in range(len(cols))]
+    lines = ["  ".join(v.ljust(w) if j in (1, len(cols) - 1) else v.rjust(w) for j, (v, w) in
+                       enumerate(zip(row, widths))).rstrip() for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    hidden = sum(r.error is None for r in rows) - sum(r.error is None for r in shown)
+    if hidden > 0:
+        lines.append(f"... {hidden} more (see the CSV)")
+    return "\n".join(lines)
+
+
+def read_labels(path: str) -> dict[str, float]:
+    """Read ``name,label`` rows (a header line is skipped when its label is not a number).
+
+    Names are candidate tokens (``deepnets:train/5``, ``torchvision:resnet18``); labels are e.g. accuracies.
+
+    Raises:
+        ValueError: missing file, a row without two columns, a non-numeric label, or fewer than 2 labels.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"labels file {path!r} does not exist")
+    out: dict[str, float] = {}
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}:{lineno}: expected 'name,label', got {row}")
+            try:
+                out[row[0].strip()] = float(row[1])
+            except ValueError:
+                if lineno == 1:
+                    continue  # header
+                raise ValueError(f"{path}:{lineno}: label {row[1]!r} is not a number") from None
+    if len(out) < 2:
+        raise ValueError(f"{path}: need at least 2 labelled architectures to fit a regressor, got {len(out)}")
+    return out
+
+
+def fit_embedding_regressor(features: np.ndarray, labels: np.ndarray, alpha: float = 1.0):
+    """Fit a ridge regression from mean-pooled GHN node embeddings to labels (paper Sec. 5.3).
+
+    Args:
+        features: ``(L, D)`` embeddings of the labelled architectures.
+        labels: ``(L,)`` targets, e.g. accuracy after training.
+        alpha: ridge penalty (features are standardised first).
+
+    Returns:
+        A fitted scikit-learn pipeline with ``predict((C, D)) -> (C,)``.
+
+    Raises:
+        ValueError: shapes that do not match or fewer than 2 examples.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] < 2:
+        raise ValueError(f"need (L, D) features and (L,) labels with L >= 2, got {features.shape} and "
+                         f"{labels.shape}")
+    return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(features, labels)
+
+
+def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_classes: int, image_size: int,
+                     seed: int = 0) -> np.ndarray:
+    """Embedding features of candidates, ``(C, D)``: each built at its default initialisation, then embedded."""
+    feats = []
+    for cand in candidates:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            feats.append(np.asarray(embed(cand.build(num_classes=num_classes, image_size=image_size))))
+    return np.stack(feats)  # (C, D)
+
+
+# ---- a GHN as predictor and embedder ----------------------------------------------------------------------------
+
+
+def load_ghn(path: str, num_classes: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a GHN checkpoint (:meth:`ghn.GHN.load`) and check that it predicts classifiers for the task.
+
+    Args:
+        path: checkpoint file (ours or a reference ``torch.save`` checkpoint).
+        num_classes: classes of the task; ``None`` skips the check (classifier kept at its default init).
+        device: where to put the GHN.
+
+    Returns:
+        The GHN in eval mode.
+
+    Raises:
+        ValueError: unreadable checkpoint, or a GHN trained for another number of classes.
+    """
+    from ghn import GHN, CheckpointError
+
+    if not os.path.isfile(path):
+        raise ValueError(f"GHN checkpoint {path!r} does not exist")
+    try:
+        ghn = GHN.load(path, device=device)
+    except (CheckpointError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot load GHN checkpoint {path!r}: {type(e).__name__}: {e}") from e
+    if num_classes is not None and ghn.num_classes != num_classes:
+        raise ValueError(
+            f"the GHN in {path!r} predicts {ghn.num_classes}-class classifiers but the data has {num_classes} "
+            "classes; use a GHN trained on this task, or (ghn finetune) pass --keep-classifier-init to leave the "
+            "classifier at its default initialisation")
+    return ghn
+
+
+def _graph(ghn: nn.Module, model: nn.Module, image_size: int):
+    from archspace import to_graph
+
+    return to_graph(model, image_size, ve_cutoff=50 if ghn.ve else 1)
+
+
+def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False,
+                  bn_mode: str = "batch") -> Predictor:
+    """A :data:`Predictor` that sets a model's parameters with ``ghn.predict`` (in place, graph built at
+    ``image_size``).
+
+    Args:
+        ghn: the GHN.
+        image_size: input side used to trace the network's graph.
+        keep_classifier_init: put the classifier weight and bias (graph nodes with ``cls_role > 0``) back to the
+            values they had before prediction (for tasks with another number of classes than the GHN's).
+        bn_mode: passed to ``ghn.predict`` (``"batch"``: BatchNorm uses batch statistics; ``"keep"``).
+    """
+
+    def predict(model: nn.Module) -> nn.Module:
+        graph = _graph(ghn, model, image_size)
+        params = dict(model.named_parameters())
+        keep = {}
+        if keep_classifier_init:
+            names = [n for role, ns in zip(graph.cls_role.tolist(), graph.param_names) if role > 0 for n in ns]
+            keep = {n: params[n].detach().clone() for n in names}
+        model, _ = ghn.predict(model, input_size=image_size, bn_mode=bn_mode, graph=graph)
+        with torch.no_grad():
+            for n, value in keep.items():
+                params[n].copy_(value)
+        return model
+
+    return predict
+
+
+def ghn_embedder(ghn: nn.Module, image_size: int) -> Embedder:
+    """An :data:`Embedder`: the mean over nodes of the GHN node embeddings of a model's graph, ``(D,)``."""
+
+    def embed(model: nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            x = ghn.node_embeddings(_graph(ghn, model, image_size))  # (N, D)
+        return x.mean(0).cpu().numpy()  # (D,)
+
+    return embed
