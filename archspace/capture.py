@@ -17,6 +17,7 @@ contracts them, prunes to the output's ancestors and orders the nodes.
 
 from __future__ import annotations
 
+import gc
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,10 @@ _UNTRACKED = frozenset({
     "new_ones", "new_empty", "new_full", "new_tensor", "detach", "detach_",
 })
 _POOLS = ("max_pool", "avg_pool")
+
+
+class DisconnectedOutputError(ValueError):
+    """The model's output does not depend on its input through any recorded operation."""
 
 
 @dataclass
@@ -172,6 +177,7 @@ class _Unit:
     name: str
     start: int
     node: int | None = None
+    absorbed: bool = False  # msa: whether the product of the attention with the values joined the msa node
     attached: list[str] = field(default_factory=list)
 
 
@@ -216,7 +222,7 @@ class _Tracer(TorchFunctionMode):
         return len(self.nodes) - 1
 
     def _label(self, what: str) -> str:
-        return f"{self.modules[-1]}:{what}" if self.modules else what
+        return f"{self.modules[-1]}:{what}" if self.modules and self.modules[-1] else what
 
     def _param_node(self, rule: ParamRule, preds: list[int]) -> int:
         idx = self.param_nodes.get(rule.key)
@@ -347,6 +353,14 @@ class _Tracer(TorchFunctionMode):
                 self._set(outs, producers[0])
                 return out
             acts = producers
+        unit = self.units[-1] if self.units else None
+        if unit is not None and unit.primitive == "msa" and unit.node in acts and len(acts) > 1 and not unit.absorbed:
+            # softmax(q k^T) times v: the msa node stands for the whole attention, as the reference's does
+            unit.absorbed = True
+            node = self.nodes[unit.node]
+            node.preds.extend(a for a in acts if a < unit.node and a not in node.preds)
+            self._set(outs, unit.node)
+            return out
         primitive, shape = self._op_primitive(name, args, kwargs)
         if primitive is None or primitive in ("sum", "concat"):
             if len(acts) == 1:  # dropped op, or a sum/concat of one branch: the reference joins its neighbours
@@ -448,33 +462,41 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
 
     Raises:
         RuntimeError: the model failed on both devices (the message carries the model's own error).
-        ValueError: the output does not depend on the input.
+        DisconnectedOutputError: (a ``ValueError``) the output does not depend on the input.
     """
     rules = param_rules(model)
     module_names = {id(m): n for n, m in model.named_modules()}
     unit_prims = {id(m): p for m in model.modules() if (p := unit_primitive(m)) is not None}
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
+    gc_enabled = gc.isenabled()
+    gc.disable()  # the pass makes thousands of small objects; collections in the middle cost more than they free
     try:
+        meta_error = None
         if device == "meta":
             try:
                 return _run(model, input_shape, rules, module_names, unit_prims, fast, meta=True)
-            except ValueError:
+            except DisconnectedOutputError:
                 raise
-            except Exception as meta_error:  # noqa: BLE001 - retried on real tensors below
-                warnings.warn(f"to_graph: {type(model).__name__} does not run on the meta device "
-                              f"({type(meta_error).__name__}: {meta_error}); tracing on real tensors instead",
-                              stacklevel=3)
+            except Exception as error:  # noqa: BLE001 - retried on real tensors below
+                meta_error = error
         try:
-            return _run(model, input_shape, rules, module_names, unit_prims, fast, meta=False)
-        except ValueError:
+            result = _run(model, input_shape, rules, module_names, unit_prims, fast, meta=False)
+        except DisconnectedOutputError:
             raise
         except Exception as error:
             raise RuntimeError(f"to_graph: the forward pass of {type(model).__name__} on an input of shape "
                                f"{tuple(input_shape)} failed: {type(error).__name__}: {error}") from error
+        if meta_error is not None:
+            warnings.warn(f"to_graph: {type(model).__name__} does not run on the meta device "
+                          f"({type(meta_error).__name__}: {meta_error}); traced on real tensors instead (slower)",
+                          stacklevel=3)
+        return result
     finally:
         for m, training in flags:
             m.training = training
+        if gc_enabled:
+            gc.enable()
 
 
 def _run(model: nn.Module, input_shape: tuple[int, ...], rules: dict[str, ParamRule], module_names: dict[int, str],
@@ -504,6 +526,6 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], rules: dict[str, ParamR
     y = _first_tensor(out)
     value = tracer.values.get(id(y)) if y is not None else None
     if type(value) is not int or value == 0 and len(tracer.nodes) == 1:
-        raise ValueError(f"to_graph: the output of {type(model).__name__} does not depend on its input "
+        raise DisconnectedOutputError(f"to_graph: the output of {type(model).__name__} does not depend on its input "
                          "through any operation; nothing to build a graph from")
     return Capture(tracer.nodes, value, tracer.unsupported, "meta" if meta else str(x.device))

@@ -246,7 +246,10 @@ def build_split(split: str, out_dir: str, num: int | None = None, workers: int =
         results: Iterator = map(_build_shard, jobs)
         pool = None
     else:
-        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
+        # Workers run only pure-Python sampling (no torch ops), so forking is safe and avoids re-importing torch.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        pool = ctx.Pool(min(workers, len(jobs)))
         results = pool.imap_unordered(_build_shard, jobs)
     try:
         for _, path in results:
@@ -386,7 +389,7 @@ class ArchDataset(PygDataset):
         super().__init__(root=None)
         self.data_root = root
         self.split = split
-        self.num_classes = num_classes
+        self._num_classes = num_classes
         self.image_size = image_size
         self.ve_cutoff = ve_cutoff
         self.width_range = tuple(width_range) if width_range is not None else None
@@ -400,6 +403,11 @@ class ArchDataset(PygDataset):
             self._store = None
             self._num = SPLITS[split] if num is None else num
         self._nodes_cache: dict[int, int] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Classifier outputs of the built nets."""
+        return self._num_classes
 
     def len(self) -> int:
         return self._num
@@ -417,14 +425,14 @@ class ArchDataset(PygDataset):
         return draw_width(self.width_range, self.seed, index)
 
     def build_model(self, index: int, width: int | None = None) -> nn.Module:
-        """Build net ``index`` (randomly initialised) at ``width``, or at the dataset's width for it."""
+        """Build net ``index`` (randomly initialised, on the CPU) at ``width``, or at the dataset's width for it."""
         if not 0 <= index < self._num:
             raise IndexError(f"index {index} out of range for {self._num} nets")
         width = self.width(index) if width is None else width
         genotype = self.genotype(index)
         if genotype is None:
-            return get_net(self.split, index, self.num_classes, self.image_size, width)
-        return Network(genotype, self.num_classes, self.image_size, width)
+            return get_net(self.split, index, self._num_classes, self.image_size, width)
+        return Network(genotype, self._num_classes, self.image_size, width)
 
     def num_nodes_of(self, index: int) -> int:
         """Graph nodes of net ``index``, from the stored metadata or computed without building the graph."""
@@ -435,7 +443,7 @@ class ArchDataset(PygDataset):
             if genotype is None:
                 self._nodes_cache[index] = int(self.get(index).num_nodes)
             else:
-                self._nodes_cache[index] = num_graph_nodes(plan_network(genotype, self.num_classes,
+                self._nodes_cache[index] = num_graph_nodes(plan_network(genotype, self._num_classes,
                                                                         self.image_size))
         return self._nodes_cache[index]
 

@@ -118,6 +118,83 @@ def _cat(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _empty(tuple(shape), first)
 
 
+def _compare(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if kwargs or len(args) != 2 or not _is_meta(args[0]):
+        return None
+    a, b = args
+    if isinstance(b, torch.Tensor):
+        if not _is_meta(b):
+            return None
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+    elif isinstance(b, (int, float)):
+        shape = a.shape
+    else:
+        return None
+    return torch.empty(shape, dtype=torch.bool, device=_META)
+
+
+def _masked_fill(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if kwargs or len(args) != 3 or not (_is_meta(args[0]) and _is_meta(args[1])):
+        return None
+    x, mask = args[0], args[1]
+    if torch.broadcast_shapes(x.shape, mask.shape) != x.shape or not x.is_floating_point():
+        return None
+    return _empty(x.shape, x)
+
+
+def _roll(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0] if args else None
+    if not _is_meta(x):
+        return None
+    return _empty(x.shape, x)
+
+
+def _pad(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0] if args else kwargs.get("input")
+    pad = args[1] if len(args) > 1 else kwargs.get("pad")
+    if not _is_meta(x) or not isinstance(pad, (tuple, list)) or len(pad) % 2 or len(pad) // 2 > x.dim():
+        return None
+    shape = list(x.shape)
+    for k in range(len(pad) // 2):
+        shape[-1 - k] += int(pad[2 * k]) + int(pad[2 * k + 1])
+    if min(shape) < 0:
+        return None
+    return _empty(tuple(shape), x)
+
+
+def _matmul(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if kwargs or len(args) != 2 or not (_is_meta(args[0]) and _is_meta(args[1])):
+        return None
+    a, b = args
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
+        return None
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return _empty((*batch, a.shape[-2], b.shape[-1]), a)
+
+
+_MHA_NAMES = ("query", "key", "value", "embed_dim_to_check", "num_heads")
+
+
+def _multi_head_attention(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``F.multi_head_attention_forward`` on batched ``(L, N, E)`` inputs: ``(L, N, E)`` output and the attention
+    weights ``(N, L, S)`` (averaged) or ``(N, heads, L, S)``, or ``None`` when not asked for."""
+    named = dict(zip(_MHA_NAMES, args))
+    q, k = named.get("query", kwargs.get("query")), named.get("key", kwargs.get("key"))
+    heads = named.get("num_heads", kwargs.get("num_heads"))
+    if not (_is_meta(q) and _is_meta(k)) or q.dim() != 3 or k.dim() != 3 or not isinstance(heads, int):
+        return None
+    if len(args) > 15 or kwargs.get("static_k") is not None or kwargs.get("add_zero_attn") or \
+            (len(args) > 9 and args[9]) or kwargs.get("bias_k") is not None or (len(args) > 7 and args[7] is not None):
+        return None  # extra key/value tokens change the attention shape: let the kernel decide
+    need = kwargs.get("need_weights", args[15] if len(args) > 15 else True)
+    average = kwargs.get("average_attn_weights", True)
+    out = _empty(q.shape, q)
+    if not need:
+        return out, None
+    L, N, S = q.shape[0], q.shape[1], k.shape[0]
+    return out, _empty((N, L, S) if average else (N, heads, L, S), q)
+
+
 #: Function name -> rule ``(args, kwargs) -> output or None``. Names are the ``__name__`` of the torch function or
 #: tensor method seen by the capture mode.
 FAST_RULES: dict[str, Callable[[tuple, dict], torch.Tensor | None]] = {
@@ -157,10 +234,20 @@ FAST_RULES: dict[str, Callable[[tuple, dict], torch.Tensor | None]] = {
     "adaptive_avg_pool2d": _adaptive_avg_pool,
     "cat": _cat,
     "concat": _cat,
+    "eq": _compare,
+    "ne": _compare,
+    "__eq__": _compare,
+    "__ne__": _compare,
+    "masked_fill": _masked_fill,
+    "roll": _roll,
+    "pad": _pad,
+    "matmul": _matmul,
+    "__matmul__": _matmul,
+    "multi_head_attention_forward": _multi_head_attention,
 }
 
 
-def fast_output(name: str, args: tuple, kwargs: dict) -> torch.Tensor | None:
+def fast_output(name: str, args: tuple, kwargs: dict) -> Any:
     """Output of op ``name`` on meta tensors computed without the meta kernel, or ``None`` to run the kernel.
 
     Args:

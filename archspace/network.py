@@ -299,7 +299,7 @@ _OP_NODES: dict[str, tuple[int, int]] = {
     "conv_3x3": (1, 1),
     "conv_5x5": (1, 1),
     "conv_7x7": (1, 1),
-    "msa": (10, 0),
+    "msa": (13, 0),
     "cse": (5, 0),
 }
 _REDUCE_NODES = (3, 1)  # FactorizedReduce: two convs and a concat, one norm
@@ -308,7 +308,11 @@ _REDUCE_NODES = (3, 1)  # FactorizedReduce: two convs and a concat, one norm
 def count_graph_nodes(plan: NetPlan) -> int:
     """Number of nodes of ``archspace.graph.to_graph`` applied to the ``Network`` of ``plan``, computed without
     building the net or its graph (needed for the meta-batch node cap of GHN-2 training, Knyazev et al., 2021,
-    Sec. 4; tracing a net costs 10-50 ms, this a few microseconds per cell).
+    Sec. 4; tracing a net costs 10-300 ms, this a few microseconds per cell).
+
+    The count follows the graph rules: one node per weight, bias and norm layer, per pooling, per sum or concat
+    of two or more *distinct* tensors (identity ops, parameter-free pre-processing and zero-filled states do not
+    make new tensors), ``msa``/``cse``/``glob_avg`` nodes and the input. Tensor identity is tracked symbolically.
 
     Args:
         plan: from :func:`plan_network`.
@@ -321,31 +325,58 @@ def count_graph_nodes(plan: NetPlan) -> int:
     g = plan.genotype
     bn = 1 if g.norm == "bn" else 0
     total = 1  # input
+    fresh = iter(range(1, 1 << 30))  # ids of tensors made by graph nodes
     if plan.is_vit:
-        total += 2  # patch conv, positional encoding
+        total += 3  # patch conv, positional encoding and its sum
+        s0 = s1 = next(fresh)
     elif g.stem_type == 0:
         total += 1 + bn + int(g.stem_pool)
+        s0 = s1 = next(fresh)
     else:
         total += 2 * (1 + bn) + (1 + bn) * plan.stem1_live
+        s0, s1 = next(fresh), (next(fresh) if plan.stem1_live else None)
+    reduce_nodes = _REDUCE_NODES[0] + bn * _REDUCE_NODES[1]
     for cell in plan.cells:
         if not cell.live:
+            s0, s1 = s1, None
             continue
-        for prep in (cell.prep0, cell.prep1):
+        states: list[int | None] = []
+        for prep, inp in ((cell.prep0, s0), (cell.prep1, s1)):
             if prep == "conv":
                 total += 1 + bn
+                states.append(next(fresh))
             elif prep == "reduce":
-                total += _REDUCE_NODES[0] + bn * _REDUCE_NODES[1]
-        per_node = [0] * cell.steps
+                total += reduce_nodes
+                states.append(next(fresh))
+            else:  # identity, stride or unused: the same tensor (or none)
+                states.append(inp if prep is not None else None)
+        by_node: list[list[OpPlan]] = [[] for _ in range(cell.steps)]
         for op in cell.ops:
-            per_node[op.pos // 2] += 1
-            if op.name == "skip_connect":
-                if op.stride > 1:
-                    total += _REDUCE_NODES[0] + bn * _REDUCE_NODES[1]
+            by_node[op.pos // 2].append(op)
+        for node_ops in by_node:
+            ins: set[int] = set()
+            for op in node_ops:
+                if op.name == "skip_connect" and op.stride == 1:
+                    ins.add(states[op.inp])
+                    continue
+                if op.name == "skip_connect":
+                    total += reduce_nodes
+                else:
+                    base, norms = _OP_NODES[op.name]
+                    total += base + bn * norms
+                ins.add(next(fresh))
+            if len(ins) > 1:
+                total += 1  # sum
+                states.append(next(fresh))
             else:
-                base, norms = _OP_NODES[op.name]
-                total += base + bn * norms
-        total += sum(k == 2 for k in per_node)  # a sum node where two live ops meet
-        total += len(cell.concat) > 1  # concat of the cell output
+                states.append(ins.pop() if ins else None)
+        outs = {states[c] for c in cell.concat if states[c] is not None}
+        if len(outs) > 1:
+            total += 1  # concat
+            out_value = next(fresh)
+        else:
+            out_value = next(iter(outs))
+        s0, s1 = s1, out_value
     total += 0 if g.vgg_head else 1  # global average pooling
     total += 2 * g.fc_layers  # classifier weights and biases
     return total
@@ -444,6 +475,7 @@ class Network(nn.Module):
             raise ValueError(f"genotype is disconnected: 'none' edges cut every path to the classifier: {genotype}")
         self.genotype = genotype
         self.plan = plan
+        self.expected_input_sz = image_size  # default input size of archspace.to_graph
         g, C, norm = genotype, plan.C, genotype.norm
         self.is_vit = plan.is_vit
         self.stem_type = g.stem_type

@@ -27,7 +27,7 @@ import numpy as np
 import torch.nn as nn
 
 from .genotype import DARTS_V2, Genotype
-from .network import Network, count_params, plan_network
+from .network import IMAGENET_MIN_SIZE, Network, count_params, plan_network
 from .ops import OP_NAMES
 
 #: Number of nets per split.
@@ -231,13 +231,16 @@ def get_genotype(split: str, index: int, max_attempts: int = 100_000) -> Genotyp
 
 
 def _resnet50(num_classes: int, image_size: int) -> nn.Module:
-    """torchvision's ResNet-50; on small inputs the CIFAR recipe (3x3 stride-1 first conv, no max-pool)."""
+    """torchvision's ResNet-50; below :data:`IMAGENET_MIN_SIZE` adapted with the CIFAR recipe
+    (:func:`archspace.small_input.adapt_small_input`: 3x3 stride-1 first conv, no max-pool)."""
     import torchvision
 
     model = torchvision.models.resnet50(num_classes=num_classes)
-    if image_size < 128:
-        model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        model.maxpool = nn.Identity()
+    if image_size < IMAGENET_MIN_SIZE:
+        from .small_input import adapt_small_input
+
+        model = adapt_small_input(model)
+    model.expected_input_sz = image_size
     return model
 
 

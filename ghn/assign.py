@@ -34,7 +34,7 @@ class ParamTarget:
         node: global node id in the batch.
         shape: the parameter's shape.
         source: :data:`CONV` (conv decoder, block ``(S_out, S_in, h, w)``), :data:`CLS_W` (classifier head,
-            ``(num_classes, S_in)``), :data:`VEC` (a row of the 1-D decoder, ``(S_ch,)``), :data:`COL` (both rows of
+            ``(num_classes, S_in, 1)``), :data:`VEC` (a row of the 1-D decoder, ``(S_ch,)``), :data:`COL` (both rows of
             the 1-D decoder, ``(2 S_ch,)``, for ``(C, 1, 1)`` tensors such as layer scales), :data:`CLS_B`
             (classifier-bias head, ``(num_classes,)``).
         fit_shape: the target viewed with the block's number of dims (reshaped to ``shape`` at the end).
@@ -80,7 +80,7 @@ def _fit_shape(source: str, shape: tuple[int, ...]) -> tuple[int, ...]:
             return (shape[0], shape[1], shape[2], 1)
         return (shape[0], shape[1], shape[2], math.prod(shape[3:]))
     if source == CLS_W:
-        return (shape[0], math.prod(shape[1:]))
+        return (shape[0], shape[1], math.prod(shape[2:]))
     return (math.prod(shape),)  # VEC, COL, CLS_B
 
 
@@ -205,12 +205,32 @@ def fit_to_shape(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return block
 
 
+def copy_tiled(dst: torch.Tensor, block: torch.Tensor, fit_shape: tuple[int, ...]) -> None:
+    """Write ``block`` tiled to ``fit_shape`` into ``dst`` in place (same numbers as :func:`fit_to_shape`).
+
+    When every axis of the target is a whole multiple of the block's, the copy broadcasts the block over a
+    ``(reps_0, m_0, reps_1, m_1, ...)`` view of ``dst``: one pass over memory, no tiled temporary.
+
+    Args:
+        dst: a contiguous tensor with ``prod(fit_shape)`` elements (a model parameter).
+        block: ``m`` with ``m_i <= fit_shape_i`` (already sliced).
+        fit_shape: the target viewed with the block's number of dims.
+    """
+    m = block.shape
+    if dst.is_contiguous() and all(a % k == 0 for a, k in zip(fit_shape, m)):
+        inter = [v for a, k in zip(fit_shape, m) for v in (a // k, k)]  # (r_0, m_0, r_1, m_1, ...)
+        src = block.reshape([v for k in m for v in (1, k)])  # (1, m_0, 1, m_1, ...)
+        dst.view(inter).copy_(src.expand(inter))
+    else:
+        dst.copy_(fit_to_shape(block.unsqueeze(0), fit_shape)[0].reshape(dst.shape))
+
+
 def is_tiled(t: ParamTarget, max_shape: tuple[int, int, int, int], num_classes: int) -> bool:
     """Whether a target is larger than its block along some axis (its values repeat)."""
     if t.source == CONV:
         block = max_shape
     elif t.source == CLS_W:
-        block = (num_classes, max_shape[1])
+        block = (num_classes, max_shape[1], 1)
     elif t.source == VEC:
         block = (max(max_shape[:2]),)
     elif t.source == COL:

@@ -109,8 +109,8 @@ def load_checkpoint(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
     if os.path.isdir(path):
         raise CheckpointError(path, "not a GHN checkpoint", "is a directory")
     size = os.path.getsize(path)
-    if size == 0:
-        raise CheckpointError(path, "truncated or corrupt checkpoint", "empty file")
+    if size < 9:  # shorter than any header
+        raise CheckpointError(path, "truncated or corrupt checkpoint", f"only {size} bytes")
     with open(path, "rb") as f:
         head = f.read(9)
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header

@@ -67,30 +67,31 @@ class GatedGNN(nn.Module):
         n_ch = w2.shape[0] // d
         gru = self.gru
         # A node's hidden state before its update is its state at the start of the sweep, so the hidden-state half
-        # of every GRU gate can be computed for all nodes at once.
-        gh_all = F.linear(x, gru.weight_hh, gru.bias_hh)  # (N, 3D)
+        # of every GRU gate is computed for all nodes at once; one gather per level then fetches both.
+        xg = torch.cat([F.linear(x, gru.weight_hh, gru.bias_hh), x], 1)  # (N, 4D): [h_r, h_z, h_n, h]
         acc = x.new_zeros(n, d)  # summed incoming messages of every node
         outs = []
         for k, step in enumerate(steps):
-            h = x.index_select(0, step.nodes)  # (n_k, D)
-            gh = gh_all.index_select(0, step.nodes)  # (n_k, 3D)
+            xs = xg.index_select(0, step.nodes)  # (n_k, 4D)
             if k == 0:
                 gi = gru.bias_ih.expand(len(step.nodes), 3 * d)  # zero message
             else:
                 gi = F.linear(acc.index_select(0, step.nodes), gru.weight_ih, gru.bias_ih)  # (n_k, 3D)
-            # GRU cell, written as torch.nn.GRUCell computes it on the CPU.
-            i_r, i_z, i_n = gi.chunk(3, 1)
-            h_r, h_z, h_n = gh.chunk(3, 1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            new = torch.tanh(i_n + r * h_n)
-            h = new + z * (h - new)  # (n_k, D)
+            # GRU cell, computed as torch.nn.GRUCell does on the CPU.
+            rz = torch.sigmoid(gi[:, : 2 * d] + xs[:, : 2 * d])  # (n_k, 2D): reset and update gates
+            new = torch.tanh(torch.addcmul(gi[:, 2 * d:], rz[:, :d], xs[:, 2 * d: 3 * d]))  # (n_k, D)
+            h = torch.addcmul(new, rz[:, d:], xs[:, 3 * d:] - new)  # (n_k, D)
             outs.append(h)
             if len(step.dst):
                 msg = F.relu(F.linear(F.relu(F.linear(h, w1, b1)), w2, b2))  # (n_k, C*D)
-                msg = msg.view(-1, n_ch, d).index_select(0, step.src_pos)  # (E_k, C, D)
-                msg = (msg * step.coef.unsqueeze(2)).sum(1) if n_ch > 1 else msg[:, 0] * step.coef  # (E_k, D)
-                acc.index_add_(0, step.dst, msg)  # (N, D); autograd-safe: acc is never saved for backward
+                if n_ch > 1:
+                    msg = torch.bmm(step.coef.unsqueeze(1), msg.view(-1, n_ch, d)[step.src_pos])  # (E_k, 1, D)
+                    msg = msg.view(-1, d)  # (E_k, D)
+                else:
+                    msg = msg[step.src_pos] * step.coef  # (E_k, D)
+                # acc is only ever read through index_select, so it is not saved for backward and may be updated
+                # in place without breaking autograd.
+                acc.index_put_((step.dst,), msg, accumulate=True)  # (N, D)
         return torch.cat(outs, 0).index_select(0, inv)  # (N, D) back in node-id order
 
     def forward(self, x: torch.Tensor, schedule: LevelSchedule) -> torch.Tensor:

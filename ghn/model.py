@@ -12,7 +12,7 @@ from torch_geometric.data import Batch, Data
 
 from archspace.primitives import NUM_PRIMITIVES
 
-from .assign import CLS_B, CLS_W, COL, CONV, VEC, Assignment, assign, fit_to_shape, is_tiled
+from .assign import CLS_B, CLS_W, COL, CONV, VEC, Assignment, assign, copy_tiled, fit_to_shape, is_tiled
 from .decoder import ConvDecoder, MLPDecoder
 from .encoder import ShapeEncoder
 from .gated_gnn import GatedGNN
@@ -197,17 +197,17 @@ class GHN(nn.Module):
             if src == CONV:
                 blocks[(src, kernel)] = self.decoder(xs, kernel, n_out, n_in)  # (n, n_out, n_in, h, w)
             elif src == CLS_W:
-                blocks[(src, kernel)] = self.decoder.classifier(xs, n_in)  # (n, classes, n_in)
+                blocks[(src, kernel)] = self.decoder.classifier(xs, n_in).unsqueeze(3)  # (n, classes, n_in, 1)
             else:
                 blocks[(src, kernel)] = self.decoder_1d(xs).view(len(nodes), 2, -1)  # (n, 2, S_ch)
         return blocks
 
-    def _fitted(self, blocks: dict, plan: Assignment):
-        """Yield ``(target, tensor)`` for every target, group by group."""
+    def _groups(self, blocks: dict, plan: Assignment):
+        """Yield ``(members, block, fit_shape, shape)`` per group: ``block`` ``(n_g, *m)`` holds each member's
+        block sliced to the target and normalised, still to be tiled to ``fit_shape`` and reshaped to ``shape``."""
         cls_b_cache = {}
         for (source, kernel, row, fit_shape, shape, norm), members in plan.groups.items():
-            src_key = (VEC if source in (VEC, COL, CLS_B) else source, kernel)
-            blk = blocks[src_key]
+            blk = blocks[(VEC if source in (VEC, COL, CLS_B) else source, kernel)]
             if source == CLS_B:
                 if kernel not in cls_b_cache:
                     cls_b_cache[kernel] = self.bias_class(blk)  # (n, 2, classes)
@@ -219,11 +219,9 @@ class GHN(nn.Module):
             rows = torch.tensor([r for _, r in members], device=blk.device)
             blk = blk.index_select(0, rows)  # (n_g, *block)
             m = [min(a, b) for a, b in zip(fit_shape, blk.shape[1:])]
-            blk = blk[(slice(None), *(slice(0, k) for k in m))]
-            blk = normalize(blk, *norm)
-            out = fit_to_shape(blk, fit_shape).reshape(len(members), *shape)  # (n_g, *shape)
-            for (i, _), t in zip(members, out.unbind(0)):
-                yield plan.targets[i], t
+            blk = blk[(slice(None), *(slice(0, k) for k in m))]  # (n_g, *m)
+            # The normalisation is elementwise, so applying it before tiling gives the same numbers, cheaper.
+            yield members, normalize(blk, *norm), fit_shape, shape
 
     def predict_parameters(self, graphs: Batch | Data | Sequence[Data],
                            models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
@@ -245,8 +243,11 @@ class GHN(nn.Module):
         plan = self._assignment(g, models)
         x = self.node_embeddings(g)
         out: list[dict[str, torch.Tensor]] = [{} for _ in models]
-        for t, tensor in self._fitted(self._decode(x, plan), plan):
-            out[t.graph][t.name] = tensor
+        for members, blk, fit_shape, shape in self._groups(self._decode(x, plan), plan):
+            tensors = fit_to_shape(blk, fit_shape).reshape(len(members), *shape)  # (n_g, *shape)
+            for (i, _), tensor in zip(members, tensors.unbind(0)):
+                t = plan.targets[i]
+                out[t.graph][t.name] = tensor
         return out
 
     @torch.no_grad()
@@ -284,11 +285,13 @@ class GHN(nn.Module):
         x = self.node_embeddings(g)
         params = dict(model.named_parameters())
         predicted, tiled = [], []
-        for t, tensor in self._fitted(self._decode(x, plan), plan):
-            params[t.name].copy_(tensor)
-            predicted.append(t.name)
-            if is_tiled(t, self.max_shape, self.num_classes):
-                tiled.append(t.name)
+        for members, blk, fit_shape, _ in self._groups(self._decode(x, plan), plan):
+            for j, (i, _) in enumerate(members):
+                t = plan.targets[i]
+                copy_tiled(params[t.name], blk[j], fit_shape)
+                predicted.append(t.name)
+                if is_tiled(t, self.max_shape, self.num_classes):
+                    tiled.append(t.name)
         set_bn_mode(model, bn_mode)
         order = {n: i for i, n in enumerate(params)}
         predicted.sort(key=order.__getitem__)

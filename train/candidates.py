@@ -21,6 +21,7 @@ models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are b
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -41,12 +42,14 @@ class Candidate:
     """One architecture to rank: a readable unique ``name`` and how to build it.
 
     Exactly one of ``spec`` (a model spec for :func:`archspace.models.load_model`) and ``genotype`` (a
-    ``Genotype.to_dict()`` dict) is set.
+    ``Genotype.to_dict()`` dict) is set. ``width`` overrides the base width ``C`` of DeepNets-1M nets (ignored by
+    other models).
     """
 
     name: str
     spec: str | None = None
     genotype: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    width: int | None = None
 
     def build(self, num_classes: int = 10, image_size: int = 32) -> nn.Module:
         """Build the network at its default initialisation (seed the global RNG first for reproducibility).
@@ -62,16 +65,18 @@ class Candidate:
             from archspace.genotype import Genotype
             from archspace.network import Network
 
-            return Network(Genotype.from_dict(self.genotype), num_classes=num_classes, image_size=image_size)
-        return build_model(self.spec, num_classes=num_classes, image_size=image_size)
+            return Network(Genotype.from_dict(self.genotype), num_classes=num_classes, image_size=image_size,
+                           width=self.width)
+        return build_model(self.spec, num_classes=num_classes, image_size=image_size, width=self.width)
 
 
-def build_model(spec: str, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+def build_model(spec: str, num_classes: int = 10, image_size: int = 32, width: int | None = None) -> nn.Module:
     """Build a model from a spec (``deepnets:SPLIT/INDEX``, ``torchvision:NAME``, ``pkg.module:callable``).
 
     DeepNets-1M nets come from :func:`archspace.sampler.get_net` at ``image_size``; other specs from
     :func:`archspace.models.load_model`, and a torchvision model is adapted to small images (3x3 stride-1 stem,
-    as in the GHN-2 CIFAR-10 recipe) when ``image_size < 64`` and the loader did not already do it.
+    as in the GHN-2 CIFAR-10 recipe) when ``image_size < 64`` and the loader did not already do it. ``width``
+    overrides the base width of DeepNets-1M nets.
 
     Raises:
         CandidateError: the spec names no known model or cannot be built.
@@ -82,7 +87,7 @@ def build_model(spec: str, num_classes: int = 10, image_size: int = 32) -> nn.Mo
             from archspace.sampler import get_net
 
             split, _, index = spec.split(":", 1)[1].partition("/")
-            return get_net(split, int(index), num_classes=num_classes, image_size=image_size)
+            return get_net(split, int(index), num_classes=num_classes, image_size=image_size, width=width)
         from archspace.models import load_model
 
         model = load_model(spec, num_classes=num_classes)
@@ -173,18 +178,22 @@ def _from_file(path: str) -> list[Candidate]:
     return out
 
 
-def parse_candidates(args: Iterable[str]) -> list[Candidate]:
+def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Candidate]:
     """Turn candidate arguments (see the module docstring for the grammar) into candidates, duplicates dropped.
 
     Args:
         args: command-line arguments, each a comma list of tokens.
+        width: base width ``C`` for every DeepNets-1M net (``None``: each genotype's own).
 
     Returns:
         The candidates in the order given.
 
     Raises:
-        CandidateError: an unknown scheme, split, model name or index, a missing file, or no candidate at all.
+        CandidateError: an unknown scheme, split, model name or index, a missing file, no candidate at all, or a
+            width below 1.
     """
+    if width is not None and width < 1:
+        raise CandidateError(f"width must be a positive number of channels, got {width}")
     out: list[Candidate] = []
     prefix = None  # the scheme (and split) a bare token continues
     for arg in args:
@@ -214,7 +223,7 @@ def parse_candidates(args: Iterable[str]) -> list[Candidate]:
                 raise CandidateError(f"cannot parse candidate {token!r}: write deepnets:SPLIT/RANGE, "
                                      "torchvision:NAME, pkg.module:callable or the path of an existing file")
     seen: set[str] = set()
-    unique = [c for c in out if not (c.name in seen or seen.add(c.name))]
+    unique = [dataclasses.replace(c, width=width) for c in out if not (c.name in seen or seen.add(c.name))]
     if not unique:
         raise CandidateError("the candidate list is empty: give at least one candidate, e.g. deepnets:test/0-9")
     return unique

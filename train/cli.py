@@ -164,6 +164,7 @@ def train(cfg: DictConfig) -> dict:
         amp=t["amp"], device=c.get("device"), seed=seed, ckpt_every=t["ckpt_every"],
         keep_checkpoints=t["keep_checkpoints"], log_every=t["log_every"], max_bad_steps=t["max_bad_steps"],
         inject_nan_steps=t.get("inject_nan_steps") or (), arch_cache=t.get("arch_cache", 0),
+        max_net_nodes=t.get("max_net_nodes", 0),
         time_limit_s=60.0 * float(t.get("time_limit_min") or 0), progress=t.get("progress", True), config=c)
     result = trainer.fit(resume=bool(c.get("resume")))
     summary = {"run_dir": run_dir, "step": result.step, "loss": result.last_loss, "acc": result.last_acc,

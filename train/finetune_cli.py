@@ -47,6 +47,8 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", choices=DATASETS, help="training and held-out images")
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
     p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width C of a DeepNets-1M net (default: its genotype's, 32)")
     p.add_argument("--keep-classifier-init", action="store_true",
                    help="keep the classifier (last layer) at its default init instead of predicting it; needed "
                         "when the GHN was trained for another number of classes")
@@ -88,6 +90,8 @@ def _check_args(args: argparse.Namespace) -> list[int] | None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.width is not None and args.width < 1:
+        raise ValueError(f"--width must be a positive number of channels, got {args.width}")
     if args.bn_batches < 1:
         raise ValueError(f"--bn-batches must be >= 1, got {args.bn_batches}")
     if not os.path.isfile(args.ckpt):
@@ -122,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     held = list(eval_batches(data, "heldout", batch_size=64, limit=args.eval_images))
 
     torch.manual_seed(args.seed)
-    warm = build_model(args.model, num_classes=data.num_classes, image_size=data.image_size)
+    warm = build_model(args.model, num_classes=data.num_classes, image_size=data.image_size, width=args.width)
     scratch = copy.deepcopy(warm) if args.compare else None  # the very same default initialisation
     with torch.no_grad():
         warm = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,

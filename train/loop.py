@@ -114,34 +114,53 @@ class MetaBatchLoss(nn.Module):
 class ArchSource:
     """Deterministic meta-batches from an indexable architecture dataset, with a cache of graphs and modules.
 
-    The networks of step ``t`` are ``meta_batch_size`` indices drawn from a generator seeded by ``(seed, t)``.
-    A network module is rebuilt from its index with a fixed seed (its own initial parameters are never used,
-    only its structure and buffers), so caching it does not change results.
+    The networks of step ``t`` are drawn from a generator seeded by ``(seed, t)``; with ``max_net_nodes`` a
+    drawn network with more graph nodes is replaced by the next draw (a curriculum of smaller networks, cheap to
+    check with ``dataset.num_nodes_of``). A module is rebuilt from its index under a fixed seed (its own initial
+    parameters are never used, only its structure and buffers), so caching it does not change results.
 
     Args:
-        dataset: ``__len__``, ``__getitem__(i) -> ArchGraph`` and ``build_model(i) -> nn.Module``
-            (``archspace.dataset.ArchDataset``).
+        dataset: ``__len__`` and ``get_pair(i) -> (ArchGraph, nn.Module)`` (or ``__getitem__`` + ``build_model``),
+            optionally ``num_nodes_of(i)`` (``archspace.dataset.ArchDataset``).
         meta_batch_size: networks per step (8 in the paper).
         seed: run seed.
         cache_size: graphs/modules kept in memory (0: none).
+        max_net_nodes: only networks with at most this many graph nodes are drawn (0: all).
+
+    Raises:
+        ValueError: an empty dataset or a non-positive ``meta_batch_size``.
     """
 
-    def __init__(self, dataset, meta_batch_size: int = 8, seed: int = 0, cache_size: int = 0):
+    def __init__(self, dataset, meta_batch_size: int = 8, seed: int = 0, cache_size: int = 0,
+                 max_net_nodes: int = 0):
         if meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be >= 1, got {meta_batch_size}")
         if len(dataset) < 1:
             raise ValueError("the architecture dataset is empty")
+        if max_net_nodes and not hasattr(dataset, "num_nodes_of"):
+            raise ValueError("max_net_nodes needs a dataset with num_nodes_of(i)")
         self.dataset, self.meta_batch_size, self.seed, self.cache_size = dataset, meta_batch_size, seed, cache_size
+        self.max_net_nodes = max_net_nodes
         self._cache: OrderedDict[int, tuple] = OrderedDict()
 
+    def num_nodes(self, i: int) -> int | None:
+        """Graph nodes of item ``i`` if the dataset can tell without building the graph, else ``None``."""
+        return int(self.dataset.num_nodes_of(i)) if hasattr(self.dataset, "num_nodes_of") else None
+
     def indices(self, step: int) -> list[int]:
-        """Dataset indices of the meta-batch of ``step``."""
+        """Dataset indices of the meta-batch of ``step`` (a pure function of ``(seed, step)``)."""
         g = torch.Generator().manual_seed(mix_seed(self.seed, 3, step))
         n = len(self.dataset)
-        if n >= self.meta_batch_size:
-            return torch.randperm(n, generator=g)[:self.meta_batch_size].tolist() if n <= 100_000 else \
-                torch.randint(0, n, (self.meta_batch_size,), generator=g).tolist()
-        return torch.randint(0, n, (self.meta_batch_size,), generator=g).tolist()
+        out: list[int] = []
+        for _ in range(1000 * self.meta_batch_size):
+            i = int(torch.randint(0, n, (1,), generator=g))
+            if self.max_net_nodes and self.num_nodes(i) > self.max_net_nodes:
+                continue
+            out.append(i)
+            if len(out) == self.meta_batch_size:
+                return out
+        raise RuntimeError(f"could not draw {self.meta_batch_size} networks with at most {self.max_net_nodes} "
+                           f"nodes in {1000 * self.meta_batch_size} draws; raise max_net_nodes")
 
     def get(self, i: int):
         """(graph, module) of dataset item ``i``."""
@@ -150,9 +169,10 @@ class ArchSource:
             return self._cache[i]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, 5, i))
-            graph = self.dataset[i]
-            model = self.dataset.build_model(i)
-        item = (graph, model)
+            if hasattr(self.dataset, "get_pair"):
+                item = tuple(self.dataset.get_pair(i))
+            else:
+                item = (self.dataset[i], self.dataset.build_model(i))
         if self.cache_size > 0:
             self._cache[i] = item
             while len(self._cache) > self.cache_size:
@@ -189,6 +209,7 @@ class Trainer:
         max_bad_steps: stop (:class:`TrainingDiverged`) after this many consecutive non-finite steps.
         inject_nan_steps: steps whose loss is multiplied by NaN (fault injection for tests).
         arch_cache: architectures kept in memory (useful with a small training pool).
+        max_net_nodes: draw only networks with at most this many graph nodes (0: all).
         time_limit_s: stop early (with a checkpoint) once this many seconds have passed; 0: none.
         progress: show a tqdm bar.
         config: the resolved run configuration (stored in checkpoints).
@@ -204,7 +225,7 @@ class Trainer:
                  gamma: float = 0.1, clip: float = 5.0, label_smoothing: float = 0.0, amp: bool = True,
                  device: str | None = None, seed: int = 0, ckpt_every: int = 500, keep_checkpoints: int = 2,
                  log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
-                 arch_cache: int = 0, time_limit_s: float = 0.0, progress: bool = True,
+                 arch_cache: int = 0, max_net_nodes: int = 0, time_limit_s: float = 0.0, progress: bool = True,
                  config: dict | None = None, on_step: Callable[[dict], None] | None = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -220,7 +241,7 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is None and _is_dist():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.ghn = ghn.to(self.device)
-        self.archs = ArchSource(archs, meta_batch_size, seed, arch_cache)
+        self.archs = ArchSource(archs, meta_batch_size, seed, arch_cache, max_net_nodes)
         self.images = images
         self.run_dir = run_dir
         self.steps, self.meta_batch_size, self.max_nodes = steps, meta_batch_size, max_nodes
@@ -301,12 +322,21 @@ class Trainer:
     # -------------------------------------------------------------------------------------------------------
 
     def _meta_batch(self, step: int):
+        """This rank's share of the meta-batch of ``step``: (graphs on device, models on device, total nodes of
+        the whole meta-batch); graphs/models are ``None`` when the meta-batch exceeds ``max_nodes``."""
         idx = self.archs.indices(step)
         k = self.meta_batch_size // self.world_size
-        items = [self.archs.get(i) for i in idx[self.rank * k:(self.rank + 1) * k]]
+        mine = idx[self.rank * k:(self.rank + 1) * k]
+        counts = [self.archs.num_nodes(i) for i in idx]
+        if self.max_nodes and None not in counts and sum(counts) > self.max_nodes:
+            return None, None, sum(counts)  # known to be too large without building anything
+        items = [self.archs.get(i) for i in mine]
         graphs = Batch.from_data_list([g for g, _ in items])
+        nodes = self._all_sum([float(graphs.num_nodes)])[0] if None in counts else sum(counts)
+        if self.max_nodes and nodes > self.max_nodes:
+            return None, None, nodes
         models = [m.to(self.device) for _, m in items]
-        return graphs.to(self.device), models
+        return graphs.to(self.device), models, nodes
 
     def _all_sum(self, values: list[float]) -> list[float]:
         if not _is_dist():
@@ -321,11 +351,10 @@ class Trainer:
         Returns the step's metrics. A non-finite loss or gradient norm leaves weights and optimiser untouched.
         """
         torch.manual_seed(mix_seed(self.seed, 4, step))  # in-network randomness (e.g. drop-path) per step
-        graphs, models = self._meta_batch(step)
-        nodes = self._all_sum([float(graphs.num_nodes)])[0]
+        graphs, models, nodes = self._meta_batch(step)
         row = {"step": step + 1, "nodes": int(nodes), "nets": self.meta_batch_size,
                "lr": self.optimizer.param_groups[0]["lr"]}
-        if self.max_nodes and nodes > self.max_nodes:
+        if graphs is None:
             self.skipped_large += 1
             row.update(loss=float("nan"), acc=float("nan"), grad_norm=float("nan"))
             return row

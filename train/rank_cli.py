@@ -40,6 +40,8 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64,
                    help="evaluation batch (BN uses batch statistics; 64 in the paper)")
     p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width C of DeepNets-1M candidates (default: each genotype's own, 32)")
     p.add_argument("--rank-by", default="accuracy", choices=("accuracy", "loss", "embed"), help="ranking key")
     p.add_argument("--out", default=None, help="write the ranking to this CSV (and a .json summary beside it)")
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
@@ -109,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     _check_args(args)
-    candidates = parse_candidates(args.candidates)
+    candidates = parse_candidates(args.candidates, width=args.width)
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     ghn = load_ghn(args.ckpt, num_classes=data.num_classes, device=args.device)
     batches = list(eval_batches(data, args.split, batch_size=args.batch_size, limit=args.eval_images))
@@ -129,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.embed_regressor:
         labels = read_labels(args.embed_regressor)
-        labelled = [_one_candidate(name, args.embed_regressor) for name in labels]
+        labelled = [_one_candidate(name, args.embed_regressor, args.width) for name in labels]
         embed = ghn_embedder(ghn, data.image_size)
         kw = dict(num_classes=data.num_classes, image_size=data.image_size, seed=args.seed)
         reg = fit_embedding_regressor(embed_candidates(labelled, embed, **kw), list(labels.values()),
@@ -182,8 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_candidate(name: str, path: str):
-    found = parse_candidates([name])
+def _one_candidate(name: str, path: str, width: int | None):
+    found = parse_candidates([name], width=width)
     if len(found) != 1:
         raise ValueError(f"{path}: label row {name!r} must name one architecture, e.g. deepnets:train/5")
     return found[0]

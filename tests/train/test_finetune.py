@@ -64,6 +64,10 @@ def test_curve_json_has_no_nan():
 # ---- ghn finetune end to end ----------------------------------------------------------------------------------
 
 
+#: Debug size: DeepNets-1M nets of width 8 on 16x16 digits.
+SMALL = ["--width", "8", "--image-size", "16"]
+
+
 def save_tiny_ghn(path, num_classes: int = 10) -> str:
     """An untrained debug-size GHN saved with ``GHN.save``."""
     from ghn import GHN
@@ -82,7 +86,7 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
     from train.finetune_cli import main
 
     out, png = tmp_path / "ft.json", tmp_path / "ft.png"
-    rc = main(["deepnets:test/0", "--ckpt", ghn_ckpt, "--compare", "--steps", "6", "--eval-every", "3",
+    rc = main(["deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--compare", "--steps", "6", "--eval-every", "3",
                "--batch-size", "32", "--bn-batches", "2", "--eval-images", "128", "--plot", str(png),
                "--out", str(out)])
     captured = capsys.readouterr()
@@ -103,7 +107,7 @@ def test_keep_classifier_init_predicts_all_but_the_classifier(tmp_path):
 
     ghn = load_ghn(save_tiny_ghn(tmp_path / "g.safetensors", num_classes=5))
     torch.manual_seed(0)
-    model = get_net("test", 0, num_classes=10)
+    model = get_net("test", 0, num_classes=10, width=8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ghn_predictor(ghn, 32, keep_classifier_init=True)(model)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
@@ -117,7 +121,7 @@ def test_finetune_cli_other_classes_needs_keep_classifier_init(tmp_path, capsys)
     from train.finetune_cli import main
 
     ckpt = save_tiny_ghn(tmp_path / "g5.safetensors", num_classes=5)
-    base = ["deepnets:test/0", "--ckpt", ckpt, "--steps", "2", "--eval-every", "2", "--bn-batches", "1",
+    base = ["deepnets:test/0", "--ckpt", ckpt, *SMALL, "--steps", "2", "--eval-every", "2", "--bn-batches", "1",
             "--eval-images", "64"]
     assert main(base) == 2
     err = capsys.readouterr().err

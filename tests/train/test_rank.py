@@ -80,7 +80,7 @@ def test_bad_genotype_line_names_the_line(tmp_path):
 
 
 def test_score_and_rank_with_a_stub_predictor(digits, tmp_path):
-    cands = parse_candidates(["deepnets:test/0-2"])
+    cands = parse_candidates(["deepnets:test/0-2"], width=8)
     batches = eval_batches(digits, "heldout", limit=128)
     calls = []
 
@@ -98,10 +98,11 @@ def test_score_and_rank_with_a_stub_predictor(digits, tmp_path):
     assert all(0 <= r.accuracy <= 100 and r.loss > 0 and r.params > 0 for r in rows)
     assert rows[1].loss == pytest.approx(np.log(10), abs=0.05)  # zero classifier weight: near-uniform logits
     # the same seed gives the same default initialisation, hence the same score
+    assert rows[0].params == sum(p.numel() for p in get_net("test", 0, width=8).parameters())
     again = score_candidates(cands[:1], lambda m: m, batches, num_classes=10, image_size=32)
     assert again[0].accuracy == rows[0].accuracy and again[0].loss == pytest.approx(rows[0].loss)
 
-    rows += score_candidates(parse_candidates(["deepnets:test/3"]), broken, batches, num_classes=10, image_size=32)
+    rows += score_candidates(parse_candidates(["deepnets:test/3"], width=8), broken, batches, num_classes=10, image_size=32)
     assert rows[-1].error == "RuntimeError: cannot predict"
     ranked = rank_rows(rows)
     assert [r.rank for r in ranked] == [1, 2, 3, None]
@@ -145,6 +146,10 @@ def test_embedding_regressor_fits_a_linear_property(tmp_path):
 # ---- ghn rank end to end --------------------------------------------------------------------------------------
 
 
+#: Debug size: DeepNets-1M nets of width 8 on 16x16 digits.
+SMALL = ["--width", "8", "--image-size", "16"]
+
+
 def save_tiny_ghn(path, num_classes: int = 10) -> str:
     """An untrained debug-size GHN saved with ``GHN.save``."""
     from ghn import GHN
@@ -159,13 +164,13 @@ def ghn_ckpt(tmp_path_factory):
     return save_tiny_ghn(tmp_path_factory.mktemp("ghn") / "ghn.safetensors")
 
 
-def test_rank_cli_scores_validates_and_writes(ghn_ckpt, digits, tmp_path, capsys):
+def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     from ghn import GHN
     from train.finetune import evaluate
     from train.rank_cli import main
 
     out, png = tmp_path / "ranking.csv", tmp_path / "rank.png"
-    rc = main(["deepnets:test/0-3", "--ckpt", ghn_ckpt, "--eval-images", "128", "--validate", "3",
+    rc = main(["deepnets:test/0-3", "--ckpt", ghn_ckpt, *SMALL, "--eval-images", "128", "--validate", "3",
                "--train-batch-size", "32", "--plot", str(png), "--out", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
@@ -182,8 +187,8 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, digits, tmp_path, capsys
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the CSV accuracy is the accuracy of the predicted parameters, BN with batch statistics, batches of 64
     torch.manual_seed(0)
-    model, _ = GHN.load(ghn_ckpt).predict(get_net("test", 2), input_size=32)
-    acc, _ = evaluate(model, eval_batches(digits, "heldout", limit=128), bn_batch_stats=True)
+    model, _ = GHN.load(ghn_ckpt).predict(get_net("test", 2, image_size=16, width=8), input_size=16)
+    acc, _ = evaluate(model, eval_batches(load_digits(image_size=16), "heldout", limit=128), bn_batch_stats=True)
     assert float(next(r for r in rows if r["name"] == "deepnets:test/2")["accuracy"]) == pytest.approx(acc, abs=1e-3)
 
 
@@ -193,7 +198,7 @@ def test_rank_cli_embedding_regressor(ghn_ckpt, tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     labels.write_text("name,accuracy\n" + "".join(f"deepnets:train/{i},{10 * i}\n" for i in range(5)))
     out = tmp_path / "r.csv"
-    rc = main(["deepnets:test/0-2", "--ckpt", ghn_ckpt, "--eval-images", "64", "--embed-regressor", str(labels),
+    rc = main(["deepnets:test/0-2", "--ckpt", ghn_ckpt, *SMALL, "--eval-images", "64", "--embed-regressor", str(labels),
                "--rank-by", "embed", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     rows = list(csv.DictReader(out.open()))

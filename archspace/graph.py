@@ -1,0 +1,277 @@
+"""``to_graph``: the computational graph of any ``nn.Module`` as an :class:`~archspace.data.ArchGraph`.
+
+Follows the graph rules of GHN-2 (Knyazev et al., NeurIPS 2021, Sec. 4.1 and Appendix; reference code
+``ppuda/deepnets1m/graph.py``): one node per parameterised layer weight, conv/linear biases as separate nodes,
+one node per norm layer, parameter-free ops that matter (pooling, sum and concat of two or more branches, global
+average, ``cse``, ``msa``) as nodes, one ``input`` node; everything else is dropped and its neighbours joined.
+Real edges carry distance 1; with ``ve_cutoff = s > 1`` every pair ``u -> v`` with ``v`` reachable from ``u`` by a
+shortest path of length ``2..s`` gets a virtual edge carrying that length.
+
+For torchvision's ResNet-50 at 224x224 this gives the reference's 127 nodes, 142 real and 7,811 virtual edges.
+"""
+
+from __future__ import annotations
+
+import heapq
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from .capture import Capture, capture
+from .data import ArchGraph
+from .primitives import PRIMITIVE_ID
+
+_CONV_LIKE = {PRIMITIVE_ID[p] for p in ("conv", "sep_conv", "dil_conv")}
+_BIAS = PRIMITIVE_ID["bias"]
+
+
+def input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
+    """Normalise ``input_size`` to a batch-of-one shape.
+
+    Args:
+        input_size: ``H`` (a square RGB image), ``(C, H, W)`` or ``(1, C, H, W)``.
+
+    Returns:
+        ``(1, C, H, W)``.
+
+    Raises:
+        ValueError: any other form, or non-positive sizes.
+    """
+    if isinstance(input_size, (int, np.integer)) and not isinstance(input_size, bool):
+        shape: tuple[int, ...] = (1, 3, int(input_size), int(input_size))
+    elif isinstance(input_size, (tuple, list, torch.Size)) and len(input_size) in (3, 4):
+        shape = tuple(int(s) for s in input_size)
+        shape = (1, *shape) if len(shape) == 3 else shape
+        if shape[0] != 1:
+            raise ValueError(f"input_size must describe one example, (1, C, H, W); got batch {shape[0]}")
+    else:
+        raise ValueError(f"input_size must be an int H, (C, H, W) or (1, C, H, W); got {input_size!r}")
+    if min(shape) < 1:
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
+    return shape
+
+
+def to_graph(model: nn.Module, input_size: int | Sequence[int] | None = None, ve_cutoff: int = 50,
+             fast: bool = True) -> ArchGraph:
+    """Build the GHN-2 graph of ``model`` (Knyazev et al., NeurIPS 2021, Sec. 4.1) from one forward pass.
+
+    The pass runs on the meta device (nothing is allocated; the model is left unchanged). Every parameter is bound
+    to exactly one node (``param_names``); parameters of layers without a rule, or not used by the forward pass,
+    stay unbound and are named in one ``warnings.warn`` (see :func:`archspace.coverage.coverage_report`).
+
+    Args:
+        model: any ``nn.Module`` mapping one image tensor to logits.
+        input_size: ``H`` (square RGB image), ``(C, H, W)`` or ``(1, C, H, W)``; default: the model's
+            ``expected_input_sz`` attribute (set by :func:`archspace.adapt_small_input`), else 224.
+        ve_cutoff: ``s``, the longest shortest path that gets a virtual edge; 1 for real edges only.
+        fast: compute the outputs of common ops without running the slow meta kernels.
+
+    Returns:
+        The :class:`~archspace.data.ArchGraph`: nodes in topological order, input first, classifier last.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: bad ``input_size`` or ``ve_cutoff``; the output does not depend on the input; the graph has
+            a cycle (a layer reused in a loop).
+        RuntimeError: the model's forward pass fails (the message carries its error).
+
+    Shapes:
+        ``op_type (N,)``, ``edge_index (2, E)``, ``edge_dist (E,)``, ``param_shape (N, 4)``, ``param_ndim (N,)``,
+        ``cls_role (N,)``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"to_graph expects an nn.Module, got {type(model).__name__}")
+    if input_size is None:
+        input_size = getattr(model, "expected_input_sz", 224)
+    if isinstance(ve_cutoff, bool) or not isinstance(ve_cutoff, (int, np.integer)) or ve_cutoff < 1:
+        raise ValueError(f"ve_cutoff must be an int >= 1, got {ve_cutoff!r}")
+    cap = capture(model, input_shape(input_size), fast=fast)
+    graph = build_graph(cap, int(ve_cutoff))
+    _warn_unbound(model, graph, cap)
+    return graph
+
+
+def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
+    """Turn a raw :class:`~archspace.capture.Capture` into an :class:`~archspace.data.ArchGraph`: contract the
+    dropped ops, keep the output's ancestors, order the nodes topologically, add virtual edges.
+
+    Args:
+        cap: the raw graph.
+        ve_cutoff: longest shortest path given a virtual edge (1: none).
+
+    Returns:
+        The graph.
+
+    Raises:
+        ValueError: the kept graph has a cycle.
+    """
+    nodes = cap.nodes
+    n_raw = len(nodes)
+    kept = [n.primitive is not None for n in nodes]
+    # A dropped op becomes the set of kept nodes feeding it; its preds were all made before it, so one pass works.
+    expand: list[list[int]] = [[] for _ in range(n_raw)]
+    for i, node in enumerate(nodes):
+        if not kept[i]:
+            expand[i] = _union(nodes, kept, expand, node.preds)
+    preds = [_union(nodes, kept, expand, n.preds) if kept[i] else [] for i, n in enumerate(nodes)]
+    sinks = [cap.output] if kept[cap.output] else expand[cap.output]
+
+    # The reference walks back from the output: only its ancestors are part of the graph.
+    alive = np.zeros(n_raw, dtype=bool)
+    stack = list(sinks)
+    alive[stack] = True
+    while stack:
+        for p in preds[stack.pop()]:
+            if not alive[p]:
+                alive[p] = True
+                stack.append(p)
+    order = _topological_order(preds, alive, nodes)
+    new_id = np.full(n_raw, -1, dtype=np.int64)
+    new_id[order] = np.arange(len(order))
+
+    src, dst = [], []
+    for v in order:
+        for u in preds[v]:
+            if u != v:
+                src.append(new_id[u])
+                dst.append(new_id[v])
+    n = len(order)
+    edge_index, edge_dist = _edges_with_virtual(n, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
+                                                ve_cutoff)
+
+    op_type = torch.tensor([PRIMITIVE_ID[nodes[i].primitive] for i in order], dtype=torch.long)
+    param_shape = torch.zeros(n, 4, dtype=torch.long)
+    param_ndim = torch.zeros(n, dtype=torch.long)
+    for k, i in enumerate(order):
+        shape = nodes[i].shape[:4]
+        if shape:
+            param_shape[k, : len(shape)] = torch.tensor(shape)
+        if nodes[i].params:
+            param_ndim[k] = len(nodes[i].shape)
+    return ArchGraph(
+        op_type=op_type,
+        edge_index=edge_index,
+        edge_dist=edge_dist,
+        param_shape=param_shape,
+        param_ndim=param_ndim,
+        cls_role=_classifier_roles(op_type, param_ndim, edge_index[:, edge_dist == 1]),
+        param_names=[tuple(nodes[i].params) for i in order],
+        node_names=[nodes[i].label for i in order],
+        num_nodes=n,
+    )
+
+
+def _union(nodes, kept, expand, preds: list[int]) -> list[int]:
+    out: list[int] = []
+    for p in preds:
+        for q in ([p] if kept[p] else expand[p]):
+            if q not in out:
+                out.append(q)
+    return out
+
+
+def _topological_order(preds: list[list[int]], alive: np.ndarray, nodes) -> list[int]:
+    """Kahn's algorithm, smallest creation index first: the execution order whenever that is already valid.
+
+    A layer applied repeatedly (weight sharing in sequence) makes a cycle through its nodes; the edges back to the
+    earlier-made node are then dropped (``preds`` is edited) with a warning, so the layer keeps one node.
+    """
+    order = _kahn(preds, alive)
+    if len(order) == int(alive.sum()):
+        return order
+    stuck = set(np.flatnonzero(alive).tolist()) - set(order)
+    dropped = []
+    for v in stuck:
+        back = [u for u in preds[v] if u in stuck and u >= v]
+        if back:
+            preds[v] = [u for u in preds[v] if u not in back]
+            dropped += [(nodes[u].label, nodes[v].label) for u in back]
+    order = _kahn(preds, alive)
+    if len(order) != int(alive.sum()):
+        raise ValueError("to_graph: the graph has a cycle through "
+                         + ", ".join(nodes[i].label for i in sorted(stuck)[:5]))
+    warnings.warn(f"to_graph: a layer is applied repeatedly; dropped {len(dropped)} edge(s) back to its first use "
+                  f"to keep one node per parameter: {dropped[:3]}", stacklevel=4)
+    return order
+
+
+def _kahn(preds: list[list[int]], alive: np.ndarray) -> list[int]:
+    succs: dict[int, list[int]] = {}
+    indegree = {}
+    for v in np.flatnonzero(alive).tolist():
+        ps = [u for u in preds[v] if u != v]
+        indegree[v] = len(ps)
+        for u in ps:
+            succs.setdefault(u, []).append(v)
+    heap = [v for v, d in indegree.items() if d == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        u = heapq.heappop(heap)
+        order.append(u)
+        for v in succs.get(u, ()):
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                heapq.heappush(heap, v)
+    return order
+
+
+def _edges_with_virtual(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real edges (distance 1) plus, for ``ve_cutoff > 1``, virtual edges ``u -> v`` carrying the shortest-path
+    length ``2..ve_cutoff``; sorted by ``(u, v)`` like the reference's adjacency matrix."""
+    if ve_cutoff <= 1 or len(src) == 0:
+        key = np.unique(src * n + dst)
+        return (torch.from_numpy(np.stack([key // n, key % n])).long(),
+                torch.ones(len(key), dtype=torch.long))
+    adj = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    dist = dijkstra(adj, directed=True, unweighted=True, limit=ve_cutoff + 0.5)  # (N, N), inf beyond the cutoff
+    u, v = np.nonzero(np.isfinite(dist) & (dist > 0))  # row-major: sorted by (u, v)
+    edge_index = torch.from_numpy(np.stack([u, v])).long()  # (2, E)
+    edge_dist = torch.from_numpy(dist[u, v].astype(np.int64))  # (E,)
+    return edge_index, edge_dist
+
+
+def _classifier_roles(op_type: torch.Tensor, param_ndim: torch.Tensor, real_edges: torch.Tensor) -> torch.Tensor:
+    """``cls_role`` (1 classifier weight, 2 classifier bias). The reference marks the last node as the classifier
+    bias and the node before it as the classifier weight (``last_bias``/``last_weight``), which for a linear head
+    is its bias and weight. Here the last node that has parameters decides, so that heads followed by
+    parameter-free ops (SqueezeNet's conv, ReLU, global pooling) are found too: a ``bias`` node is 2 and the
+    conv/linear weight feeding it 1; a bias-free conv/linear weight is 1.
+
+    Shapes:
+        ``op_type (N,)``, ``param_ndim (N,)``, ``real_edges (2, E_real)`` -> ``(N,)``
+    """
+    n = len(op_type)
+    role = torch.zeros(n, dtype=torch.long)
+    with_params = torch.nonzero(param_ndim > 0).flatten()
+    if len(with_params) == 0:
+        return role
+    last = int(with_params[-1])
+    if int(op_type[last]) == _BIAS:
+        role[last] = 2
+        preds = real_edges[0, real_edges[1] == last].tolist()
+        if len(preds) == 1 and int(op_type[preds[0]]) in _CONV_LIKE and param_ndim[preds[0]] > 0:
+            role[preds[0]] = 1
+    elif int(op_type[last]) in _CONV_LIKE:
+        role[last] = 1
+    return role
+
+
+def _warn_unbound(model: nn.Module, graph: ArchGraph, cap: Capture) -> None:
+    from .coverage import unbound_parameters
+
+    unbound = unbound_parameters(model, graph)
+    if not unbound:
+        return
+    items = [f"{p.name} ({p.module_type}, {'unsupported' if p.name in cap.unsupported else 'unused'})"
+             for p in unbound]
+    shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+    warnings.warn(f"to_graph: {len(unbound)} parameter tensor(s) of {type(model).__name__} are not bound to any "
+                  f"graph node (a GHN will not predict them): {shown}. 'unsupported' means no rule for that "
+                  "layer type in archspace.primitives; 'unused' means the forward pass never reached it.",
+                  stacklevel=3)

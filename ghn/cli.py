@@ -1,0 +1,140 @@
+"""``ghn`` command line: ``ghn predict MODEL --ckpt PATH ...`` predicts a network's parameters with a GHN.
+
+MODEL is given as for ``archspace graph``: ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
+``deepnets:SPLIT/INDEX`` (a DeepNets-1M net), or ``pkg.module:callable`` (called with ``num_classes=`` when it
+accepts it). The predicted state dict is written as safetensors, atomically. Errors in the model spec or the
+checkpoint exit with status 2 and one line on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+
+import torch.nn as nn
+
+
+class UsageError(Exception):
+    """A user error reported in one line with exit status 2."""
+
+
+def _load_model_fallback(spec: str, num_classes: int) -> nn.Module:
+    """Build a model from a spec when :mod:`archspace.models` is not available."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise UsageError(f"bad model spec {spec!r}: expected torchvision:NAME, deepnets:SPLIT/INDEX or "
+                         "pkg.module:callable")
+    if kind == "torchvision":
+        import torchvision
+
+        try:
+            return torchvision.models.get_model(rest, weights=None, num_classes=num_classes)
+        except (ValueError, KeyError) as e:
+            raise UsageError(f"unknown torchvision model {rest!r}") from e
+    if kind == "deepnets":
+        from archspace import get_net
+
+        split, _, index = rest.partition("/")
+        try:
+            return get_net(split, int(index), num_classes=num_classes)
+        except (ValueError, IndexError, KeyError) as e:
+            raise UsageError(f"bad DeepNets-1M spec {rest!r}: {e}") from e
+    try:
+        fn = getattr(importlib.import_module(kind), rest)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"cannot import {rest!r} from {kind!r}: {e}") from e
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    model = fn(num_classes=num_classes) if "num_classes" in params else fn()
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec!r} did not return an nn.Module")
+    return model
+
+
+def load_model(spec: str, num_classes: int) -> nn.Module:
+    """Resolve a model spec with :func:`archspace.models.load_model` (or a built-in fallback).
+
+    Raises:
+        UsageError: the spec cannot be resolved.
+    """
+    try:
+        from archspace.models import load_model as archspace_load_model
+    except ImportError:
+        return _load_model_fallback(spec, num_classes)
+    try:
+        return archspace_load_model(spec, num_classes=num_classes)
+    except (ValueError, KeyError, ImportError, AttributeError, IndexError) as e:
+        raise UsageError(f"bad model spec {spec!r}: {e}") from e
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import archspace
+
+    from .checkpoint import CheckpointError, atomic_save_safetensors
+    from .model import GHN
+
+    try:
+        ghn = GHN.load(args.ckpt)
+    except CheckpointError as e:
+        raise UsageError(f"bad checkpoint: {e}") from e
+    num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
+    model = load_model(args.model, num_classes)
+    if args.small_input:
+        model = archspace.adapt_small_input(model)
+    input_size = args.input_size
+    if input_size is None:
+        input_size = 32 if args.small_input else getattr(model, "expected_input_sz", ghn.image_size)
+    model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode)
+    if args.out:
+        atomic_save_safetensors(model.state_dict(), args.out,
+                                {"model": args.model, "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode})
+    if args.report:
+        print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
+    else:
+        print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ghn`` argument parser."""
+    p = argparse.ArgumentParser(prog="ghn", description="Graph hypernetworks: predict parameters of networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("predict", help="predict all parameters of a network and save its state dict",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("model", help="torchvision:NAME, deepnets:SPLIT/INDEX or pkg.module:callable")
+    pr.add_argument("--ckpt", required=True, help="GHN checkpoint (ours .safetensors or a reference .pt)")
+    pr.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the GHN's)")
+    pr.add_argument("--input-size", type=int, default=None,
+                    help="image side used to trace the graph (default: 32 with --small-input, else the GHN's)")
+    pr.add_argument("--small-input", action="store_true", help="adapt the model to 32x32 images (CIFAR recipe)")
+    pr.add_argument("--bn-mode", choices=("keep", "batch", "reset"), default="keep",
+                    help="BatchNorm running statistics are not predicted: 'keep' (default) leaves them at their "
+                         "initial values so the state dict loads into the plain model (re-estimate them, or "
+                         "evaluate with batch statistics); 'batch' removes them (batch statistics always)")
+    pr.add_argument("--out", default=None, help="write the predicted state dict here (.safetensors)")
+    pr.add_argument("--report", action="store_true", help="print the coverage report")
+    pr.add_argument("--json", action="store_true", help="with --report: print it as JSON")
+    pr.set_defaults(func=_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ghn`` console script. Returns the exit status."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # noise from an import
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"ghn: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""``to_graph``: the reference's counts, graph invariants, parameter binding, special layers, batching."""
+
+import warnings
+
+import networkx as nx
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torch_geometric.data import Batch
+
+from archspace import ArchGraph, adapt_small_input, to_graph
+from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
+from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
+
+
+def real_edges(graph):
+    return graph.edge_index[:, graph.edge_dist == 1]
+
+
+def assert_valid(graph):
+    """Invariants of every graph: topological order, one input first, everything reaches the output."""
+    n = graph.num_nodes
+    assert graph.op_type.shape == (n,) and graph.param_shape.shape == (n, 4)
+    assert len(graph.param_names) == len(graph.node_names) == n
+    assert bool((graph.edge_index[0] < graph.edge_index[1]).all()), "edges must go forward in topological order"
+    assert int(graph.op_type[0]) == PRIMITIVE_ID["input"] and int((graph.op_type == PRIMITIVE_ID["input"]).sum()) == 1
+    g = nx.DiGraph(real_edges(graph).t().tolist())
+    g.add_nodes_from(range(n))
+    assert all(nx.has_path(g, v, n - 1) for v in range(n)), "every node must reach the output"
+    sources = [v for v in range(n) if g.in_degree(v) == 0]
+    assert all(v == 0 or PRIMITIVES[int(graph.op_type[v])] == "pos_enc" for v in sources)
+
+
+def assert_all_bound(model, graph):
+    """Every parameter is bound to exactly one node."""
+    names = [p for node in graph.param_names for p in node]
+    assert len(names) == len(set(names)), "a parameter is bound to two nodes"
+    missing = [n for n, _ in model.named_parameters() if n not in set(names)]
+    assert not missing, f"unbound parameters: {missing}"
+    assert set(names) == {n for n, _ in model.named_parameters()}
+
+
+# ------------------------------------------------------------------ the reference's numbers
+def test_resnet50_matches_reference_counts():
+    model = torchvision.models.resnet50()
+    graph = to_graph(model, 224)
+    assert (graph.num_nodes, graph.num_real_edges, graph.num_virtual_edges) == (127, 142, 7811)
+    assert graph.op_counts() == {"max_pool": 1, "conv": 54, "sum": 16, "input": 1, "bias": 1, "bn": 53,
+                                 "glob_avg": 1}
+    assert graph.param_names[-2:] == [("fc.weight",), ("fc.bias",)]
+    assert graph.cls_role.tolist() == [0] * 125 + [1, 2]
+    assert graph.param_shape[-2].tolist() == [1000, 2048, 0, 0] and graph.param_ndim[-2] == 2
+    maxpool = graph.node_names.index("maxpool:max_pool")
+    assert graph.param_shape[maxpool].tolist() == [1, 1, 3, 3] and graph.param_ndim[maxpool] == 0
+    assert graph.param_names[2] == ("bn1.weight", "bn1.bias")  # norm weight and bias on one node
+    assert_valid(graph)
+    assert_all_bound(model, graph)
+
+
+def test_resnet18_small_input_matches_reference_counts():
+    model = adapt_small_input(torchvision.models.resnet18())
+    graph = to_graph(model)  # expected_input_sz = 32 from the adaptation
+    assert (graph.num_nodes, graph.num_real_edges, graph.num_virtual_edges) == (52, 59, 1243)
+    assert "max_pool" not in graph.op_counts()
+    assert graph.param_shape[1].tolist() == [64, 3, 3, 3]
+    assert_valid(graph)
+    assert_all_bound(model, graph)
+
+
+def test_virtual_edges_are_shortest_paths_within_cutoff():
+    graph = to_graph(adapt_small_input(torchvision.models.resnet18()), ve_cutoff=5)
+    g = nx.DiGraph(real_edges(graph).t().tolist())
+    expected = {(u, v): d for u, lengths in nx.all_pairs_shortest_path_length(g, cutoff=5)
+                for v, d in lengths.items() if d > 0}
+    got = {(u, v): d for (u, v), d in zip(graph.edge_index.t().tolist(), graph.edge_dist.tolist())}
+    assert got == expected
+    assert graph.edge_dist.max() == 5
+    keys = graph.edge_index[0] * graph.num_nodes + graph.edge_index[1]
+    assert bool((keys[1:] > keys[:-1]).all()), "edges sorted by (u, v) like the reference's adjacency"
+
+
+def test_cutoff_one_gives_real_edges_only():
+    graph = to_graph(torchvision.models.resnet18(), 64, ve_cutoff=1)
+    assert graph.num_virtual_edges == 0 and graph.num_real_edges == graph.edge_index.shape[1]
+
+
+# ------------------------------------------------------------------ the zoo
+FAST_ZOO = ["resnet18", "resnet50", "vit_b_16", "swin_t", "convnext_tiny", "squeezenet1_0", "mobilenet_v3_large"]
+SLOW_ZOO = ["resnet152", "wide_resnet50_2", "resnext50_32x4d", "vgg11_bn", "densenet121", "mobilenet_v2",
+            "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x1_0"]
+
+
+def check_zoo_model(name):
+    model = torchvision.models.get_model(name, weights=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no unbound parameter, no fallback to real tensors
+        graph = to_graph(model, 224)
+    assert_valid(graph)
+    assert_all_bound(model, graph)
+    assert graph.cls_role.tolist().count(1) == 1 and graph.cls_role.tolist().count(2) == 1
+    return graph
+
+
+@pytest.mark.parametrize("name", FAST_ZOO)
+def test_zoo_model_fully_bound(name):
+    check_zoo_model(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_ZOO)
+def test_zoo_model_fully_bound_slow(name):
+    check_zoo_model(name)
+
+
+def test_vit_attention_and_positional_encodings():
+    graph = to_graph(torchvision.models.vit_b_16(), 224)
+    counts = graph.op_counts()
+    assert counts["msa"] == 12 and counts["pos_enc"] == 2 and counts["concat"] == 1
+    pos = {graph.param_names[i][0] for i in range(graph.num_nodes) if PRIMITIVES[int(graph.op_type[i])] == "pos_enc"}
+    assert pos == {"class_token", "encoder.pos_embedding"}
+    # in-projection -> msa -> out-projection, as the reference's transformer op
+    i = next(i for i in range(graph.num_nodes) if PRIMITIVES[int(graph.op_type[i])] == "msa")
+    edges = real_edges(graph)
+    assert graph.param_names[edges[0, edges[1] == i].item()][0].endswith("self_attention.in_proj_bias")
+    assert graph.param_names[edges[1, edges[0] == i].item()][0].endswith("self_attention.out_proj.weight")
+
+
+def test_swin_bias_table_bound_to_msa_and_convnext_layer_scale_to_ln():
+    swin = to_graph(torchvision.models.swin_t(), 224)
+    msa = [swin.param_names[i] for i in range(swin.num_nodes) if PRIMITIVES[int(swin.op_type[i])] == "msa"]
+    assert len(msa) == 12 and all(p[0].endswith("attn.relative_position_bias_table") for p in msa)
+    convnext = to_graph(torchvision.models.convnext_tiny(), 224)
+    scales = [i for i, p in enumerate(convnext.param_names) if p and p[0].endswith("layer_scale")]
+    assert len(scales) == 18 and all(PRIMITIVES[int(convnext.op_type[i])] == "ln" for i in scales)
+
+
+def test_squeezenet_classifier_conv_is_marked():
+    graph = to_graph(torchvision.models.squeezenet1_0(), 224)
+    roles = {graph.param_names[i][0]: r for i, r in enumerate(graph.cls_role.tolist()) if r}
+    assert roles == {"classifier.1.weight": 1, "classifier.1.bias": 2}
+
+
+class TinyDeepNet(nn.Module):
+    """The DeepNets-1M special ops (archspace.ops) in one small net."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.pos = PosEnc(8, 8)
+        self.se = ChannelSE(8)
+        self.attn = SelfAttention2d(8)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.pos(self.stem(x))
+        a, b = self.se(x), self.attn(x)
+        x = torch.cat([self.pool(a), b], dim=1)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_deepnets_special_ops():
+    model = TinyDeepNet()
+    graph = to_graph(model, 8)
+    counts = graph.op_counts()
+    assert counts["cse"] == 1 and counts["msa"] == 1 and counts["pos_enc"] == 1
+    assert counts["concat"] == 1 and counts["avg_pool"] == 1 and counts["glob_avg"] == 1
+    assert "max_pool" not in counts  # the mean inside the cse collapses into the cse node
+    cse = graph.op_type.tolist().index(PRIMITIVE_ID["cse"])
+    preds = real_edges(graph)[0, real_edges(graph)[1] == cse].tolist()
+    assert {graph.node_names[p] for p in preds} == {"pos:sum", "se.fc2.bias"}  # gated input and the gate
+    avg = graph.op_type.tolist().index(PRIMITIVE_ID["avg_pool"])
+    assert graph.param_shape[avg].tolist() == [1, 1, 3, 3]
+    assert_valid(graph)
+    assert_all_bound(model, graph)
+
+
+# ------------------------------------------------------------------ robustness
+def test_model_is_left_unchanged():
+    model = torchvision.models.resnet18().train()
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    to_graph(model, 32)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_fast_shape_rules_give_the_same_graph():
+    model = torchvision.models.swin_t()
+    fast, slow = to_graph(model, 224, fast=True), to_graph(model, 224, fast=False)
+    for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
+        assert torch.equal(fast[key], slow[key]), key
+    assert fast.param_names == slow.param_names and fast.node_names == slow.node_names
+
+
+class CpuConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.conv(x) + torch.ones(4, 1, 1)  # a CPU tensor made in forward: fails on meta
+        return self.fc(x.mean((2, 3)))
+
+
+def test_falls_back_to_real_tensors_with_a_warning():
+    model = CpuConstant()
+    with pytest.warns(UserWarning, match="meta device"):
+        graph = to_graph(model, 8)
+    assert graph.num_nodes == 6  # input, conv w/b, glob_avg, fc w/b
+    assert_all_bound(model, graph)
+
+
+class WithPReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.PReLU()
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.act(self.conv(x)).mean((2, 3))
+
+
+def test_unsupported_and_unused_parameters_are_named_in_a_warning():
+    with pytest.warns(UserWarning, match=r"act\.weight \(PReLU, unsupported\).*unused\.weight \(Linear, unused\)"):
+        graph = to_graph(WithPReLU(), 8)
+    assert graph.op_counts() == {"conv": 1, "bias": 1, "input": 1, "glob_avg": 1}
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.conv(x)).mean((2, 3)))
+
+
+def test_reused_layer_is_one_node():
+    model = Shared()
+    with pytest.warns(UserWarning, match="applied repeatedly"):
+        graph = to_graph(model, (4, 6, 6))
+    assert graph.param_names.count(("conv.weight",)) == 1
+    assert_valid(graph)
+
+
+class Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.w * 2
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(model="resnet", input_size=32), TypeError),
+    (dict(input_size=(2, 3, 32, 32)), ValueError),
+    (dict(input_size=(32, 32)), ValueError),
+    (dict(input_size=0), ValueError),
+    (dict(input_size=32, ve_cutoff=0), ValueError),
+])
+def test_bad_arguments(bad, error):
+    args = dict(model=torchvision.models.resnet18(), input_size=32) | bad
+    with pytest.raises(error):
+        to_graph(**args)
+
+
+def test_output_without_input_is_an_error():
+    with pytest.raises(ValueError, match="does not depend on its input"):
+        to_graph(Detached(), 8)
+
+
+def test_failing_forward_is_reported():
+    with pytest.raises(RuntimeError, match="Wrong image height"):
+        to_graph(torchvision.models.vit_b_16(), 64)
+
+
+# ------------------------------------------------------------------ batching
+def test_pyg_batch_keeps_every_field():
+    graphs = [to_graph(adapt_small_input(torchvision.models.resnet18())), to_graph(TinyDeepNet(), 8),
+              to_graph(TinyDeepNet(), 8, ve_cutoff=1)]
+    batch = Batch.from_data_list(graphs)
+    sizes = [g.num_nodes for g in graphs]
+    assert batch.num_nodes == sum(sizes) and batch.num_graphs == 3
+    assert torch.equal(batch.op_type, torch.cat([g.op_type for g in graphs]))
+    assert torch.equal(batch.edge_dist, torch.cat([g.edge_dist for g in graphs]))
+    offsets = [0, sizes[0], sizes[0] + sizes[1]]
+    assert torch.equal(batch.edge_index, torch.cat([g.edge_index + o for g, o in zip(graphs, offsets)], dim=1))
+    assert torch.equal(batch.param_shape, torch.cat([g.param_shape for g in graphs]))
+    assert torch.equal(batch.cls_role, torch.cat([g.cls_role for g in graphs]))
+    assert batch.param_names == [g.param_names for g in graphs]
+    assert torch.equal(batch.batch, torch.repeat_interleave(torch.arange(3), torch.tensor(sizes)))
+    for original, restored in zip(graphs, batch.to_data_list()):
+        assert isinstance(restored, ArchGraph)
+        for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
+            assert torch.equal(original[key], restored[key]), key
+        assert restored.param_names == original.param_names and restored.node_names == original.node_names
+        assert restored.num_nodes == original.num_nodes

@@ -1,0 +1,122 @@
+"""Tests of archspace.ops, archspace.genotype and archspace.network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from archspace.genotype import DARTS_V2, Genotype
+from archspace.network import Network, num_graph_nodes, num_params, plan_network
+from archspace.ops import OP_NAMES, OPS, ChannelSE, PosEnc, SelfAttention2d, op_num_params
+from archspace.sampler import get_genotype
+
+
+def all_grads(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of parameters that get no gradient from ``model(x).sum()``."""
+    model(x).sum().backward()
+    return [n for n, p in model.named_parameters() if p.grad is None]
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("norm", ["bn", None])
+def test_op_shapes_and_counts(name, stride, norm):
+    C = 8
+    op = OPS[name](C, C, stride, norm)
+    assert op(torch.randn(2, C, 7, 7)).shape == (2, C, 4 if stride == 2 else 7, 4 if stride == 2 else 7)
+    assert sum(p.numel() for p in op.parameters()) == op_num_params(name, C, C, stride, norm)
+
+
+def test_op_classes_for_graph_builder():
+    assert isinstance(OPS["cse"](8, 8, 1, "bn"), ChannelSE)
+    attn = OPS["msa"](12, 12, 1, "bn")
+    assert isinstance(attn, SelfAttention2d) and attn.attn.num_heads == 4  # largest power of two dividing 12
+    assert isinstance(PosEnc(4, 3).weight, nn.Parameter)
+
+
+def test_genotype_round_trips():
+    for g in [DARTS_V2] + [get_genotype(s, i) for s in ("train", "dense", "bnfree", "wide") for i in range(5)]:
+        assert Genotype.from_dict(g.to_dict()) == g
+        assert Genotype.from_bytes(g.to_bytes()) == g
+        assert len(g.to_bytes()) < 64
+    # The canonical hash is pinned: it must not change across machines, processes or versions.
+    assert DARTS_V2.canonical_hash() == DARTS_V2.replace(normal=list(DARTS_V2.normal)).canonical_hash()
+    assert len(DARTS_V2.canonical_hash()) == 40
+
+
+def test_genotype_errors():
+    with pytest.raises(ValueError, match="unknown op"):
+        Genotype(normal=[("conv_9x9", 0), ("skip_connect", 1)], normal_concat=[2],
+                 reduce=[("skip_connect", 0), ("skip_connect", 1)], reduce_concat=[2])
+    with pytest.raises(ValueError, match="input 3"):
+        Genotype(normal=[("conv_3x3", 3), ("skip_connect", 1)], normal_concat=[2],
+                 reduce=[("skip_connect", 0), ("skip_connect", 1)], reduce_concat=[2])
+    with pytest.raises(ValueError, match="truncated|cannot decode"):
+        Genotype.from_bytes(DARTS_V2.to_bytes()[:-3])
+
+
+def test_every_variant_builds_and_trains():
+    torch.manual_seed(0)
+    for split in ("train", "val", "test", "wide", "deep", "dense", "bnfree"):
+        g = get_genotype(split, 1)
+        model = Network(g, num_classes=5, image_size=8, width=4)
+        x = torch.randn(2, 3, 8, 8)
+        assert model(x).shape == (2, 5)
+        assert all_grads(model, x) == [], split
+
+
+def test_no_dead_parameters_with_none_edges():
+    # Input 0 of every cell is only reached through 'none': without pruning, every cell's preprocess0 would hold
+    # parameters that never get a gradient.
+    g = Genotype(normal=[("none", 0), ("conv_3x3", 1), ("sep_conv_3x3", 1), ("conv_1x1", 2)], normal_concat=[3],
+                 reduce=[("none", 0), ("max_pool_3x3", 1), ("conv_3x3", 1), ("skip_connect", 2)],
+                 reduce_concat=[3], n_cells=5, stem_type=1)
+    model = Network(g, image_size=16, width=8)
+    x = torch.randn(2, 3, 16, 16)
+    assert all_grads(model, x) == []
+    assert sum(p.numel() for p in model.parameters()) == num_params(g, image_size=16, width=8)
+    assert not any(hasattr(cell, "preprocess0") for cell in model.cells)
+    assert all(set(cell.ops) == {"1", "2", "3"} for cell in model.cells)  # node 0's 'none' edge is left out
+
+
+def test_disconnected_raises():
+    g = Genotype(normal=[("none", 0), ("none", 1), ("none", 0), ("none", 2)], normal_concat=[2, 3],
+                 reduce=[("skip_connect", 0), ("skip_connect", 1)] * 2, reduce_concat=[2, 3])
+    assert not plan_network(g).connected
+    with pytest.raises(ValueError, match="disconnected"):
+        Network(g)
+
+
+def test_meta_device_and_width():
+    g = get_genotype("train", 3)
+    with torch.device("meta"):
+        model = Network(g, width=48)
+        assert model(torch.empty(2, 3, 32, 32)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == num_params(g, width=48)
+    assert num_params(g, width=48) != num_params(g)
+
+
+def test_imagenet_input():
+    with torch.device("meta"):
+        for i in range(4):
+            model = Network(get_genotype("train", i), num_classes=1000, image_size=224)
+            assert model(torch.empty(1, 3, 224, 224)).shape == (1, 1000)
+        vit = Network(get_genotype("predefined", 1), image_size=224)
+    assert vit.pos_enc.weight.shape == (1, 192, 14, 14)
+
+
+def test_darts_size():
+    plan = plan_network(DARTS_V2)
+    assert len(plan.cells) == 20 and [c.index for c in plan.cells if c.reduction] == [6, 13]
+
+
+def test_graph_node_count_matches_to_graph():
+    graph = pytest.importorskip("archspace.graph")
+    genotypes = [get_genotype(s, i) for s in ("train", "bnfree", "dense") for i in range(4)]
+    genotypes += [DARTS_V2, get_genotype("predefined", 1)]
+    for g in genotypes:
+        with torch.device("meta"):
+            model = Network(g, width=8)
+        got = graph.to_graph(model, (1, 3, 32, 32)).num_nodes
+        assert num_graph_nodes(g) == got, g
