@@ -1,15 +1,16 @@
 """Capture the dataflow of any ``nn.Module`` as a raw operation graph, the first step of :func:`archspace.to_graph`.
 
 One forward pass runs under a :class:`torch.overrides.TorchFunctionMode` that sees every torch function and tensor
-method, by default on ``meta`` tensors through :func:`torch.func.functional_call` (nothing is allocated and the
-user's model is not modified). Each tensor is mapped to the raw node that produced it; parameters are recognised
-by tensor identity. The rules follow the reference graph builder of GHN-2 (``ppuda/deepnets1m/graph.py``,
-Knyazev et al., NeurIPS 2021, Sec. 4.1), which walks autograd: a parameter consumed by an op together with
-activations gives a node (conv/linear weight, then a separate bias node; one node for a norm layer's weight and
-bias); parameter-free ops give a node kept or dropped by :data:`archspace.primitives.FUNCTION_PRIMITIVES`; tensors
-without a path from the input or a parameter (constants, masks, integer indices) are not followed. Unlike the
-reference it does not depend on autograd node offsets, so attention and squeeze-excitation are found through
-module *units* (:data:`archspace.primitives.UNIT_PRIMITIVES`) and ``multi_head_attention_forward``.
+method, by default on ``meta`` tensors: the model's parameters and buffers are swapped for empty meta tensors for
+the duration of the pass and put back afterwards (nothing is allocated, no value changes). Each tensor is mapped
+to the raw node that produced it; parameters are recognised by tensor identity. The rules follow the reference
+graph builder of GHN-2 (``ppuda/deepnets1m/graph.py``, Knyazev et al., NeurIPS 2021, Sec. 4.1), which walks
+autograd: a parameter consumed by an op together with activations gives a node (conv/linear weight, then a
+separate bias node; one node for a norm layer's weight and bias); parameter-free ops give a node kept or dropped
+by :data:`archspace.primitives.FUNCTION_PRIMITIVES`; tensors without a path from the input or a parameter
+(constants, masks, integer indices) are not followed. Unlike the reference it does not depend on autograd node
+offsets, so attention and squeeze-excitation are found through module *units*
+(:data:`archspace.primitives.UNIT_PRIMITIVES`) and ``multi_head_attention_forward``.
 
 The result keeps dropped ops that join two or more branches (``primitive is None``); :mod:`archspace.graph`
 contracts them, prunes to the output's ancestors and orders the nodes.
@@ -20,11 +21,10 @@ from __future__ import annotations
 import gc
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
-from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from .meta_shapes import fast_output
@@ -93,16 +93,17 @@ class Capture:
         output: raw id of the node that produced the model's (first) output.
         unsupported: parameters consumed by the forward pass for which no rule exists -> their module type.
         device: ``"meta"`` or the device the fallback pass ran on.
+        rules: the binding rule of every parameter of the model (see :func:`param_rules`).
     """
 
     nodes: list[RawNode]
     output: int
     unsupported: dict[str, str]
     device: str
+    rules: dict[str, ParamRule] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ParamRule:
+class ParamRule(NamedTuple):
     """How one parameter enters the graph.
 
     Attributes:
@@ -124,18 +125,19 @@ class ParamRule:
     shape: tuple[int, ...]
 
 
-def param_rules(model: nn.Module) -> dict[str, ParamRule]:
+def param_rules(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = None) -> dict[str, ParamRule]:
     """Decide, for every parameter of ``model``, how it is bound to graph nodes (see :class:`ParamRule`).
 
     Args:
         model: any ``nn.Module``.
+        modules: ``list(model.named_modules())`` if already at hand.
 
     Returns:
         Parameter name (as in ``model.named_parameters()``) -> rule, in that order.
     """
     rules: dict[str, ParamRule] = {}
     seen: set[int] = set()
-    for mod_name, module in model.named_modules():
+    for mod_name, module in (model.named_modules() if modules is None else modules):
         primitive = primitive_of_module(module)
         for local, p in module.named_parameters(recurse=False):
             if id(p) in seen:  # tied parameter: named_parameters() keeps the first name
@@ -447,9 +449,10 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
     """Run ``model`` once on an input of ``input_shape`` and record its raw op graph.
 
     The model runs in eval mode (its train/eval flags are restored afterwards) so that dropout, batch-norm batch
-    checks and auxiliary heads do not interfere. On the meta device (default) the parameters are replaced by meta
-    tensors through :func:`torch.func.functional_call`; if the model cannot run on meta tensors (it builds CPU
-    tensors in ``forward``, say), the pass is repeated on zeros on the model's own device without gradients.
+    checks and auxiliary heads do not interfere. On the meta device (default) the parameters and buffers are
+    swapped for meta tensors during the pass (and restored, also on errors); if the model cannot run on meta
+    tensors (it builds CPU tensors in ``forward``, say), the pass is repeated on zeros on the model's own device
+    without gradients.
 
     Args:
         model: any ``nn.Module`` taking one tensor.
@@ -464,24 +467,26 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
         RuntimeError: the model failed on both devices (the message carries the model's own error).
         DisconnectedOutputError: (a ``ValueError``) the output does not depend on the input.
     """
-    rules = param_rules(model)
-    module_names = {id(m): n for n, m in model.named_modules()}
-    unit_prims = {id(m): p for m in model.modules() if (p := unit_primitive(m)) is not None}
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    modules = list(model.named_modules())
+    rules = param_rules(model, modules)
+    module_names = {id(m): n for n, m in modules}
+    unit_prims = {id(m): p for _, m in modules if (p := unit_primitive(m)) is not None}
+    flags = [(m, m.training) for _, m in modules]
+    for _, m in modules:
+        m.__dict__["training"] = False  # eval mode (restored below), without nn.Module.__setattr__'s overhead
     gc_enabled = gc.isenabled()
     gc.disable()  # the pass makes thousands of small objects; collections in the middle cost more than they free
     try:
         meta_error = None
         if device == "meta":
             try:
-                return _run(model, input_shape, rules, module_names, unit_prims, fast, meta=True)
+                return _run(model, modules, input_shape, rules, module_names, unit_prims, fast, meta=True)
             except DisconnectedOutputError:
                 raise
             except Exception as error:  # noqa: BLE001 - retried on real tensors below
                 meta_error = error
         try:
-            result = _run(model, input_shape, rules, module_names, unit_prims, fast, meta=False)
+            result = _run(model, modules, input_shape, rules, module_names, unit_prims, fast, meta=False)
         except DisconnectedOutputError:
             raise
         except Exception as error:
@@ -494,22 +499,39 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
         return result
     finally:
         for m, training in flags:
-            m.training = training
+            m.__dict__["training"] = training
         if gc_enabled:
             gc.enable()
 
 
-def _run(model: nn.Module, input_shape: tuple[int, ...], rules: dict[str, ParamRule], module_names: dict[int, str],
-         unit_prims: dict[int, str], fast: bool, meta: bool) -> Capture:
-    first = next(iter(model.parameters()), None)
+def _run(model: nn.Module, modules: list[tuple[str, nn.Module]], input_shape: tuple[int, ...],
+         rules: dict[str, ParamRule], module_names: dict[int, str], unit_prims: dict[int, str], fast: bool,
+         meta: bool) -> Capture:
+    first = next(iter(rules), None)
+    first = model.get_parameter(first) if first is not None else None
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.get_default_dtype()
+    swapped: list[tuple[dict, str, torch.Tensor]] = []
+    params: dict[str, torch.Tensor] = {}
     if meta:
-        tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters()}
-        tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers()})
+        # Swap every parameter and buffer for an empty meta tensor, in place in the modules' dicts (cheaper than
+        # functional_call's reparametrisation); tied tensors get the same meta tensor. Restored in ``finally``.
+        meta_of: dict[int, torch.Tensor] = {}
+        for mod_name, m in modules:
+            for store in (m._parameters, m._buffers):
+                for key, t in store.items():
+                    if t is None:
+                        continue
+                    mt = meta_of.get(id(t))
+                    if mt is None:
+                        mt = meta_of[id(t)] = torch.empty_like(t, device="meta")
+                    swapped.append((store, key, t))
+                    store[key] = mt
+                    name = f"{mod_name}.{key}" if mod_name else key
+                    if store is m._parameters and name in rules:
+                        params[name] = mt
         x = torch.empty(input_shape, dtype=dtype, device="meta")
-        params = {n: tensors[n] for n in rules}
     else:
-        params = dict(model.named_parameters())
+        params = {n: model.get_parameter(n) for n in rules}
         x = torch.zeros(input_shape, dtype=dtype, device=first.device if first is not None else "cpu")
     tracer = _Tracer(rules, module_names, unit_prims, fast=fast and meta)
     for n, t in params.items():
@@ -519,13 +541,15 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], rules: dict[str, ParamR
     post = nn.modules.module.register_module_forward_hook(tracer.post_hook)
     try:
         with torch.no_grad(), tracer:
-            out = functional_call(model, tensors, (x,)) if meta else model(x)
+            out = model(x)
     finally:
         pre.remove()
         post.remove()
+        for store, key, t in reversed(swapped):
+            store[key] = t
     y = _first_tensor(out)
     value = tracer.values.get(id(y)) if y is not None else None
     if type(value) is not int or value == 0 and len(tracer.nodes) == 1:
         raise DisconnectedOutputError(f"to_graph: the output of {type(model).__name__} does not depend on its input "
-                         "through any operation; nothing to build a graph from")
-    return Capture(tracer.nodes, value, tracer.unsupported, "meta" if meta else str(x.device))
+                                      "through any operation; nothing to build a graph from")
+    return Capture(tracer.nodes, value, tracer.unsupported, "meta" if meta else str(x.device), rules)

@@ -3,7 +3,7 @@
 Storage (Knyazev et al., NeurIPS 2021, Sec. 3 describes the dataset; the reference stores every graph's adjacency
 matrix in HDF5, about 43 GB per million). Because every net is a pure function of ``(split, index)`` and its
 graph a pure function of the net, we store only what is needed to rebuild it fast and to batch it: the compact
-genotype bytes (:meth:`Genotype.to_bytes`), the number of graph nodes and the number of parameters, about 60
+genotype bytes (:meth:`Genotype.to_bytes`), the number of graph nodes and the number of parameters, about 50
 bytes per net. Nets of a split are grouped in shards of ``shard_size`` consecutive indices, one file each::
 
     <root>/<split>-<shard:05d>.shard      header (magic, JSON) + payload, with the payload's SHA-256
@@ -196,7 +196,7 @@ def _shard_is_valid(path: str, split: str, start: int, count: int) -> bool:
 
 def build_split(split: str, out_dir: str, num: int | None = None, workers: int = 1,
                 shard: tuple[int, int] | None = None, shard_size: int = SHARD_SIZE, progress: bool = False
-                ) -> list[str]:
+                ) -> dict:
     """Sample the first ``num`` nets of ``split`` and write them as shard files under ``out_dir`` (resumable).
 
     Shards already present and valid are kept; missing, truncated or corrupt ones are (re)built. The manifest is
@@ -212,7 +212,8 @@ def build_split(split: str, out_dir: str, num: int | None = None, workers: int =
         progress: show a tqdm progress bar.
 
     Returns:
-        Paths of the shards this call wrote (empty if all were already there).
+        A summary: ``written`` (sorted paths of the shards this call wrote; empty if all were there already),
+        ``kept`` (number of valid shards left as they were), ``num_nets`` (nets of ``split`` now in ``out_dir``).
 
     Raises:
         ValueError: for an unknown or predefined split, or bad ``num``/``shard``/``workers``.
@@ -229,12 +230,15 @@ def build_split(split: str, out_dir: str, num: int | None = None, workers: int =
         raise ValueError(f"workers and shard_size must be positive, got {workers}, {shard_size}")
     os.makedirs(out_dir, exist_ok=True)
     jobs = []
+    kept = 0
     for j in range(math.ceil(num / shard_size)):
         if shard is not None and j % shard[1] != shard[0]:
             continue
         start = j * shard_size
         count = min(shard_size, num - start)
-        if not _shard_is_valid(shard_path(out_dir, split, j), split, start, count):
+        if _shard_is_valid(shard_path(out_dir, split, j), split, start, count):
+            kept += 1
+        else:
             jobs.append((split, out_dir, j, start, count))
     written = []
     bar = None
@@ -262,8 +266,8 @@ def build_split(split: str, out_dir: str, num: int | None = None, workers: int =
             pool.join()
         if bar is not None:
             bar.close()
-    rebuild_manifest(out_dir)
-    return sorted(written)
+    manifest = rebuild_manifest(out_dir)
+    return {"written": sorted(written), "kept": kept, "num_nets": manifest.get(split, {}).get("num_nets", 0)}
 
 
 def rebuild_manifest(root: str) -> dict:
@@ -294,7 +298,7 @@ def rebuild_manifest(root: str) -> dict:
 
 
 class ShardStore:
-    """All shards of one split loaded in memory (about 60 bytes per net), verified on load.
+    """All shards of one split loaded in memory (about 50 bytes per net), verified on load.
 
     Args:
         root: dataset folder.
@@ -307,26 +311,29 @@ class ShardStore:
     """
 
     def __init__(self, root: str, split: str, num: int | None = None):
-        files = sorted(n for n in os.listdir(root) if (m := _SHARD_RE.match(n)) and m["split"] == split)
-        if not files:
+        found = [(int(m["shard"]), n) for n in os.listdir(root) if (m := _SHARD_RE.match(n)) and m["split"] == split]
+        if not found:
             raise FileNotFoundError(f"no shards of split {split!r} in {root}; build them with "
                                     f"archspace.dataset.build_split({split!r}, {root!r})")
         self._offsets, self._blobs, starts = [], [], []
         nodes, params = [], []
         expected = 0
-        for name in files:
-            header, offsets, n_nodes, n_params, blob = read_shard(os.path.join(root, name))
-            if num is not None and header["start"] >= num:
+        for _, name in sorted(found):
+            path = os.path.join(root, name)
+            start = read_shard_header(path)["start"]
+            if num is not None and start >= num:
                 break
-            if header["start"] != expected:
-                raise ShardError(f"split {split!r} in {root}: nets {expected}..{header['start'] - 1} are missing "
-                                 f"(next file {name}); run build_split to build the missing shards")
-            starts.append(header["start"])
+            if start != expected:
+                raise ShardError(f"split {split!r} in {root}: {path} starts at net {start} but net {expected} comes "
+                                 f"next (shards missing, or built with different shard sizes); run build_split to "
+                                 f"build the missing shards, or remove the stray files")
+            header, offsets, n_nodes, n_params, blob = read_shard(path)
+            starts.append(start)
             self._offsets.append(offsets)
             self._blobs.append(blob)
             nodes.append(n_nodes)
             params.append(n_params)
-            expected = header["start"] + header["count"]
+            expected = start + header["count"]
         if num is not None and expected < num:
             raise ShardError(f"split {split!r} in {root} holds nets 0..{expected - 1} but {num} were requested; "
                              f"run build_split({split!r}, {root!r}, num={num})")
@@ -545,6 +552,9 @@ def collate_meta_batch(items: list[tuple[ArchGraph, nn.Module]]) -> tuple[Batch,
 def meta_batches(dataset: ArchDataset, meta_batch_size: int = 8, max_nodes: int = 2200, shuffle: bool = True,
                  seed: int = 0, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """Iterate over a dataset in node-capped meta-batches of ``(Batch of ArchGraphs, list of models)``.
+
+    Node counts come from the stored metadata; with ``root=None`` every net is sampled once up front to count its
+    nodes analytically (about 1 ms per net), so prefer a built split for the full training set.
 
     Args:
         dataset: an :class:`ArchDataset`.

@@ -122,37 +122,35 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
     sinks = [cap.output] if kept[cap.output] else expand[cap.output]
 
     # The reference walks back from the output: only its ancestors are part of the graph.
-    alive = np.zeros(n_raw, dtype=bool)
+    alive = [False] * n_raw
     stack = list(sinks)
-    alive[stack] = True
+    for v in stack:
+        alive[v] = True
     while stack:
         for p in preds[stack.pop()]:
             if not alive[p]:
                 alive[p] = True
                 stack.append(p)
     order = _topological_order(preds, alive, nodes)
-    new_id = np.full(n_raw, -1, dtype=np.int64)
-    new_id[order] = np.arange(len(order))
+    new_id = {v: k for k, v in enumerate(order)}
 
     src, dst = [], []
     for v in order:
+        nv = new_id[v]
         for u in preds[v]:
             if u != v:
                 src.append(new_id[u])
-                dst.append(new_id[v])
+                dst.append(nv)
     n = len(order)
     edge_index, edge_dist = _edges_with_virtual(n, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
                                                 ve_cutoff)
 
-    op_type = torch.tensor([PRIMITIVE_ID[nodes[i].primitive] for i in order], dtype=torch.long)
-    param_shape = torch.zeros(n, 4, dtype=torch.long)
-    param_ndim = torch.zeros(n, dtype=torch.long)
-    for k, i in enumerate(order):
-        shape = nodes[i].shape[:4]
-        if shape:
-            param_shape[k, : len(shape)] = torch.tensor(shape)
-        if nodes[i].params:
-            param_ndim[k] = len(nodes[i].shape)
+    cpu = torch.device("cpu")  # explicit: callers may have a default-device context (e.g. meta) active
+    op_type = torch.tensor([PRIMITIVE_ID[nodes[i].primitive] for i in order], dtype=torch.long, device=cpu)
+    shapes = [tuple(nodes[i].shape[:4]) + (0,) * (4 - len(nodes[i].shape[:4])) for i in order]
+    param_shape = torch.tensor(shapes, dtype=torch.long, device=cpu).reshape(n, 4)  # (N, 4)
+    param_ndim = torch.tensor([len(nodes[i].shape) if nodes[i].params else 0 for i in order], dtype=torch.long,
+                              device=cpu)
     return ArchGraph(
         op_type=op_type,
         edge_index=edge_index,
@@ -175,16 +173,16 @@ def _union(nodes, kept, expand, preds: list[int]) -> list[int]:
     return out
 
 
-def _topological_order(preds: list[list[int]], alive: np.ndarray, nodes) -> list[int]:
+def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:
     """Kahn's algorithm, smallest creation index first: the execution order whenever that is already valid.
 
     A layer applied repeatedly (weight sharing in sequence) makes a cycle through its nodes; the edges back to the
     earlier-made node are then dropped (``preds`` is edited) with a warning, so the layer keeps one node.
     """
     order = _kahn(preds, alive)
-    if len(order) == int(alive.sum()):
+    if len(order) == sum(alive):
         return order
-    stuck = set(np.flatnonzero(alive).tolist()) - set(order)
+    stuck = {v for v, a in enumerate(alive) if a} - set(order)
     dropped = []
     for v in stuck:
         back = [u for u in preds[v] if u in stuck and u >= v]
@@ -192,7 +190,7 @@ def _topological_order(preds: list[list[int]], alive: np.ndarray, nodes) -> list
             preds[v] = [u for u in preds[v] if u not in back]
             dropped += [(nodes[u].label, nodes[v].label) for u in back]
     order = _kahn(preds, alive)
-    if len(order) != int(alive.sum()):
+    if len(order) != sum(alive):
         raise ValueError("to_graph: the graph has a cycle through "
                          + ", ".join(nodes[i].label for i in sorted(stuck)[:5]))
     warnings.warn(f"to_graph: a layer is applied repeatedly; dropped {len(dropped)} edge(s) back to its first use "
@@ -200,10 +198,10 @@ def _topological_order(preds: list[list[int]], alive: np.ndarray, nodes) -> list
     return order
 
 
-def _kahn(preds: list[list[int]], alive: np.ndarray) -> list[int]:
+def _kahn(preds: list[list[int]], alive: list[bool]) -> list[int]:
     succs: dict[int, list[int]] = {}
     indegree = {}
-    for v in np.flatnonzero(alive).tolist():
+    for v in (v for v, a in enumerate(alive) if a):
         ps = [u for u in preds[v] if u != v]
         indegree[v] = len(ps)
         for u in ps:
@@ -227,7 +225,7 @@ def _edges_with_virtual(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int
     if ve_cutoff <= 1 or len(src) == 0:
         key = np.unique(src * n + dst)
         return (torch.from_numpy(np.stack([key // n, key % n])).long(),
-                torch.ones(len(key), dtype=torch.long))
+                torch.ones(len(key), dtype=torch.long, device="cpu"))
     adj = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
     dist = dijkstra(adj, directed=True, unweighted=True, limit=ve_cutoff + 0.5)  # (N, N), inf beyond the cutoff
     u, v = np.nonzero(np.isfinite(dist) & (dist > 0))  # row-major: sorted by (u, v)
@@ -247,7 +245,7 @@ def _classifier_roles(op_type: torch.Tensor, param_ndim: torch.Tensor, real_edge
         ``op_type (N,)``, ``param_ndim (N,)``, ``real_edges (2, E_real)`` -> ``(N,)``
     """
     n = len(op_type)
-    role = torch.zeros(n, dtype=torch.long)
+    role = torch.zeros(n, dtype=torch.long, device="cpu")
     with_params = torch.nonzero(param_ndim > 0).flatten()
     if len(with_params) == 0:
         return role
@@ -263,15 +261,14 @@ def _classifier_roles(op_type: torch.Tensor, param_ndim: torch.Tensor, real_edge
 
 
 def _warn_unbound(model: nn.Module, graph: ArchGraph, cap: Capture) -> None:
-    from .coverage import unbound_parameters
-
-    unbound = unbound_parameters(model, graph)
+    bound = {name for names in graph.param_names for name in names}
+    unbound = [rule for name, rule in cap.rules.items() if name not in bound]
     if not unbound:
         return
-    items = [f"{p.name} ({p.module_type}, {'unsupported' if p.name in cap.unsupported else 'unused'})"
-             for p in unbound]
+    items = [f"{r.name} ({r.module_type}, {'unsupported' if r.name in cap.unsupported else 'unused'})"
+             for r in unbound]
     shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
     warnings.warn(f"to_graph: {len(unbound)} parameter tensor(s) of {type(model).__name__} are not bound to any "
                   f"graph node (a GHN will not predict them): {shown}. 'unsupported' means no rule for that "
-                  "layer type in archspace.primitives; 'unused' means the forward pass never reached it.",
-                  stacklevel=3)
+                  "layer type in archspace.primitives; 'unused' means the forward pass never reached it. "
+                  "See archspace.coverage.coverage_report.", stacklevel=3)

@@ -172,6 +172,34 @@ def _matmul(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _empty((*batch, a.shape[-2], b.shape[-1]), a)
 
 
+def _conv(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)`` with numeric padding."""
+    if kwargs.keys() - {"bias", "stride", "padding", "dilation", "groups"} or len(args) < 2:
+        return None
+    x, w = args[0], args[1]
+    if not (_is_meta(x) and _is_meta(w)) or x.dim() != w.dim() or x.dtype != w.dtype:
+        return None
+    named = dict(zip(("bias", "stride", "padding", "dilation", "groups"), args[2:]))
+    named.update(kwargs)
+    k = w.dim() - 2
+
+    def tup(v, default):
+        v = default if v is None else v
+        return (int(v),) * k if isinstance(v, int) else tuple(int(a) for a in v)
+
+    if isinstance(named.get("padding"), str):
+        return None
+    stride, padding = tup(named.get("stride"), 1), tup(named.get("padding"), 0)
+    dilation, groups = tup(named.get("dilation"), 1), int(named.get("groups", 1) or 1)
+    if not (len(stride) == len(padding) == len(dilation) == k) or x.shape[1] != w.shape[1] * groups:
+        return None
+    spatial = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+               for i in range(k)]
+    if min(spatial) < 1:
+        return None
+    return _empty((x.shape[0], w.shape[0], *spatial), x)
+
+
 _MHA_NAMES = ("query", "key", "value", "embed_dim_to_check", "num_heads")
 
 
@@ -231,6 +259,9 @@ FAST_RULES: dict[str, Callable[[tuple, dict], torch.Tensor | None]] = {
     "__iadd__": _binary(True),
     "__imul__": _binary(True),
     "linear": _linear,
+    "conv1d": _conv,
+    "conv2d": _conv,
+    "conv3d": _conv,
     "adaptive_avg_pool2d": _adaptive_avg_pool,
     "cat": _cat,
     "concat": _cat,

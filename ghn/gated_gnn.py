@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .levels import LevelSchedule, LevelStep
 from .mlp import MLP
+from .threads import one_thread
 
 
 class GatedGNN(nn.Module):
@@ -64,7 +66,6 @@ class GatedGNN(nn.Module):
         """One sweep over the levels. ``x``: ``(N, D)`` states before the sweep; returns ``(N, D)`` after."""
         n, d = x.shape
         w1, b1, w2, b2 = self._message_weights()
-        n_ch = w2.shape[0] // d
         gru = self.gru
         # A node's hidden state before its update is its state at the start of the sweep, so the hidden-state half
         # of every GRU gate is computed for all nodes at once; one gather per level then fetches both.
@@ -82,16 +83,12 @@ class GatedGNN(nn.Module):
             new = torch.tanh(torch.addcmul(gi[:, 2 * d:], rz[:, :d], xs[:, 2 * d: 3 * d]))  # (n_k, D)
             h = torch.addcmul(new, rz[:, d:], xs[:, 3 * d:] - new)  # (n_k, D)
             outs.append(h)
-            if len(step.dst):
+            if len(step.receivers):
                 msg = F.relu(F.linear(F.relu(F.linear(h, w1, b1)), w2, b2))  # (n_k, C*D)
-                if n_ch > 1:
-                    msg = torch.bmm(step.coef.unsqueeze(1), msg.view(-1, n_ch, d)[step.src_pos])  # (E_k, 1, D)
-                    msg = msg.view(-1, d)  # (E_k, D)
-                else:
-                    msg = msg[step.src_pos] * step.coef  # (E_k, D)
+                msg = step.weights @ msg.view(-1, d)  # (U_k, D): weighted sums over (sender, channel)
                 # acc is only ever read through index_select, so it is not saved for backward and may be updated
                 # in place without breaking autograd.
-                acc.index_put_((step.dst,), msg, accumulate=True)  # (N, D)
+                acc.index_put_((step.receivers,), msg, accumulate=True)  # (N, D)
         return torch.cat(outs, 0).index_select(0, inv)  # (N, D) back in node-id order
 
     def forward(self, x: torch.Tensor, schedule: LevelSchedule) -> torch.Tensor:
@@ -105,9 +102,10 @@ class GatedGNN(nn.Module):
         Returns:
             ``(N, D)`` updated embeddings.
         """
-        for _ in range(self.num_steps):
-            x = self._sweep(x, schedule.forward, schedule.order_fwd, schedule.inv_fwd)
-            x = self._sweep(x, schedule.backward, schedule.order_bwd, schedule.inv_bwd)
+        with one_thread(x.device):
+            for _ in range(self.num_steps):
+                x = self._sweep(x, schedule.forward, schedule.order_fwd, schedule.inv_fwd)
+                x = self._sweep(x, schedule.backward, schedule.order_bwd, schedule.inv_bwd)
         return x
 
     def __repr__(self) -> str:

@@ -22,16 +22,15 @@ class LevelStep:
 
     Attributes:
         nodes: ``(n_k,)`` long, global ids of the level's nodes.
-        src_pos: ``(E_k,)`` long, position in ``nodes`` of the sender of each outgoing message.
-        dst: ``(E_k,)`` long, global id of the receiver of each message.
-        coef: ``(E_k, C)`` float, per-message weights of the ``C`` message channels (real-edge MLP, and with
-            virtual edges the ``1 / sp`` weight of the virtual-edge MLP, Eq. 4).
+        receivers: ``(U_k,)`` long, distinct global ids of the nodes this level sends messages to.
+        weights: ``(U_k, n_k * C)`` float, dense message weights: entry ``(r, i * C + c)`` is the weight with which
+            message channel ``c`` of sender ``nodes[i]`` reaches ``receivers[r]`` (channel 0 the real-edge MLP,
+            channel 1 the virtual-edge MLP with weight ``1 / sp``, Eq. 4).
     """
 
     nodes: torch.Tensor
-    src_pos: torch.Tensor
-    dst: torch.Tensor
-    coef: torch.Tensor
+    receivers: torch.Tensor
+    weights: torch.Tensor
 
 
 @dataclass
@@ -57,7 +56,7 @@ class LevelSchedule:
     def to(self, device: torch.device | str) -> LevelSchedule:
         """Move every tensor to ``device``."""
         def mv(steps: list[LevelStep]) -> list[LevelStep]:
-            return [LevelStep(*(t.to(device) for t in (s.nodes, s.src_pos, s.dst, s.coef))) for s in steps]
+            return [LevelStep(*(t.to(device) for t in (s.nodes, s.receivers, s.weights))) for s in steps]
         return LevelSchedule(mv(self.forward), mv(self.backward), self.num_nodes, self.order_fwd.to(device),
                              self.inv_fwd.to(device), self.order_bwd.to(device), self.inv_bwd.to(device))
 
@@ -85,23 +84,55 @@ def longest_path_levels(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.
 
 def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray,
            dtype: torch.dtype) -> tuple[list[LevelStep], np.ndarray]:
-    """Group nodes by level and messages by the level of their sender."""
+    """Group nodes by level and messages by the level of their sender, as dense per-level weight blocks.
+
+    Everything is computed for all levels at once; the per-level tensors are views into three flat tensors.
+    """
+    n_ch = coef.shape[1]
+    n_levels = int(level.max()) + 1 if len(level) else 0
     order = np.argsort(level, kind="stable")  # (N,) nodes level by level, by id within a level
-    counts = np.bincount(level)
+    counts = np.bincount(level, minlength=n_levels)
     starts = np.concatenate([[0], np.cumsum(counts)])
     pos = np.empty_like(order)
     pos[order] = np.arange(len(order)) - starts[level[order]]  # (N,) rank of each node inside its level
-    edge_level = level[src]
-    edge_order = np.argsort(edge_level, kind="stable")
-    edge_starts = np.concatenate([[0], np.cumsum(np.bincount(edge_level, minlength=len(counts)))])
-    steps = []
-    for k in range(len(counts)):
-        e = edge_order[edge_starts[k]:edge_starts[k + 1]]
-        steps.append(LevelStep(
-            nodes=torch.from_numpy(order[starts[k]:starts[k + 1]].copy()),
-            src_pos=torch.from_numpy(pos[src[e]]),
-            dst=torch.from_numpy(dst[e]),
-            coef=torch.from_numpy(coef[e]).to(dtype)))
+
+    edge_level = level[src]  # (E,) a message belongs to its sender's level
+    # Stable sort of small ints is a radix sort in NumPy: O(E), no comparison sort of the (many) virtual edges.
+    e = np.argsort(edge_level.astype(np.int16) if n_levels < 2**15 else edge_level, kind="stable")
+    e_starts = np.concatenate([[0], np.cumsum(np.bincount(edge_level, minlength=n_levels))])
+    dst_e = dst[e]
+    row = np.empty(len(e), dtype=np.int64)  # (E,) row of each message inside its level's block
+    n_rcv = np.zeros(n_levels, dtype=np.int64)  # (K,) U_k
+    mark = np.zeros(len(level), dtype=bool)
+    slot = np.zeros(len(level), dtype=np.int64)
+    rcv_parts = []
+    for k in range(n_levels):
+        d = dst_e[e_starts[k]:e_starts[k + 1]]
+        mark[d] = True
+        r = np.flatnonzero(mark)  # distinct receivers of level k, increasing
+        mark[r] = False
+        slot[r] = np.arange(len(r))
+        row[e_starts[k]:e_starts[k + 1]] = slot[d]
+        n_rcv[k] = len(r)
+        rcv_parts.append(r)
+    receivers = np.concatenate(rcv_parts) if rcv_parts else np.zeros(0, dtype=np.int64)
+    rcv_starts = np.concatenate([[0], np.cumsum(n_rcv)])
+    lv = edge_level[e]
+    sizes = n_rcv * counts * n_ch  # (K,) elements of each level's block
+    w_starts = np.concatenate([[0], np.cumsum(sizes)])
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    base = w_starts[lv] + row * (counts[lv] * n_ch) + pos[src[e]] * n_ch  # (E,) flat index of channel 0
+    flat = np.zeros(int(w_starts[-1]), dtype=np.float64)
+    for c in range(n_ch):
+        flat += np.bincount(base + c, weights=coef[e, c], minlength=len(flat))
+    flat = flat.astype(np_dtype)
+
+    nodes_t = torch.from_numpy(order)
+    rcv_t = torch.from_numpy(receivers)
+    flat_t = torch.from_numpy(flat)
+    steps = [LevelStep(nodes=nodes_t[starts[k]:starts[k + 1]], receivers=rcv_t[rcv_starts[k]:rcv_starts[k + 1]],
+                       weights=flat_t[w_starts[k]:w_starts[k + 1]].view(int(n_rcv[k]), int(counts[k]) * n_ch))
+             for k in range(n_levels)]
     return steps, order
 
 
@@ -128,8 +159,8 @@ def build_schedule(edge_index: torch.Tensor, edge_dist: torch.Tensor, num_nodes:
     Raises:
         ValueError: if an edge does not go from a lower to a higher node id.
     """
-    ei = edge_index.detach().cpu().numpy().astype(np.int64)
-    dist = edge_dist.detach().cpu().numpy().astype(np.float64)
+    ei = np.asarray(edge_index.detach().cpu().numpy(), dtype=np.int64)
+    dist = np.asarray(edge_dist.detach().cpu().numpy(), dtype=np.int64)
     src, dst = ei[0], ei[1]
     if len(src) and not (src < dst).all():
         bad = int(np.argmax(src >= dst))
@@ -139,7 +170,10 @@ def build_schedule(edge_index: torch.Tensor, edge_dist: torch.Tensor, num_nodes:
         src, dst, dist, real = src[real], dst[real], dist[real], real[real]
         coef = np.ones((len(src), 1))
     else:
-        coef = np.stack([real.astype(np.float64), 1.0 / np.maximum(dist, 1.0)], axis=1)  # (E, 2)
+        # 1 / sp divided in the GHN's dtype, as the reference does (float32 in practice).
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        inv = (np_dtype.type(1.0) / np.maximum(dist, 1).astype(np_dtype)).astype(np.float64)
+        coef = np.stack([real.astype(np.float64), inv], axis=1)  # (E, 2)
 
     fwd = longest_path_levels(src[real], dst[real], num_nodes)
     if len(src) and not (fwd[src] < fwd[dst]).all():

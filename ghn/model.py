@@ -20,6 +20,7 @@ from .levels import build_schedule
 from .mlp import MLP
 from .normalize import normalize
 from .report import PredictionReport
+from .threads import one_thread
 
 
 def _default_image_size(num_classes: int) -> int:
@@ -285,13 +286,15 @@ class GHN(nn.Module):
         x = self.node_embeddings(g)
         params = dict(model.named_parameters())
         predicted, tiled = [], []
-        for members, blk, fit_shape, _ in self._groups(self._decode(x, plan), plan):
-            for j, (i, _) in enumerate(members):
-                t = plan.targets[i]
-                copy_tiled(params[t.name], blk[j], fit_shape)
-                predicted.append(t.name)
-                if is_tiled(t, self.max_shape, self.num_classes):
-                    tiled.append(t.name)
+        blocks = self._decode(x, plan)
+        with one_thread(x.device):
+            for members, blk, fit_shape, _ in self._groups(blocks, plan):
+                for j, (i, _) in enumerate(members):
+                    t = plan.targets[i]
+                    copy_tiled(params[t.name], blk[j], fit_shape)
+                    predicted.append(t.name)
+                    if is_tiled(t, self.max_shape, self.num_classes):
+                        tiled.append(t.name)
         set_bn_mode(model, bn_mode)
         order = {n: i for i, n in enumerate(params)}
         predicted.sort(key=order.__getitem__)

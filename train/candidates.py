@@ -74,9 +74,9 @@ def build_model(spec: str, num_classes: int = 10, image_size: int = 32, width: i
     """Build a model from a spec (``deepnets:SPLIT/INDEX``, ``torchvision:NAME``, ``pkg.module:callable``).
 
     DeepNets-1M nets come from :func:`archspace.sampler.get_net` at ``image_size``; other specs from
-    :func:`archspace.models.load_model`, and a torchvision model is adapted to small images (3x3 stride-1 stem,
-    as in the GHN-2 CIFAR-10 recipe) when ``image_size < 64`` and the loader did not already do it. ``width``
-    overrides the base width of DeepNets-1M nets.
+    :func:`archspace.models.load_model`, where a torchvision model gets the GHN-2 CIFAR recipe for small images
+    (:func:`archspace.adapt_small_input`) when ``image_size < 64``. ``width`` overrides the base width of
+    DeepNets-1M nets.
 
     Raises:
         CandidateError: the spec names no known model or cannot be built.
@@ -90,14 +90,10 @@ def build_model(spec: str, num_classes: int = 10, image_size: int = 32, width: i
             return get_net(split, int(index), num_classes=num_classes, image_size=image_size, width=width)
         from archspace.models import load_model
 
-        model = load_model(spec, num_classes=num_classes)
+        small = spec.startswith("torchvision:") and image_size < 64
+        return load_model(spec, num_classes=num_classes, small_input=small, image_size=image_size)
     except (ValueError, KeyError, IndexError, ImportError, AttributeError) as e:
         raise CandidateError(f"cannot build model {spec!r}: {e}") from e
-    if spec.startswith("torchvision:") and image_size < 64 and not getattr(model, "_small_input", False):
-        from archspace.small_input import adapt_small_input
-
-        model = adapt_small_input(model) or model
-    return model
 
 
 def _split_sizes() -> dict[str, int]:
@@ -129,13 +125,13 @@ def check_spec(spec: str) -> None:
         CandidateError: unknown torchvision model name.
     """
     if spec.startswith("torchvision:"):
-        import torchvision
+        from archspace.models import torchvision_names
 
         name = spec.split(":", 1)[1]
-        known = torchvision.models.list_models(module=torchvision.models)
+        known = torchvision_names()
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see archspace.models.torchvision_names()"
             raise CandidateError(f"unknown torchvision model {name!r}{hint}")
 
 

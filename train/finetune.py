@@ -15,6 +15,7 @@ training then updates them as usual.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -33,19 +34,29 @@ def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def set_bn_batch_stats(model: nn.Module) -> nn.Module:
-    """Evaluation mode except BatchNorm, which normalises with the statistics of each batch.
+@contextlib.contextmanager
+def bn_batch_stats_mode(model: nn.Module):
+    """Within the block, the model is in evaluation mode except BatchNorm, which normalises with the statistics
+    of each batch; afterwards modes and BN running buffers are exactly as before (the block leaves no trace).
 
     This is how the paper evaluates networks with predicted parameters (batches of 64): running statistics are
-    not predicted. Dropout and the like stay in evaluation mode. BN running buffers are updated as a side effect.
-
-    Returns:
-        ``model``.
+    not predicted. Dropout and the like stay in evaluation mode.
     """
+    modes = {m: m.training for m in model.modules()}
+    layers = _bn_layers(model)
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in layers]
     model.eval()
-    for m in _bn_layers(model):
+    for m in layers:
         m.train()
-    return model
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(layers, saved):
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 @torch.no_grad()
@@ -54,7 +65,7 @@ def evaluate(model: nn.Module, batches: Batches, *, bn_batch_stats: bool = False
     """Top-1 accuracy (%) and mean cross-entropy of a classifier on evaluation batches.
 
     Args:
-        model: the network; its mode is restored afterwards.
+        model: the network; its modes and BN buffers are restored afterwards.
         batches: ``(images (B, C, H, W), labels (B,))`` pairs.
         bn_batch_stats: normalise BatchNorm with batch statistics (predicted parameters, paper protocol)
             instead of running statistics.
@@ -66,16 +77,19 @@ def evaluate(model: nn.Module, batches: Batches, *, bn_batch_stats: bool = False
     Raises:
         ValueError: if ``batches`` is empty.
     """
-    was_training = model.training
-    set_bn_batch_stats(model) if bn_batch_stats else model.eval()
     correct, total, loss_sum = 0, 0, 0.0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)  # (B, num_classes)
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        total += y.numel()
-    model.train(was_training)
+    with contextlib.ExitStack() as stack:
+        if bn_batch_stats:
+            stack.enter_context(bn_batch_stats_mode(model))
+        else:
+            stack.callback(model.train, model.training)
+            model.eval()
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)  # (B, num_classes)
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.numel()
     if total == 0:
         raise ValueError("no evaluation images: the evaluation split or --eval-images is empty")
     loss = loss_sum / total

@@ -37,6 +37,7 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="SGD steps per run")
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, momentum 0.9, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: no clipping)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--eval-every", type=int, default=25, help="held-out evaluation period in steps")
     p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N held-out images")
@@ -58,6 +59,8 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="PNG with loss and held-out accuracy against steps")
     p.add_argument("--out", default=None, help="JSON report (curves, speed-up)")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     p.set_defaults(func=run_finetune)
     return p
 
@@ -109,17 +112,45 @@ def _check_args(args: argparse.Namespace) -> list[int] | None:
     return steps
 
 
-def _run(args: argparse.Namespace) -> int:
+def _init_bn(models, data, args) -> str:
+    """Set BatchNorm running statistics of the runs before step 0 (``--bn-init``); returns what was done."""
     import torch
 
     from ghn.batchnorm import recompute_bn_stats
+    from train.finetune import bn_batches
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in models[0].modules()):
+        return "no BatchNorm in this network"
+    if args.bn_init == "none":
+        return "running statistics kept as they were (mean 0, variance 1: not predicted)"
+    for m in models:
+        recompute_bn_stats(m, bn_batches(data, args.bn_batches, args.batch_size, args.seed),
+                           num_batches=args.bn_batches)
+    return (f"running statistics recomputed from {args.bn_batches} un-augmented training batches of "
+            f"{args.batch_size} before step 0 (every run)")
+
+
+def _print_speedup(rows: list[dict], steps: int) -> None:
+    print("  step  warm acc  scratch steps to match  speed-up")
+    for r in rows:
+        need = r["scratch_steps"] if r["scratch_steps"] is not None else f"> {steps}"
+        sp = (f"{r['speedup']:.2f}x" if r["speedup"] is not None else
+              f"> {r['speedup_lower_bound']:.2f}x" if "speedup_lower_bound" in r else "-")
+        print(f"{r['step']:>6}  {r['warm_accuracy']:7.2f}%  {need!s:>22}  {sp:>8}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from train.candidates import build_model
     from train.checkpoint import atomic_write_text
     from train.data import eval_batches, load_image_data
-    from train.finetune import bn_batches, evaluate, speedup, train_sgd
+    from train.finetune import evaluate, speedup, train_sgd
     from train.rank import ghn_predictor, load_ghn
 
     checkpoints = _check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     ghn = load_ghn(args.ckpt, num_classes=None if args.keep_classifier_init else data.num_classes,
                    device=args.device)
@@ -128,31 +159,20 @@ def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     warm = build_model(args.model, num_classes=data.num_classes, image_size=data.image_size, width=args.width)
     scratch = copy.deepcopy(warm) if args.compare else None  # the very same default initialisation
-    with torch.no_grad():
-        warm = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,
-                             bn_mode="keep")(warm)
+    ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init, bn_mode="keep")(warm)
     predicted_acc, _ = evaluate(warm, held, bn_batch_stats=True, device=args.device)
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in warm.modules())
-    bn_note = "no BatchNorm in this network"
-    if has_bn and args.bn_init == "recompute":
-        for m in (warm, scratch):
-            if m is not None:
-                recompute_bn_stats(m, bn_batches(data, args.bn_batches, args.batch_size, args.seed),
-                                   num_batches=args.bn_batches)
-        bn_note = (f"running statistics recomputed from {args.bn_batches} un-augmented training batches of "
-                   f"{args.batch_size} before step 0 (both runs)")
-    elif has_bn:
-        bn_note = "running statistics kept as they were (mean 0, variance 1: not predicted)"
+    bn_note = _init_bn([m for m in (warm, scratch) if m is not None], data, args)
     _log(f"BatchNorm: {bn_note}; held-out accuracy during training uses running statistics (eval mode)")
     report: dict = {
         "model": args.model, "ckpt": args.ckpt, "data": args.data, "steps": args.steps, "lr": args.lr,
-        "weight_decay": args.weight_decay, "batch_size": args.batch_size, "eval_every": args.eval_every,
-        "seed": args.seed, "optimizer": "SGD momentum 0.9, cosine schedule", "bn_init": bn_note,
+        "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "batch_size": args.batch_size,
+        "eval_every": args.eval_every, "seed": args.seed, "optimizer": "SGD momentum 0.9, cosine schedule",
+        "bn_init": bn_note,
         "classifier": "default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted",
         "predicted_accuracy_batch_stats": predicted_acc, "params": sum(p.numel() for p in warm.parameters()),
     }
-    kw = dict(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-              weight_decay=args.weight_decay, eval_batches=held, eval_every=args.eval_every, device=args.device)
+    kw = dict(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
+              weight_decay=args.weight_decay, grad_clip=args.grad_clip, eval_batches=held, eval_every=args.eval_every)
     _log(f"training from predicted parameters for {args.steps} steps")
     runs = {"predicted init": train_sgd(warm, data, log=_log, **kw)}
     if scratch is not None:
@@ -165,15 +185,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{w.accuracy[0]:.2f}% at step 0 after BN init; {w.accuracy[-1]:.2f}% after {w.eval_steps[-1]} steps")
     if scratch is not None:
         s = runs["default init"]
-        rows = speedup(w, s, checkpoints)
-        report["speedup"] = rows
+        report["speedup"] = speedup(w, s, checkpoints)
         print(f"default init: {s.accuracy[0]:.2f}% at step 0, {s.accuracy[-1]:.2f}% after {s.eval_steps[-1]} steps")
-        print("  step  warm acc  scratch steps to match  speed-up")
-        for r in rows:
-            need = r["scratch_steps"] if r["scratch_steps"] is not None else f"> {args.steps}"
-            sp = (f"{r['speedup']:.2f}x" if r["speedup"] is not None else
-                  f"> {r['speedup_lower_bound']:.2f}x" if "speedup_lower_bound" in r else "-")
-            print(f"{r['step']:>6}  {r['warm_accuracy']:7.2f}%  {need!s:>22}  {sp:>8}")
+        _print_speedup(report["speedup"], args.steps)
     if args.plot:
         from train.plots import plot_finetune_curves
 

@@ -40,7 +40,7 @@ from torch_geometric.data import Batch
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, \
     set_rng_state
 from .data import TrainBatches, mix_seed
-from .optim import build_optimizer, build_scheduler
+from .optim import ProgressStepLR, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,22 @@ class MetaBatchLoss(nn.Module):
         self.ghn = ghn
         self.label_smoothing = label_smoothing
 
-    def forward(self, graphs: Batch, models: Sequence[nn.Module], x: torch.Tensor,
-                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, graphs: Batch, models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
+                seeds: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (mean loss, per-network top-1 accuracy ``(M,)``).
+
+        Args:
+            seeds: per network, a torch seed set before its forward pass (dropout masks then depend only on the
+                network's place in the meta-batch, not on which rank runs it).
 
         Shapes:
             x: ``(B, C, H, W)``; y: ``(B,)``.
         """
         params = self.ghn.predict_parameters(graphs, list(models))
         losses, accs = [], []
-        for model, p in zip(models, params):
+        for j, (model, p) in enumerate(zip(models, params)):
+            if seeds is not None:
+                torch.manual_seed(seeds[j])
             logits = net_logits(model, p, x).float()  # (B, num_classes)
             losses.append(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing))
             accs.append((logits.detach().argmax(1) == y).float().mean())
@@ -210,7 +216,9 @@ class Trainer:
         inject_nan_steps: steps whose loss is multiplied by NaN (fault injection for tests).
         arch_cache: architectures kept in memory (useful with a small training pool).
         max_net_nodes: draw only networks with at most this many graph nodes (0: all).
-        time_limit_s: stop early (with a checkpoint) once this many seconds have passed; 0: none.
+        time_limit_s: stop (with a checkpoint and the final ``ghn.safetensors``) once this many seconds of training
+            have passed, over all resumed segments; the lr schedule then follows the elapsed fraction of this
+            budget (not bit-reproducible, unlike a step-limited run); 0: none.
         progress: show a tqdm bar.
         config: the resolved run configuration (stored in checkpoints).
         on_step: called with the metrics dict after every step (rank 0).
@@ -259,7 +267,8 @@ class Trainer:
         else:
             self.model = self.objective
         self.optimizer = build_optimizer(self.ghn.parameters(), optimizer, lr=lr, weight_decay=weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, steps, milestones, gamma)
+        self.scheduler = ProgressStepLR(self.optimizer, milestones, gamma)
+        self.elapsed = 0.0  # training seconds over all segments of the run (resumes included)
         self.step = 0
         self.skipped_large = 0
         self.skipped_nonfinite = 0
@@ -282,10 +291,19 @@ class Trainer:
             "skipped_large": self.skipped_large,
             "skipped_nonfinite": self.skipped_nonfinite,
             "bad_in_a_row": self.bad_in_a_row,
+            "elapsed": self.elapsed,
             "seed": self.seed,
             "total_steps": self.steps,
             "config_json": json.dumps(self.config or {}, default=str),
         }
+
+    def run_fraction(self) -> float:
+        """Fraction of the run done: ``step / steps``, or the elapsed fraction of ``time_limit_s`` if larger
+        (a time-limited run then completes its learning-rate schedule within the time budget)."""
+        p = self.step / self.steps
+        if self.time_limit_s:
+            p = max(p, self.elapsed / self.time_limit_s)
+        return min(p, 1.0)
 
     def save(self) -> str | None:
         """Write a checkpoint of the current step (rank 0 only); returns its path."""
@@ -311,6 +329,7 @@ class Trainer:
         self.skipped_large = int(state["skipped_large"])
         self.skipped_nonfinite = int(state["skipped_nonfinite"])
         self.bad_in_a_row = int(state["bad_in_a_row"])
+        self.elapsed = float(state["elapsed"])
         if int(state["seed"]) != self.seed:
             raise ValueError(f"checkpoint {path} was trained with seed {state['seed']}, this run has {self.seed}; "
                              f"resuming would not reproduce the run")
@@ -345,12 +364,16 @@ class Trainer:
         dist.all_reduce(t)
         return t.tolist()
 
+    def _all_max(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
     def train_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> dict:
         """One optimisation step at ``step`` on images ``x`` ``(B, C, H, W)``, labels ``y`` ``(B,)``.
 
         Returns the step's metrics. A non-finite loss or gradient norm leaves weights and optimiser untouched.
         """
-        torch.manual_seed(mix_seed(self.seed, 4, step))  # in-network randomness (e.g. drop-path) per step
         graphs, models, nodes = self._meta_batch(step)
         row = {"step": step + 1, "nodes": int(nodes), "nets": self.meta_batch_size,
                "lr": self.optimizer.param_groups[0]["lr"]}
@@ -363,7 +386,9 @@ class Trainer:
             m.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss, accs = self.model(graphs, models, x, y)
+            k = self.meta_batch_size // self.world_size
+            seeds = [mix_seed(self.seed, 4, step, self.rank * k + j) for j in range(k)]  # dropout per (step, net)
+            loss, accs = self.model(graphs, models, x, y, seeds)
         if step in self.inject_nan_steps:
             loss = loss * float("nan")
         loss.backward()  # always, so that DDP ranks stay in lock-step
@@ -423,14 +448,18 @@ class Trainer:
         ema_loss = ema_acc = None
         last = {"loss": float("nan"), "acc": float("nan")}
         batches = self.images.iterate(self.step, end)
+        timed_out = False
         self.ghn.train()
         try:
             while self.step < end:
                 t0 = time.time()
                 x, y = next(batches)
                 row = self.train_step(self.step, x, y)
-                self.scheduler.step()
                 self.step += 1
+                self.elapsed += time.time() - t0
+                if _is_dist() and self.time_limit_s:  # ranks must agree on the schedule and on stopping
+                    self.elapsed = max(self._all_max(self.elapsed), self.elapsed)
+                self.scheduler.step(self.run_fraction())
                 row.update(skipped_large=self.skipped_large, skipped_nonfinite=self.skipped_nonfinite,
                            sec_per_step=time.time() - t0)
                 if math.isfinite(row["loss"]):
@@ -456,7 +485,7 @@ class Trainer:
                                             skip=self.skipped_large + self.skipped_nonfinite)
                     if self.on_step is not None:
                         self.on_step(row)
-                timed_out = self.time_limit_s and time.time() - t_start > self.time_limit_s
+                timed_out = bool(self.time_limit_s) and self.elapsed >= self.time_limit_s
                 if timed_out:
                     log.warning("time limit of %.0f s reached at step %d of %d; stopping early", self.time_limit_s,
                                 self.step, self.steps)
@@ -471,7 +500,7 @@ class Trainer:
                 writer.close()
         self.save()
         ghn_path = None
-        if self.step >= self.steps or self.time_limit_s:
+        if self.step >= self.steps or timed_out:
             ghn_path = os.path.join(self.run_dir, "ghn.safetensors")
             if self.is_writer:
                 self.ghn.save(ghn_path)

@@ -58,3 +58,45 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
                     gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
     """Step schedule stepped once per training step: lr x ``gamma`` at each milestone fraction of the run."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestone_steps(total_steps, milestones), gamma=gamma)
+
+
+class ProgressStepLR:
+    """Step schedule driven by the fraction of the run done: lr = base lr x ``gamma`` ** (milestones passed).
+
+    With a fixed number of steps the fraction is ``step / total_steps`` and this equals ``MultiStepLR`` on
+    :func:`milestone_steps`; a time-limited run passes ``max(step / total_steps, elapsed / time_limit)`` so the
+    schedule completes within the time budget on any machine.
+
+    Args:
+        optimizer: the optimiser whose groups' ``lr`` is set.
+        milestones: increasing fractions of the run in (0, 1) (paper: 200/300, 250/300).
+        gamma: factor per milestone (paper: 0.1).
+
+    Raises:
+        ValueError: milestones outside (0, 1) or not increasing.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, milestones: Sequence[float] = (200 / 300, 250 / 300),
+                 gamma: float = 0.1):
+        milestone_steps(1000, milestones)  # validates
+        self.optimizer, self.milestones, self.gamma = optimizer, [float(m) for m in milestones], gamma
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+
+    def step(self, progress: float) -> None:
+        """Set the learning rate for the fraction ``progress`` of the run done."""
+        self.progress = float(progress)
+        k = sum(self.progress >= m for m in self.milestones)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * self.gamma ** k
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"milestones": self.milestones, "gamma": self.gamma, "base_lrs": self.base_lrs,
+                "progress": self.progress}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.milestones, self.gamma = list(state["milestones"]), state["gamma"]
+        self.base_lrs, self.progress = list(state["base_lrs"]), state["progress"]

@@ -57,6 +57,8 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0, help="ridge penalty of --embed-regressor")
     p.add_argument("--seed", type=int, default=0, help="seed of default initialisations and SGD batches")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     p.set_defaults(func=run_rank)
     return p
 
@@ -111,6 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     _check_args(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     candidates = parse_candidates(args.candidates, width=args.width)
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     ghn = load_ghn(args.ckpt, num_classes=data.num_classes, device=args.device)

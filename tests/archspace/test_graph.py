@@ -14,6 +14,15 @@ from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
 
 
+def meta_model(name, **kwargs):
+    """A torchvision model built on the meta device: no time spent initialising weights nobody reads."""
+    try:
+        with torch.device("meta"):
+            return torchvision.models.get_model(name, weights=None, **kwargs)
+    except NotImplementedError:  # a constructor that reads weight values (RegNet)
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
 def real_edges(graph):
     return graph.edge_index[:, graph.edge_dist == 1]
 
@@ -92,7 +101,7 @@ SLOW_ZOO = ["resnet152", "wide_resnet50_2", "resnext50_32x4d", "vgg11_bn", "dens
 
 
 def check_zoo_model(name):
-    model = torchvision.models.get_model(name, weights=None)
+    model = meta_model(name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no unbound parameter, no fallback to real tensors
         graph = to_graph(model, 224)
@@ -114,7 +123,7 @@ def test_zoo_model_fully_bound_slow(name):
 
 
 def test_vit_attention_and_positional_encodings():
-    graph = to_graph(torchvision.models.vit_b_16(), 224)
+    graph = to_graph(meta_model("vit_b_16"), 224)
     counts = graph.op_counts()
     assert counts["msa"] == 12 and counts["pos_enc"] == 2 and counts["concat"] == 1
     pos = {graph.param_names[i][0] for i in range(graph.num_nodes) if PRIMITIVES[int(graph.op_type[i])] == "pos_enc"}
@@ -127,16 +136,16 @@ def test_vit_attention_and_positional_encodings():
 
 
 def test_swin_bias_table_bound_to_msa_and_convnext_layer_scale_to_ln():
-    swin = to_graph(torchvision.models.swin_t(), 224)
+    swin = to_graph(meta_model("swin_t"), 224)
     msa = [swin.param_names[i] for i in range(swin.num_nodes) if PRIMITIVES[int(swin.op_type[i])] == "msa"]
     assert len(msa) == 12 and all(p[0].endswith("attn.relative_position_bias_table") for p in msa)
-    convnext = to_graph(torchvision.models.convnext_tiny(), 224)
+    convnext = to_graph(meta_model("convnext_tiny"), 224)
     scales = [i for i, p in enumerate(convnext.param_names) if p and p[0].endswith("layer_scale")]
     assert len(scales) == 18 and all(PRIMITIVES[int(convnext.op_type[i])] == "ln" for i in scales)
 
 
 def test_squeezenet_classifier_conv_is_marked():
-    graph = to_graph(torchvision.models.squeezenet1_0(), 224)
+    graph = to_graph(meta_model("squeezenet1_0"), 224)
     roles = {graph.param_names[i][0]: r for i, r in enumerate(graph.cls_role.tolist()) if r}
     assert roles == {"classifier.1.weight": 1, "classifier.1.bias": 2}
 
@@ -188,7 +197,7 @@ def test_model_is_left_unchanged():
 
 
 def test_fast_shape_rules_give_the_same_graph():
-    model = torchvision.models.swin_t()
+    model = meta_model("swin_t")
     fast, slow = to_graph(model, 224, fast=True), to_graph(model, 224, fast=False)
     for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
         assert torch.equal(fast[key], slow[key]), key
@@ -278,7 +287,7 @@ def test_output_without_input_is_an_error():
 
 def test_failing_forward_is_reported():
     with pytest.raises(RuntimeError, match="Wrong image height"):
-        to_graph(torchvision.models.vit_b_16(), 64)
+        to_graph(meta_model("vit_b_16"), 64)
 
 
 # ------------------------------------------------------------------ batching

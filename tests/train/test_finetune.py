@@ -1,5 +1,6 @@
 """Tests for :mod:`train.finetune` and ``ghn finetune`` (:mod:`train.finetune_cli`) at debug size on digits."""
 
+import copy
 import json
 import math
 
@@ -9,6 +10,15 @@ import torch.nn as nn
 
 from train.data import eval_batches, load_digits
 from train.finetune import Curve, evaluate, speedup, train_sgd
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads can make small nets many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +52,26 @@ def test_training_reduces_loss(digits):
     train_sgd(model, digits, steps=30, lr=0.05, batch_size=64)
     after = evaluate(model, held)
     assert after[1] < before[1] and after[0] > before[0] + 30
+
+
+def test_batch_stats_evaluation_leaves_no_trace(digits):
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    with torch.no_grad():
+        model[1].running_mean.fill_(5.0)  # wrong running statistics, as after parameter prediction
+    held = eval_batches(digits, "heldout", limit=128)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch_acc, batch_loss = evaluate(model, held, bn_batch_stats=True)
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    running_acc, running_loss = evaluate(model, held)
+    assert batch_loss != pytest.approx(running_loss)
+    ref = copy.deepcopy(model).eval()
+    ref[1].train()  # by hand: batch statistics in BN, dropout off
+    with torch.no_grad():
+        correct = sum(int((ref(x).argmax(1) == y).sum()) for x, y in held)
+    assert batch_acc == pytest.approx(100 * correct / 128)
 
 
 def test_speedup_counts_scratch_steps_to_match():

@@ -21,6 +21,15 @@ from train.rank import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads can make small nets many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_digits()
@@ -102,7 +111,8 @@ def test_score_and_rank_with_a_stub_predictor(digits, tmp_path):
     again = score_candidates(cands[:1], lambda m: m, batches, num_classes=10, image_size=32)
     assert again[0].accuracy == rows[0].accuracy and again[0].loss == pytest.approx(rows[0].loss)
 
-    rows += score_candidates(parse_candidates(["deepnets:test/3"], width=8), broken, batches, num_classes=10, image_size=32)
+    rows += score_candidates(parse_candidates(["deepnets:test/3"], width=8), broken, batches, num_classes=10,
+                             image_size=32)
     assert rows[-1].error == "RuntimeError: cannot predict"
     ranked = rank_rows(rows)
     assert [r.rank for r in ranked] == [1, 2, 3, None]

@@ -1,0 +1,93 @@
+"""The real configuration composes for every preset and group option, and what it composes is usable: GHN
+configs are valid ``ghn.GHN`` arguments, experiment presets carry the paper's hyper-parameters, ``debug`` shrinks
+the run; a composed and shrunk ``ghn-train`` runs end to end and writes ``eval.json``."""
+
+import json
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from .conftest import CONF_DIR
+
+TRAIN_OVERRIDES = [
+    [],
+    ["debug=default"],
+    ["experiment=ghn2_cifar10"],
+    ["experiment=ghn2_imagenet"],
+    ["experiment=ghn2_cifar10", "debug=default"],
+    ["ghn=ghn1"],
+    ["ghn=mlp"],
+    ["data=cifar10"],
+    ["data=imagenet"],
+    ["archspace=deepnets1m_built"],
+]
+
+
+def compose_cfg(name, overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.mark.parametrize("overrides", TRAIN_OVERRIDES, ids=lambda o: ",".join(o) or "default")
+def test_train_config_composes_and_resolves(overrides):
+    c = OmegaConf.to_container(compose_cfg("train", overrides), resolve=True)
+    for section in ("ghn", "archspace", "data", "optim", "train", "eval"):
+        assert section in c, section
+    assert c["optim"]["name"] == "adam" and c["optim"]["lr"] == 1e-3 and c["optim"]["weight_decay"] == 1e-5
+    assert c["train"]["clip"] == 5.0
+    assert c["eval"]["bn_mode"] == "batch" and c["eval"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("overrides", [[], ["debug=default"], ["data=cifar10"]], ids=str)
+def test_eval_config_composes(overrides):
+    c = OmegaConf.to_container(compose_cfg("eval", overrides), resolve=True)
+    assert c["eval"]["split"] == "test" and c["ckpt"] is None and "sgd_steps" in c["eval"]
+
+
+def test_experiments_carry_the_paper_hyper_parameters():
+    c = compose_cfg("train", ["experiment=ghn2_cifar10"])
+    assert c.data.name == "cifar10" and c.data.batch_size == 64 and c.data.heldout == 5000
+    assert c.train.meta_batch_size == 8 and c.train.max_nodes == 2200
+    assert list(c.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and c.optim.gamma == 0.1
+    assert list(c.archspace.width_range) == [32, 128] and list(c.ghn.max_shape) == [64, 64, 11, 11]
+    i = compose_cfg("train", ["experiment=ghn2_imagenet"])
+    assert i.data.name == "imagenet" and i.data.batch_size == 256 and i.train.label_smoothing == 0.1
+    assert list(i.ghn.max_shape) == [64, 64, 16, 16]
+
+
+def test_debug_shrinks_everything():
+    d = compose_cfg("train", ["experiment=ghn2_cifar10", "debug=default"])
+    assert d.train.steps <= 10 and d.eval.num_nets <= 5 and d.train.meta_batch_size <= 2
+
+
+@pytest.mark.parametrize("ghn_name", ["ghn2", "ghn1", "mlp"])
+def test_ghn_configs_are_constructor_arguments(ghn_name):
+    from train.cli import build_ghn
+
+    c = OmegaConf.to_container(compose_cfg("train", [f"ghn={ghn_name}"]), resolve=True)
+    ghn = build_ghn(c["ghn"], num_classes=10)
+    assert ghn.hypernet == ("mlp" if ghn_name == "mlp" else "gatedgnn")
+    assert ghn.ve == (ghn_name != "ghn1")
+
+
+def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
+    from train.cli import train
+
+    run = tmp_path / "run"
+    cfg = compose_cfg("train", ["debug=default", f"+run_dir={run}", "train.steps=2", "train.ckpt_every=1",
+                                "eval.num_nets=2", "eval.image_limit=64", "eval.sgd_steps=[1]",
+                                "train.progress=false", "device=cpu", "archspace.num=200",
+                                "train.max_net_nodes=60", "archspace.width_range=[4,4]", "archspace.eval_width=4"])
+    summary = train(cfg)
+    assert summary["step"] == 2
+    for name in ("ghn.safetensors", "metrics.csv", "config.yaml", "eval.json"):
+        assert os.path.isfile(run / name), name
+    ev = json.loads((run / "eval.json").read_text())
+    for key in ("split", "num_nets", "top1_mean", "top1_stderr", "top1_default_init_mean", "bn_mode", "top1_sgd"):
+        assert key in ev, key
+    assert ev["split"] == "test" and ev["num_nets"] == 2 and ev["bn_mode"] == "batch"
+    assert 0 <= ev["top1_mean"] <= 100 and "1" in ev["top1_sgd"]
+    # The saved config is the resolved one and loads without Hydra.
+    assert OmegaConf.load(run / "config.yaml").train.steps == 2

@@ -1,0 +1,125 @@
+"""Tests for :mod:`train.loop` with the real GHN, architecture space and digits, shrunk: training lowers the loss,
+a stopped (or crashed mid-checkpoint) run resumes to bit-identical weights, non-finite steps never reach the
+weights."""
+
+import os
+
+import pytest
+import torch
+
+from train import checkpoint as ckpt_mod
+from train.checkpoint import latest_checkpoint, load_checkpoint
+from train.data import TrainBatches
+from train.loop import ArchSource, Trainer, TrainingDiverged
+
+from .conftest import TINY, assert_same_state, ghn_state, make_ghn
+
+
+def make_trainer(run_dir, archs, data, steps=4, seed=0, ghn_seed=0, **kw):
+    kw = dict(dict(meta_batch_size=2, max_nodes=0, ckpt_every=2, log_every=1, progress=False,
+                   max_net_nodes=TINY["max_net_nodes"], device="cpu"), **kw)
+    images = TrainBatches(data, TINY["batch_size"], seed=seed)
+    return Trainer(make_ghn(ghn_seed), archs, images, str(run_dir), steps=steps, seed=seed, **kw)
+
+
+def test_meta_batches_are_a_function_of_seed_and_step(archs):
+    a, b = ArchSource(archs, 4, seed=1, max_net_nodes=40), ArchSource(archs, 4, seed=1, max_net_nodes=40)
+    assert a.indices(5) == b.indices(5) and a.indices(5) != a.indices(6)
+    assert all(archs.num_nodes_of(i) <= 40 for s in range(5) for i in a.indices(s))
+
+
+def test_training_lowers_the_loss(tmp_path, archs, small_digits):
+    # Repeating one meta-batch and one image batch must be fitted: a real gradient signal through the GHN.
+    trainer = make_trainer(tmp_path, archs, small_digits, steps=25, lr=3e-3, milestones=(0.9,), ckpt_every=0)
+    fixed = trainer.archs.indices(0)
+    trainer.archs.indices = lambda step: fixed
+    x, y = trainer.images.batch(0)
+    losses = [trainer.train_step(s, x, y)["loss"] for s in range(25)]
+    assert losses[-1] < losses[0] - 0.2, losses
+
+
+def test_run_writes_checkpoints_metrics_and_final_ghn(tmp_path, archs, small_digits):
+    from ghn import GHN
+
+    res = make_trainer(tmp_path, archs, small_digits, steps=4).fit()
+    assert res.step == 4 and os.path.isfile(res.ghn_path)
+    loaded = GHN.load(res.ghn_path)
+    assert_same_state(ghn_state(loaded), res and ghn_state(loaded))
+    path = latest_checkpoint(str(tmp_path))
+    assert path.endswith("step_00000004")
+    ghn_path, state = load_checkpoint(path)  # weights_only load
+    assert state["step"] == 4 and "optimizer" in state and "rng" in state
+    rows = open(tmp_path / "metrics.csv").read().strip().splitlines()
+    assert rows[0].startswith("step,loss,acc") and len(rows) == 5
+
+
+def test_resume_is_exact(tmp_path, archs, small_digits):
+    full = make_trainer(tmp_path / "full", archs, small_digits, steps=5)
+    full.fit()
+    # Stop after 3 steps, then resume in a new trainer whose GHN starts from different weights.
+    make_trainer(tmp_path / "part", archs, small_digits, steps=5).fit(stop_at=3)
+    resumed = make_trainer(tmp_path / "part", archs, small_digits, steps=5, ghn_seed=123)
+    res = resumed.fit(resume=True)
+    assert res.step == 5
+    assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
+    rows = open(tmp_path / "part" / "metrics.csv").read().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+
+
+def test_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, archs, small_digits, monkeypatch):
+    full = make_trainer(tmp_path / "full", archs, small_digits, steps=5)
+    full.fit()
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def dying_save(obj, f, *a, **k):  # the process dies while writing the checkpoint of step 4
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real_save(obj, f, *a, **k)
+            with open(f, "r+b") as fh:
+                fh.truncate(10)
+            raise KeyboardInterrupt("killed")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "crash", archs, small_digits, steps=5).fit()
+    monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
+    assert latest_checkpoint(str(tmp_path / "crash")).endswith("step_00000002")
+    resumed = make_trainer(tmp_path / "crash", archs, small_digits, steps=5, ghn_seed=7)
+    resumed.fit(resume=True)
+    assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
+    assert not [d for d in os.listdir(tmp_path / "crash" / "checkpoints") if d.startswith(".tmp-")]
+
+
+def test_non_finite_step_is_skipped(tmp_path, archs, small_digits):
+    clean = make_trainer(tmp_path / "a", archs, small_digits, steps=3, ckpt_every=0)
+    clean.fit(stop_at=1)
+    nan = make_trainer(tmp_path / "b", archs, small_digits, steps=3, ckpt_every=0, inject_nan_steps=[1])
+    res = nan.fit(stop_at=2)
+    assert res.skipped_nonfinite == 1
+    # Step 1 changed nothing: weights equal those after step 0 only.
+    assert_same_state(ghn_state(clean.ghn), ghn_state(nan.ghn))
+    assert all(torch.isfinite(p).all() for p in nan.ghn.parameters())
+
+
+def test_consecutive_non_finite_steps_stop_the_run_and_keep_the_checkpoint(tmp_path, archs, small_digits):
+    trainer = make_trainer(tmp_path, archs, small_digits, steps=8, ckpt_every=2, max_bad_steps=2,
+                           inject_nan_steps=[2, 3, 4])
+    with pytest.raises(TrainingDiverged, match="2 consecutive"):
+        trainer.fit()
+    path = latest_checkpoint(str(tmp_path))
+    assert path.endswith("step_00000002")
+    from ghn import GHN
+
+    ghn = GHN.load(load_checkpoint(path)[0])
+    assert all(torch.isfinite(p).all() for p in ghn.parameters())
+    assert not os.path.exists(tmp_path / "ghn.safetensors")
+
+
+def test_bad_settings_are_explained(tmp_path, archs, small_digits):
+    with pytest.raises(ValueError, match="steps"):
+        make_trainer(tmp_path, archs, small_digits, steps=0)
+    make_trainer(tmp_path, archs, small_digits, steps=2).fit()
+    with pytest.raises(FileExistsError, match="resume"):
+        make_trainer(tmp_path, archs, small_digits, steps=2).fit()
