@@ -326,6 +326,8 @@ class _Tracer(TorchFunctionMode):
             return out
         if name == "__setitem__":  # x[key] = value writes into x
             outs = [args[0]] if isinstance(args[0], torch.Tensor) else []
+        elif isinstance(out, torch.Tensor):
+            outs = [out]
         else:
             outs = _leaves(out)
         outs = [t for t in outs if t.is_floating_point() or t.is_complex()]  # as autograd: no grad, no edge
@@ -336,15 +338,17 @@ class _Tracer(TorchFunctionMode):
             return out
         acts: list[int] = []
         params: list[str] = []
-        for t in _leaves((args, kwargs)):
-            v = self.values.get(id(t))
-            if v is None:
-                continue
-            if type(v) is int:
-                if v not in acts:
-                    acts.append(v)
-            else:
-                params.extend(p for p in v if p not in params)
+        values = self.values
+        for a in (*args, *kwargs.values()) if kwargs else args:
+            for t in (a,) if isinstance(a, torch.Tensor) else _leaves(a):
+                v = values.get(id(t))
+                if v is None:
+                    continue
+                if type(v) is int:
+                    if v not in acts:
+                        acts.append(v)
+                else:
+                    params.extend(p for p in v if p not in params)
         if not acts:
             if params:  # computed from parameters only (e.g. a transposed weight): follow it to its consumer
                 self._set(outs, tuple(params))

@@ -7,7 +7,25 @@ average, ``cse``, ``msa``) as nodes, one ``input`` node; everything else is drop
 Real edges carry distance 1; with ``ve_cutoff = s > 1`` every pair ``u -> v`` with ``v`` reachable from ``u`` by a
 shortest path of length ``2..s`` gets a virtual edge carrying that length.
 
-For torchvision's ResNet-50 at 224x224 this gives the reference's 127 nodes, 142 real and 7,811 virtual edges.
+For torchvision's ResNet-50 at 224x224 this gives the reference's 127 nodes, 142 real and 7,811 virtual edges;
+for ResNet-18 in the CIFAR recipe at 32x32, 52 nodes, 59 real and 1,243 virtual edges.
+
+Where the reference is silent or breaks, the choices made here:
+
+- a conv bias is a node *in* the data path (weight -> bias -> next op), as the reference does for linear layers
+  (its conv biases are dead ends that fail its own connectivity check);
+- attention: ``nn.MultiheadAttention`` gives in-projection weight and bias, an ``msa`` node, out-projection weight
+  and bias; attention modules in :data:`archspace.primitives.UNIT_PRIMITIVES` (Swin, MaxViT) give their linear
+  layers plus one ``msa`` node standing for ``softmax(q k^T) v``, which also owns their relative-position tables;
+- squeeze-excitation modules give their two conv/linear layers plus one ``cse`` node for the gating product (the
+  pooling inside is absorbed, like the reference's DeepNets ``cse``);
+- ``pos_enc`` parameters (ViT class token and position embedding, ``archspace.ops.PosEnc``) are source nodes
+  feeding the ``concat``/``sum`` that consumes them; ConvNeXt's ``layer_scale`` is an ``ln`` node in the path;
+- ``mean`` over the two spatial dims of a feature map is ``glob_avg`` (the reference required ``keepdim=True``);
+- pooling nodes carry their kernel as ``param_shape = (1, 1, kh, kw)`` with ``param_ndim = 0``, the reference's
+  shape feature for them;
+- ``cls_role`` comes from the last node with parameters (see :func:`_classifier_roles`);
+- a layer applied repeatedly keeps one node (edges back to its first use are dropped, with a warning).
 """
 
 from __future__ import annotations
@@ -228,7 +246,8 @@ def _edges_with_virtual(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int
                 torch.ones(len(key), dtype=torch.long, device="cpu"))
     adj = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
     dist = dijkstra(adj, directed=True, unweighted=True, limit=ve_cutoff + 0.5)  # (N, N), inf beyond the cutoff
-    u, v = np.nonzero(np.isfinite(dist) & (dist > 0))  # row-major: sorted by (u, v)
+    np.nan_to_num(dist, copy=False, posinf=0.0)  # unreachable -> 0, like the diagonal
+    u, v = np.nonzero(dist)  # row-major: sorted by (u, v)
     edge_index = torch.from_numpy(np.stack([u, v])).long()  # (2, E)
     edge_dist = torch.from_numpy(dist[u, v].astype(np.int64))  # (E,)
     return edge_index, edge_dist

@@ -101,6 +101,7 @@ UNIT_PRIMITIVES: dict[str, str] = {
     "timm.layers.squeeze_excite.SEModule": "cse",
     "torchvision.models.swin_transformer.ShiftedWindowAttention": "msa",
     "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": "msa",
+    "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": "msa",
     "timm.models.vision_transformer.Attention": "msa",
 }
 

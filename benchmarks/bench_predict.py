@@ -7,7 +7,9 @@ Usage::
 
 Each case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its own. The time is the
 fastest of ``--repeats`` warm runs of ``model, report = ghn(model)`` (graph built from the model each time; the
-median is printed too). The reference figures are the ones measured with facebookresearch/ppuda on a machine of
+median is printed too) and its CPU time (``process_time``; on a machine shared with other jobs the
+wall time is inflated by waiting for a core, the CPU time much less so, and with ``--threads 1`` it approximates the
+wall time on an idle machine). The reference figures are the ones measured with facebookresearch/ppuda on a machine of
 this class (2 CPU cores, torch 2.15; see ``docs/GHN2_REFERENCE.md``). By default the GHN is the reference-format
 checkpoint ``../shared/ghn2/ghn2_cifar10_randinit_seed0.pt`` (the released CIFAR-10 configuration), else a freshly
 initialised GHN-2 of that configuration.
@@ -61,15 +63,16 @@ def run_child(case: str, ckpt: str, repeats: int, threads: int) -> dict:
     ghn = GHN.load(ckpt) if os.path.exists(ckpt) else GHN().eval()
     model, size = _build(case)
     _, report = ghn(model, input_size=size)  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _, report = ghn(model, input_size=size)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     import archspace
 
     graph = archspace.to_graph(model, size, ve_cutoff=50)
-    return {"case": case, "nodes": graph.num_nodes, "edges": graph.num_edges, "min_s": min(times),
+    return {"case": case, "nodes": graph.num_nodes, "edges": graph.num_edges, "min_s": min(times), "cpu_s": min(cpu),
             "median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "predicted": len(report.predicted), "untouched": len(report.untouched)}
 
@@ -85,8 +88,10 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_child(args.child, args.ckpt, args.repeats, args.threads)))
         return 0
-    print(f"{'case':15s} {'nodes':>6s} {'min ms':>8s} {'median ms':>10s} {'peak MB':>8s} {'ref ms':>7s} "
-          f"{'speed-up':>8s}  description")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"threads={args.threads} repeats={args.repeats} load average={load:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'case':15s} {'nodes':>6s} {'min ms':>8s} {'median ms':>10s} {'cpu ms':>7s} {'peak MB':>8s} "
+          f"{'ref ms':>7s} {'speed-up':>8s}  description")
     for case in args.cases:
         out = subprocess.run([sys.executable, __file__, "--child", case, "--ckpt", args.ckpt, "--repeats",
                               str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True)
@@ -97,6 +102,7 @@ def main() -> int:
         desc, ref = CASES[case]
         speed = f"{ref / r['min_s']:.1f}x" if ref else "-"
         print(f"{case:15s} {r['nodes']:6d} {r['min_s'] * 1000:8.1f} {r['median_s'] * 1000:10.1f} "
+              f"{r['cpu_s'] * 1000:7.1f} "
               f"{r['peak_rss_mb']:8.0f} {ref * 1000 if ref else float('nan'):7.0f} {speed:>8s}  {desc}"
               + ("" if r["untouched"] == 0 else f" ({r['untouched']} params untouched)"), flush=True)
     return 0

@@ -85,11 +85,20 @@ def _predict(args: argparse.Namespace) -> int:
     num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
     model = load_model(args.model, num_classes)
     if args.small_input:
-        model = archspace.adapt_small_input(model)
+        try:
+            model = archspace.adapt_small_input(model)
+        except ValueError as e:  # a family without a small-input recipe: predict it unmodified
+            print(f"ghn: warning: {e}; predicting the unmodified model", file=sys.stderr)
     input_size = args.input_size
     if input_size is None:
-        input_size = 32 if args.small_input else getattr(model, "expected_input_sz", ghn.image_size)
-    model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode)
+        # The model's own declared size wins (e.g. torchvision ViT's image_size), then 32 for small inputs,
+        # then the image size the GHN was trained on.
+        input_size = (getattr(model, "expected_input_sz", None) or getattr(model, "image_size", None)
+                      or (32 if args.small_input else ghn.image_size))
+    try:
+        model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise UsageError(f"cannot predict {args.model} at input size {input_size}: {e}") from e
     if args.out:
         atomic_save_safetensors(model.state_dict(), args.out,
                                 {"model": args.model, "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode})

@@ -79,12 +79,14 @@ class GatedGNN(nn.Module):
             else:
                 gi = F.linear(acc.index_select(0, step.nodes), gru.weight_ih, gru.bias_ih)  # (n_k, 3D)
             # GRU cell, computed as torch.nn.GRUCell does on the CPU.
-            rz = torch.sigmoid(gi[:, : 2 * d] + xs[:, : 2 * d])  # (n_k, 2D): reset and update gates
-            new = torch.tanh(torch.addcmul(gi[:, 2 * d:], rz[:, :d], xs[:, 2 * d: 3 * d]))  # (n_k, D)
-            h = torch.addcmul(new, rz[:, d:], xs[:, 3 * d:] - new)  # (n_k, D)
+            i_rz, i_n = gi.split_with_sizes((2 * d, d), 1)
+            h_rz, h_n, h = xs.split_with_sizes((2 * d, d, d), 1)
+            r, z = torch.sigmoid(i_rz + h_rz).chunk(2, 1)  # reset and update gates, (n_k, D) each
+            new = torch.tanh(torch.addcmul(i_n, r, h_n))  # (n_k, D)
+            h = torch.addcmul(new, z, h - new)  # (n_k, D)
             outs.append(h)
             if len(step.receivers):
-                msg = F.relu(F.linear(F.relu(F.linear(h, w1, b1)), w2, b2))  # (n_k, C*D)
+                msg = torch.relu(F.linear(torch.relu(F.linear(h, w1, b1)), w2, b2))  # (n_k, C*D)
                 msg = step.weights @ msg.view(-1, d)  # (U_k, D): weighted sums over (sender, channel)
                 # acc is only ever read through index_select, so it is not saved for backward and may be updated
                 # in place without breaking autograd.

@@ -289,9 +289,19 @@ class GHN(nn.Module):
         blocks = self._decode(x, plan)
         with one_thread(x.device):
             for members, blk, fit_shape, _ in self._groups(blocks, plan):
-                for j, (i, _) in enumerate(members):
-                    t = plan.targets[i]
-                    copy_tiled(params[t.name], blk[j], fit_shape)
+                targets = [plan.targets[i] for i, _ in members]
+                dsts = [params[t.name] for t in targets]
+                m = blk.shape[1:]
+                whole_tiles = all(a % k == 0 for a, k in zip(fit_shape, m)) and tuple(m) != tuple(fit_shape)
+                if whole_tiles or not all(p.is_contiguous() for p in dsts):
+                    # Large tiled tensors: broadcast each block straight into its parameter (no temporary).
+                    for p, b in zip(dsts, blk.unbind(0)):
+                        copy_tiled(p, b, fit_shape)
+                else:
+                    # Untiled or ragged tiles: tile the group at once, then one fused copy.
+                    fitted = fit_to_shape(blk, fit_shape)  # (n_g, *fit_shape)
+                    torch._foreach_copy_([p.view(fit_shape) for p in dsts], list(fitted.unbind(0)))
+                for t in targets:
                     predicted.append(t.name)
                     if is_tiled(t, self.max_shape, self.num_classes):
                         tiled.append(t.name)

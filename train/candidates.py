@@ -102,20 +102,17 @@ def _split_sizes() -> dict[str, int]:
     return dict(SPLITS)
 
 
-def _parse_indices(text: str, size: int, token: str) -> list[int]:
-    out = []
-    for part in filter(None, text.split(",")):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
-        if m is None:
-            raise CandidateError(f"bad index {part!r} in {token!r}: write an index (3) or an inclusive range (0-99)")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise CandidateError(f"empty range {part!r} in {token!r}: write LOW-HIGH with LOW <= HIGH")
-        if hi >= size:
-            raise CandidateError(f"index {hi} in {token!r} is out of range: the split has nets 0-{size - 1}")
-        out.extend(range(lo, hi + 1))
-    return out
+def _parse_range(text: str, size: int, token: str) -> range:
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text.strip())
+    if m is None:
+        raise CandidateError(f"bad index {text!r} in {token!r}: write an index (3) or an inclusive range (0-99)")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    if hi < lo:
+        raise CandidateError(f"empty range {text!r} in {token!r}: write LOW-HIGH with LOW <= HIGH")
+    if hi >= size:
+        raise CandidateError(f"index {hi} in {token!r} is out of range: the split has nets 0-{size - 1}")
+    return range(lo, hi + 1)
 
 
 def check_spec(spec: str) -> None:
@@ -135,12 +132,19 @@ def check_spec(spec: str) -> None:
             raise CandidateError(f"unknown torchvision model {name!r}{hint}")
 
 
-def _deepnets(rest: str, token: str) -> tuple[str, list[int]]:
+#: A whole split is accepted as a candidate list only up to this size (``deepnets:train`` is a million nets).
+_WHOLE_SPLIT_LIMIT = 10_000
+
+
+def _deepnets(rest: str, token: str) -> tuple[str, range]:
     split, _, idx = rest.partition("/")
     sizes = _split_sizes()
     if split not in sizes:
         raise CandidateError(f"unknown DeepNets-1M split {split!r} in {token!r}; choose one of {sorted(sizes)}")
-    return split, (_parse_indices(idx, sizes[split], token) if idx else list(range(sizes[split])))
+    if not idx and sizes[split] > _WHOLE_SPLIT_LIMIT:
+        raise CandidateError(f"{token!r} would rank all {sizes[split]:,} nets of the split; give a range, e.g. "
+                             f"deepnets:{split}/0-99")
+    return split, (_parse_range(idx, sizes[split], token) if idx else range(sizes[split]))
 
 
 def _from_file(path: str) -> list[Candidate]:

@@ -164,8 +164,9 @@ def load_digits(image_size: int = 32, test_size: int = 360, seed: int = 0) -> Im
 def _cifar10_class():
     """torchvision's ``CIFAR10`` with an integrity check that only requires the files to exist.
 
-    torchvision 0.29 checks the md5 of every batch file and of ``batches.meta`` even with ``download=False``; we check existence and
-    leave content checks to the pickle loader, so small files in the same format (tests) load too.
+    torchvision 0.29 checks the md5 of every batch file and of ``batches.meta`` even with ``download=False``; we
+    check existence and leave content checks to the pickle loader, so small files in the same format (tests) load
+    too.
     """
     from torchvision.datasets import CIFAR10
 

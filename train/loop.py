@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch_geometric.data import Batch
 
-from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, \
-    set_rng_state
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import TrainBatches, mix_seed
 from .optim import ProgressStepLR, build_optimizer
 

@@ -46,6 +46,7 @@ def save_figure(fig, path: str) -> str:
 
 def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path: str, *,
                       labels: Sequence[str] | None = None, tau: float | None = None, rho: float | None = None,
+                      x_label: str = "accuracy with predicted parameters (%)",
                       trained_label: str = "accuracy after SGD (%)") -> str:
     """Scatter plot of predicted-parameter accuracy (x) against trained accuracy (y), one point per candidate.
 
@@ -55,7 +56,7 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
         path: PNG file to write.
         labels: optional candidate names; printed next to the points when there are at most 30.
         tau, rho: Kendall's tau and Spearman's rho to show in the title.
-        trained_label: y-axis label.
+        x_label, trained_label: axis labels.
 
     Returns:
         ``path``.
@@ -68,7 +69,7 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
     if labels is not None and len(labels) <= 30:
         for x, y, name in zip(predicted, trained, labels):
             ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.set_xlabel("accuracy with predicted parameters (%)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(trained_label)
     stats = []
     if tau is not None:

@@ -10,7 +10,9 @@ steps, so that :func:`train.correlation.rank_correlation` can say how well the t
 :func:`fit_embedding_regressor` is the other property predictor of Sec. 5.3: a ridge regression on the
 mean-pooled GHN node embeddings, fitted to labelled architectures.
 
-The predictor and embedder are plain callables, so this module depends on no particular GHN class.
+Scoring takes the predictor and the embedder as plain callables (tests pass stubs); :func:`ghn_predictor` and
+:func:`ghn_embedder` make them from a :class:`ghn.GHN`, and :func:`load_ghn` loads one with a clear error when it
+was trained for another number of classes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class RankRow:
     accuracy: float = float("nan")  # with predicted parameters, BN batch statistics
     loss: float = float("nan")
     seconds: float = 0.0  # build + predict + evaluate
+    predict_seconds: float = 0.0  # graph + GHN prediction alone
     trained_accuracy: float | None = None  # after --validate K SGD steps from the default initialisation
     trained_loss: float | None = None
     embed_score: float | None = None  # regressor on GHN embeddings (--embed-regressor)
@@ -84,8 +87,10 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
             torch.manual_seed(seed)
             model = cand.build(num_classes=num_classes, image_size=image_size)
             row.params = sum(p.numel() for p in model.parameters())
+            t1 = time.perf_counter()
             with torch.no_grad():
                 model = predict(model)
+            row.predict_seconds = time.perf_counter() - t1
             row.accuracy, row.loss = evaluate(model.to(device), eval_batches, bn_batch_stats=True, device=device)
         except (RuntimeError, ValueError, NotImplementedError, KeyError, IndexError, TypeError) as e:
             row.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -105,7 +110,8 @@ def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate]
     parameters, so both rankings use one protocol). All candidates see the same batches in the same order.
 
     Args:
-        rows: rows from :func:`score_candidates` (updated in place; rows with an error are skipped).
+        rows: rows from :func:`score_candidates` (updated in place; rows with an error are skipped, and a row
+            whose training fails keeps ``trained_accuracy = None``).
         candidates: the same candidates, same order.
         data: the task whose training images are used.
         eval_batches: held-out batches.
@@ -127,8 +133,9 @@ def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate]
             else:
                 row.trained_accuracy, row.trained_loss = evaluate(model, eval_batches, bn_batch_stats=True,
                                                                   device=device)
-        except (RuntimeError, ValueError) as e:
-            row.error = f"SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300]
+        except (RuntimeError, ValueError) as e:  # keep the GHN score; the candidate just has no SGD score
+            if log:
+                log(f"{row.name}: SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300])
         if log and ((i + 1) % 5 == 0 or i + 1 == len(todo)):
             log(f"trained {i + 1}/{len(todo)} candidates for {steps} steps in {time.perf_counter() - t_all:.1f} s")
 
@@ -167,7 +174,7 @@ def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
 
 
 _COLUMNS = ("rank", "name", "params", "accuracy", "loss", "trained_rank", "trained_accuracy", "trained_loss",
-            "embed_score", "seconds", "error")
+            "embed_score", "seconds", "predict_seconds", "error")
 
 
 def _fmt(v) -> str:
@@ -187,7 +194,7 @@ def write_csv(rows: Sequence[RankRow], path: str) -> str:
     """Write the ranking as CSV, atomically (temporary file in the same folder, then ``os.replace``).
 
     Columns: ``rank, name, params, accuracy, loss`` [``trained_rank, trained_accuracy, trained_loss``]
-    [``embed_score``] ``seconds`` [``error``]; bracketed groups only when present.
+    [``embed_score``] ``seconds, predict_seconds`` [``error``]; bracketed groups only when present.
 
     Returns:
         ``path``.
@@ -204,7 +211,7 @@ def write_csv(rows: Sequence[RankRow], path: str) -> str:
 
 def format_table(rows: Sequence[RankRow], top: int | None = None) -> str:
     """A fixed-width terminal table of the (ranked) rows; ``top`` limits the scored rows shown."""
-    cols = [c for c in _present_columns(rows) if c not in ("seconds",)]
+    cols = [c for c in _present_columns(rows) if c not in ("seconds", "predict_seconds")]
     heads = {"trained_rank": "sgd_rank", "trained_accuracy": "sgd_acc", "trained_loss": "sgd_loss",
              "accuracy": "acc", "embed_score": "embed"}
     shown = [r for r in rows if r.error is None][: top or None] + [r for r in rows if r.error is not None]

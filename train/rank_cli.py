@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -36,7 +37,8 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", choices=DATASETS, help="images to score on")
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
     p.add_argument("--split", default="heldout", choices=("heldout", "test"), help="images used for scoring")
-    p.add_argument("--eval-images", type=int, default=512, help="score on the first N images of the split")
+    p.add_argument("--eval-images", type=int, default=128,
+                   help="score on the first N images of the split (cost per candidate grows linearly with N)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="evaluation batch (BN uses batch statistics; 64 in the paper)")
     p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
@@ -96,21 +98,8 @@ def _log(msg: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from train.correlation import rank_correlation
     from train.data import eval_batches, load_image_data
-    from train.rank import (
-        embed_candidates,
-        fit_embedding_regressor,
-        format_table,
-        ghn_embedder,
-        ghn_predictor,
-        load_ghn,
-        rank_rows,
-        read_labels,
-        score_candidates,
-        validate_candidates,
-        write_csv,
-    )
+    from train.rank import format_table, ghn_predictor, load_ghn, rank_rows, score_candidates, validate_candidates
 
     _check_args(args)
     if args.threads:
@@ -131,23 +120,13 @@ def _run(args: argparse.Namespace) -> int:
     summary: dict = {"candidates": len(candidates), "scored": sum(r.error is None for r in rows),
                      "eval_images": n_images, "data": args.data, "split": args.split,
                      "seconds_scoring": round(t_score, 2), "seconds_per_candidate": round(t_score / len(rows), 4),
+                     "seconds_predicting": round(sum(r.predict_seconds for r in rows), 2),
                      "bn_mode": "batch statistics", "rank_by": args.rank_by}
     if summary["scored"] == 0:
         raise ValueError(f"no candidate could be scored; first error: {rows[0].error}")
 
     if args.embed_regressor:
-        labels = read_labels(args.embed_regressor)
-        labelled = [_one_candidate(name, args.embed_regressor, args.width) for name in labels]
-        embed = ghn_embedder(ghn, data.image_size)
-        kw = dict(num_classes=data.num_classes, image_size=data.image_size, seed=args.seed)
-        reg = fit_embedding_regressor(embed_candidates(labelled, embed, **kw), list(labels.values()),
-                                      alpha=args.alpha)
-        ok = [r for r in rows if r.error is None]
-        by_name = {c.name: c for c in candidates}
-        preds = reg.predict(embed_candidates([by_name[r.name] for r in ok], embed, **kw))  # (C,)
-        for r, v in zip(ok, preds):
-            r.embed_score = float(v)
-        summary["embed_regressor"] = {"labels": args.embed_regressor, "labelled": len(labelled), "alpha": args.alpha}
+        summary["embed_regressor"] = _embed_scores(rows, candidates, ghn, data, args)
 
     if args.validate:
         t1 = time.perf_counter()
@@ -158,36 +137,66 @@ def _run(args: argparse.Namespace) -> int:
 
     ranked = rank_rows(rows, by=args.rank_by)
     print(format_table(ranked, top=args.top))
-    both = [r for r in ranked if r.error is None and r.trained_accuracy is not None]
-    if args.validate and len(both) >= 2:
-        key = "embed_score" if args.rank_by == "embed" else "accuracy"
-        corr = rank_correlation([getattr(r, key) for r in both], [r.trained_accuracy for r in both])
-        corr_loss = rank_correlation([-r.loss for r in both], [-r.trained_loss for r in both]
-                                     ) if all(map(_finite, [r.trained_loss for r in both])) else None
-        summary["validation"] = {"steps": args.validate, "lr": args.lr, "by": key, **corr.as_dict(),
-                                 "by_loss": corr_loss.as_dict() if corr_loss else None}
-        print(f"GHN ranking vs {args.validate}-step SGD ranking ({corr.n} candidates, by {key}): "
-              f"Kendall tau = {corr.kendall_tau:.3f} (p={corr.kendall_p:.2g}), "
-              f"Spearman rho = {corr.spearman_rho:.3f} (p={corr.spearman_p:.2g})")
-        if args.plot:
-            from train.plots import plot_rank_scatter
-
-            plot_rank_scatter([r.accuracy for r in both], [r.trained_accuracy for r in both], args.plot,
-                              labels=[r.name for r in both], tau=corr.kendall_tau, rho=corr.spearman_rho,
-                              trained_label=f"accuracy after {args.validate} SGD steps (%)")
-            print(f"wrote {args.plot}")
+    if args.validate:
+        summary["validation"] = _validation_report(ranked, args)
     failed = [r for r in ranked if r.error is not None]
     if failed:
         _log(f"{len(failed)} candidate(s) could not be scored, e.g. {failed[0].name}: {failed[0].error}")
     print(f"scored {summary['scored']}/{len(candidates)} candidates in {t_score:.1f} s "
-          f"({summary['seconds_per_candidate']:.3f} s each)")
+          f"({summary['seconds_per_candidate']:.3f} s each, of which GHN prediction "
+          f"{summary['seconds_predicting'] / len(rows):.3f} s)")
     if args.out:
         from train.checkpoint import atomic_write_text
+        from train.rank import write_csv
 
         write_csv(ranked, args.out)
         atomic_write_text(os.path.splitext(args.out)[0] + ".summary.json", json.dumps(summary, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _embed_scores(rows, candidates, ghn, data, args) -> dict:
+    """Fit the embedding regressor on ``--embed-regressor`` labels and set ``embed_score`` of the scored rows."""
+    from train.rank import embed_candidates, fit_embedding_regressor, ghn_embedder, read_labels
+
+    labels = read_labels(args.embed_regressor)
+    labelled = [_one_candidate(name, args.embed_regressor, args.width) for name in labels]
+    embed = ghn_embedder(ghn, data.image_size)
+    kw = dict(num_classes=data.num_classes, image_size=data.image_size, seed=args.seed)
+    reg = fit_embedding_regressor(embed_candidates(labelled, embed, **kw), list(labels.values()), alpha=args.alpha)
+    ok = [r for r in rows if r.error is None]
+    by_name = {c.name: c for c in candidates}
+    for r, v in zip(ok, reg.predict(embed_candidates([by_name[r.name] for r in ok], embed, **kw))):  # (C,)
+        r.embed_score = float(v)
+    return {"labels": args.embed_regressor, "labelled": len(labelled), "alpha": args.alpha}
+
+
+def _validation_report(ranked, args) -> dict | None:
+    """Rank correlation between the GHN ranking key and the SGD accuracy; print it and draw ``--plot``."""
+    from train.correlation import rank_correlation
+
+    both = [r for r in ranked if r.error is None and r.trained_accuracy is not None]
+    if len(both) < 2:
+        _log("fewer than 2 candidates were trained: no rank correlation")
+        return None
+    key = "embed_score" if args.rank_by == "embed" else "accuracy"
+    corr = rank_correlation([getattr(r, key) for r in both], [r.trained_accuracy for r in both])
+    finite = all(math.isfinite(v) for r in both for v in (r.loss, r.trained_loss))
+    by_loss = rank_correlation([-r.loss for r in both], [-r.trained_loss for r in both]) if finite else None
+    print(f"GHN ranking vs {args.validate}-step SGD ranking ({corr.n} candidates, by {key}): "
+          f"Kendall tau = {corr.kendall_tau:.3f} (p={corr.kendall_p:.2g}), "
+          f"Spearman rho = {corr.spearman_rho:.3f} (p={corr.spearman_p:.2g})")
+    if args.plot:
+        from train.plots import plot_rank_scatter
+
+        plot_rank_scatter([getattr(r, key) for r in both], [r.trained_accuracy for r in both], args.plot,
+                          labels=[r.name for r in both], tau=corr.kendall_tau, rho=corr.spearman_rho,
+                          x_label="accuracy with predicted parameters (%)" if key == "accuracy" else
+                          "embedding-regressor score",
+                          trained_label=f"accuracy after {args.validate} SGD steps (%)")
+        print(f"wrote {args.plot}")
+    return {"steps": args.validate, "lr": args.lr, "by": key, **corr.as_dict(),
+            "by_loss": by_loss.as_dict() if by_loss else None}
 
 
 def _one_candidate(name: str, path: str, width: int | None):
@@ -197,12 +206,11 @@ def _one_candidate(name: str, path: str, width: int | None):
     return found[0]
 
 
-def _finite(v) -> bool:
-    return v is not None and v == v and abs(v) != float("inf")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m train.rank_cli CANDIDATES --ckpt GHN ...``."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # noise from an import
     parser = argparse.ArgumentParser(prog="ghn")
     add_rank_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["rank", *(sys.argv[1:] if argv is None else argv)])

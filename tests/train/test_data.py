@@ -9,8 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from train.data import (TensorImages, TrainBatches, augment_uint8, eval_batches, load_cifar10, load_digits,
-                        load_image_data, load_imagenet)
+from train.data import (
+    TensorImages,
+    TrainBatches,
+    augment_uint8,
+    eval_batches,
+    load_cifar10,
+    load_digits,
+    load_image_data,
+    load_imagenet,
+)
 
 
 def write_tiny_cifar10(root, per_batch=20, test=30, seed=0):

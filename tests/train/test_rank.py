@@ -69,6 +69,8 @@ def test_genotype_file_builds_the_same_nets(tmp_path):
     (["deepnets:nosuch/0"], "unknown DeepNets-1M split"),
     (["deepnets:test/499-500"], "out of range"),
     (["deepnets:test/5-2"], "LOW <= HIGH"),
+    (["deepnets:test/x"], "bad index"),
+    (["deepnets:train"], "give a range"),
     (["resnet18"], "cannot tell what"),
     (["no/such/file.jsonl"], "cannot tell what"),
     (["file:no/such/file.jsonl"], "does not exist"),

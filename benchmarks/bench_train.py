@@ -1,0 +1,86 @@
+"""Seconds per GHN training step and peak memory, at the paper's setting: meta-batch 8, 64 images of 32x32.
+
+Reference (GHN-2 code, 2 CPU cores, torch 2.15, measured): 6.1 s per step (GHN forward 0.44 s, networks forward
+1.5 s, backward 4.1 s), 11 GB peak memory.
+
+Usage::
+
+    python benchmarks/bench_train.py                       # released GHN-2, nets of width 32..128 (paper)
+    python benchmarks/bench_train.py --width 16 --steps 5  # narrower nets
+    python benchmarks/bench_train.py --threads 1
+
+Peak memory is the process's peak resident set size (``ru_maxrss``), which includes the Python runtime and the
+libraries (about 0.5 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+REF_STEP_S = 6.1
+REF_PEAK_GB = 11.0
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
+    p.add_argument("--meta-batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--width", type=int, nargs=2, default=(32, 128), metavar=("LO", "HI"),
+                   help="channel width range of the nets (paper: 32 128)")
+    p.add_argument("--max-nodes", type=int, default=2200, help="node cap per meta-batch (paper: 2200)")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from archspace.dataset import ArchDataset
+    from ghn import GHN
+    from train.data import TrainBatches, load_digits
+    from train.loop import Trainer
+
+    torch.manual_seed(args.seed)
+    archs = ArchDataset(split="train", width_range=tuple(args.width), seed=args.seed)
+    images = TrainBatches(load_digits(), args.batch, seed=args.seed)
+    ghn = GHN(max_shape=(64, 64, 11, 11), num_classes=10, hidden_dim=args.hidden)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(ghn, archs, images, tmp, steps=args.steps + 1, meta_batch_size=args.meta_batch,
+                          max_nodes=args.max_nodes, ckpt_every=0, progress=False, device="cpu", seed=args.seed)
+        times, nodes, skipped = [], [], 0
+        step = 0
+        for x, y in images.iterate(0, None):
+            t0 = time.perf_counter()
+            row = trainer.train_step(step, x, y)
+            dt = time.perf_counter() - t0
+            step += 1
+            if row["loss"] != row["loss"]:  # skipped (over the node cap)
+                skipped += 1
+                continue
+            if step > 1 or skipped:  # the first timed step warms up allocators and kernels
+                times.append(dt)
+                nodes.append(row["nodes"])
+            if len(times) >= args.steps:
+                break
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    mean = sum(times) / len(times)
+    out = {"sec_per_step": mean, "peak_gb": peak_gb, "nodes_per_meta_batch": sum(nodes) / len(nodes),
+           "threads": torch.get_num_threads(), "steps": len(times), "skipped_over_cap": skipped}
+    print(f"meta-batch {args.meta_batch}, {args.batch} images 32x32, nets of width {args.width[0]}..{args.width[1]}, "
+          f"{out['nodes_per_meta_batch']:.0f} nodes per meta-batch, {out['threads']} threads")
+    print(f"  {mean:.2f} s/step (min {min(times):.2f}, max {max(times):.2f}, {len(times)} steps); "
+          f"reference 6.1 s -> {REF_STEP_S / mean:.2f}x faster")
+    print(f"  peak memory {peak_gb:.2f} GB; reference 11 GB -> {REF_PEAK_GB / peak_gb:.1f}x less")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
