@@ -16,6 +16,8 @@ field               type / shape            meaning
 ``param_names``     list[tuple[str, ...]]   names (as in ``model.named_parameters()``) bound to each node;
                                             a norm node owns ``(weight, bias)``; ``()`` when parameter-free
 ``node_names``      list[str]               a readable label (module path or operation) for each node
+``net_index``       LongTensor ``(1,)``     optional: the net's index in its split (dataset graphs only); not
+                                            offset when batched
 ==================  ======================  =================================================================
 
 Nodes are in topological order: every edge goes from a lower to a higher index. Non-tensor fields are collated
@@ -37,6 +39,12 @@ class ArchGraph(Data):
 
     See the module docstring for the field contract. Build one with :func:`archspace.to_graph`.
     """
+
+    def __inc__(self, key: str, value, *args, **kwargs):
+        # ``net_index`` names a net, not a node: PyG would otherwise offset it by the node count.
+        if key == "net_index":
+            return 0
+        return super().__inc__(key, value, *args, **kwargs)
 
     @property
     def num_real_edges(self) -> int:

@@ -535,7 +535,7 @@ class _Pairs(torch.utils.data.Dataset):
 def collate_meta_batch(items: list[tuple[ArchGraph, nn.Module]]) -> tuple[Batch, list[nn.Module]]:
     """Collate ``(graph, model)`` pairs into a PyG ``Batch`` and the list of models.
 
-    ``net_index`` is restored after batching (PyG offsets fields named ``*index*`` by the node count).
+    ``ArchGraph`` does not offset ``net_index`` when batching, so ``batch.net_index`` lists the nets in order.
 
     Args:
         items: pairs from :meth:`ArchDataset.get_pair`.
@@ -544,8 +544,7 @@ def collate_meta_batch(items: list[tuple[ArchGraph, nn.Module]]) -> tuple[Batch,
         ``(batch, models)``; ``batch.net_index`` is ``(B,)``.
     """
     graphs = [g for g, _ in items]
-    batch = Batch.from_data_list(graphs)
-    batch.net_index = torch.cat([g.net_index for g in graphs])  # (B,)
+    batch = Batch.from_data_list(graphs)  # batch.net_index: (B,)
     return batch, [m for _, m in items]
 
 

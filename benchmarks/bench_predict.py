@@ -72,9 +72,10 @@ def run_child(case: str, ckpt: str, repeats: int, threads: int) -> dict:
     import archspace
 
     graph = archspace.to_graph(model, size, ve_cutoff=50)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"case": case, "nodes": graph.num_nodes, "edges": graph.num_edges, "min_s": min(times), "cpu_s": min(cpu),
-            "median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "predicted": len(report.predicted), "untouched": len(report.untouched)}
+            "median_s": statistics.median(times), "peak_rss_mb": peak_mb, "predicted": len(report.predicted),
+            "untouched": len(report.untouched)}
 
 
 def main() -> int:

@@ -3,16 +3,35 @@
 Quick use::
 
     from ghn import GHN
-    ghn = GHN.load("ghn2_cifar10.pt")
-    model, report = ghn(model)          # predicts every parameter in place; BN uses batch statistics
-    print(report)
+    ghn = GHN.load("ghn2_cifar10.pt")           # ours (.safetensors) or a reference torch.save checkpoint
+    model, report = ghn(model)                   # predicts every parameter in place
+    print(report)                                # predicted / tiled / untouched parameters
+
+BatchNorm running statistics are not predicted: by default (``bn_mode="batch"``) BN layers then always use batch
+statistics, also after ``model.eval()``; with ``bn_mode="keep"`` call ``recompute_bn_stats(model, loader, n)``
+before evaluating (see :mod:`ghn.batchnorm`). For training a GHN use ``GHN.predict_parameters(graphs, models)``
+with ``torch.func.functional_call``.
+
+Public names are imported lazily so that ``import ghn.cli`` stays light.
 """
 
 from __future__ import annotations
 
-from .batchnorm import recompute_bn_stats, set_bn_mode
-from .checkpoint import CheckpointError
-from .model import GHN
-from .report import PredictionReport
+import importlib
 
-__all__ = ["GHN", "CheckpointError", "PredictionReport", "recompute_bn_stats", "set_bn_mode"]
+_EXPORTS = {
+    "GHN": "ghn.model",
+    "CheckpointError": "ghn.checkpoint",
+    "PredictionReport": "ghn.report",
+    "recompute_bn_stats": "ghn.batchnorm",
+    "set_bn_mode": "ghn.batchnorm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ghn' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

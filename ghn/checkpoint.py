@@ -141,7 +141,6 @@ def save_checkpoint(ghn: nn.Module, path: str, extra: dict | None = None) -> Non
         path: destination.
         extra: more string metadata (e.g. epoch, notes).
     """
-    from safetensors.torch import save_file
 
     meta = {"format": FORMAT, "config": json.dumps(ghn.config)}
     for k, v in (extra or {}).items():

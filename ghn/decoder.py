@@ -103,7 +103,8 @@ class ConvDecoder(nn.Module):
         return self.class_layer_predictor(y)[..., 0]  # (n, num_classes, n_in)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(in={self.fc[0].in_features}, max_shape={self.max_shape}, classes={self.num_classes})"
+        return (f"{type(self).__name__}(in={self.fc[0].in_features}, max_shape={self.max_shape}, "
+                f"classes={self.num_classes})")
 
 
 class MLPDecoder(nn.Module):

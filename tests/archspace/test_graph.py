@@ -311,3 +311,20 @@ def test_pyg_batch_keeps_every_field():
             assert torch.equal(original[key], restored[key]), key
         assert restored.param_names == original.param_names and restored.node_names == original.node_names
         assert restored.num_nodes == original.num_nodes
+
+
+def test_batch_keeps_net_index_unshifted():
+    import torch
+    from torch_geometric.data import Batch
+
+    from archspace.data import ArchGraph
+
+    graphs = []
+    for idx, n in ((5, 3), (7, 4)):
+        g = ArchGraph(op_type=torch.zeros(n, dtype=torch.long), edge_index=torch.tensor([[0], [1]]),
+                      edge_dist=torch.ones(1, dtype=torch.long), num_nodes=n)
+        g.net_index = torch.tensor([idx])
+        graphs.append(g)
+    batch = Batch.from_data_list(graphs)
+    assert batch.net_index.tolist() == [5, 7]
+    assert batch.edge_index.tolist() == [[0, 3], [1, 4]]

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from archspace.primitives import PRIMITIVE_ID
 
@@ -112,9 +111,11 @@ def reference_predict(ghn, graph, model) -> dict[str, torch.Tensor]:
     """Predict every parameter bound in ``graph`` the slow, plain way."""
     params = dict(model.named_parameters())
     shapes = []
-    for i, names in enumerate(graph.param_names):
+    for i in range(graph.num_nodes):
         nd = int(graph.param_ndim[i])
-        shapes.append(tuple(graph.param_shape[i, :nd].tolist()) if nd else None)
+        row = tuple(graph.param_shape[i].tolist())
+        # A pooling node carries its kernel as (1, 1, k, k) with ndim 0; other parameter-free nodes are all zeros.
+        shapes.append(row[:nd] if nd else (row if any(row) else None))
     x = ghn.embed(graph.op_type) + shape_embedding(ghn, shapes)
     if ghn.hypernet == "gatedgnn":
         x = sequential_gnn(ghn.gnn, x, graph.edge_index, graph.edge_dist)
