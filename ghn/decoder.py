@@ -71,7 +71,7 @@ class ConvDecoder(nn.Module):
             n_out, n_in: channels needed (default: all ``S_out``, ``S_in``).
 
         Returns:
-            ``(n, n_out, n_in, h, w)`` (a permuted view of a channels-last result).
+            ``(n, n_out, n_in, h, w)``.
         """
         n = x.shape[0]
         h, w = kernel
@@ -87,7 +87,8 @@ class ConvDecoder(nn.Module):
         else:
             rows = self._rows("conv", n_out, n_in, x.device)
             y = F.linear(y, conv2.weight.flatten(1)[rows], conv2.bias[rows])  # (n*h*w, n_out*n_in)
-        return y.view(n, h, w, n_out, n_in).permute(0, 3, 4, 1, 2)  # (n, n_out, n_in, h, w)
+        # Contiguous, so predicted weights have the standard layout (convolutions are slow on odd strides).
+        return y.view(n, h, w, n_out, n_in).permute(0, 3, 4, 1, 2).contiguous()  # (n, n_out, n_in, h, w)
 
     def classifier(self, x: torch.Tensor, n_in: int | None = None) -> torch.Tensor:
         """Classifier-weight blocks: the 1x1 block with its out axis mapped to classes.

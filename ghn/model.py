@@ -245,7 +245,7 @@ class GHN(nn.Module):
         x = self.node_embeddings(g)
         out: list[dict[str, torch.Tensor]] = [{} for _ in models]
         for members, blk, fit_shape, shape in self._groups(self._decode(x, plan), plan):
-            tensors = fit_to_shape(blk, fit_shape).reshape(len(members), *shape)  # (n_g, *shape)
+            tensors = fit_to_shape(blk, fit_shape).reshape(len(members), *shape).contiguous()  # (n_g, *shape)
             for (i, _), tensor in zip(members, tensors.unbind(0)):
                 t = plan.targets[i]
                 out[t.graph][t.name] = tensor

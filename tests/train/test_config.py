@@ -35,7 +35,7 @@ def test_train_config_composes_and_resolves(overrides):
     c = OmegaConf.to_container(compose_cfg("train", overrides), resolve=True)
     for section in ("ghn", "archspace", "data", "optim", "train", "eval"):
         assert section in c, section
-    assert c["optim"]["name"] == "adam" and c["optim"]["lr"] == 1e-3 and c["optim"]["weight_decay"] == 1e-5
+    assert c["optim"]["name"] == "adam" and c["optim"]["weight_decay"] == 1e-5
     assert c["train"]["clip"] == 5.0
     assert c["eval"]["bn_mode"] == "batch" and c["eval"]["batch_size"] == 64
 
@@ -48,13 +48,20 @@ def test_eval_config_composes(overrides):
 
 def test_experiments_carry_the_paper_hyper_parameters():
     c = compose_cfg("train", ["experiment=ghn2_cifar10"])
-    assert c.data.name == "cifar10" and c.data.batch_size == 64 and c.data.heldout == 5000
+    assert c.data.name == "cifar10" and c.data.batch_size == 64 and c.data.heldout == 5000 and c.optim.lr == 1e-3
+    assert c.train.max_net_nodes == 0 and c.train.time_limit_min == 0 and c.archspace.num is None
     assert c.train.meta_batch_size == 8 and c.train.max_nodes == 2200
     assert list(c.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and c.optim.gamma == 0.1
     assert list(c.archspace.width_range) == [32, 128] and list(c.ghn.max_shape) == [64, 64, 11, 11]
     i = compose_cfg("train", ["experiment=ghn2_imagenet"])
     assert i.data.name == "imagenet" and i.data.batch_size == 256 and i.train.label_smoothing == 0.1
-    assert list(i.ghn.max_shape) == [64, 64, 16, 16]
+    assert list(i.ghn.max_shape) == [64, 64, 16, 16] and i.optim.lr == 1e-3
+
+
+def test_default_is_the_offline_digits_run():
+    c = compose_cfg("train", [])
+    assert c.data.name == "digits" and c.data.batch_size == 64 and c.eval.split == "test"
+    assert c.eval.num_nets >= 100 and 0 < c.train.time_limit_min <= 12
 
 
 def test_debug_shrinks_everything():
@@ -91,3 +98,20 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
     assert 0 <= ev["top1_mean"] <= 100 and "1" in ev["top1_sgd"]
     # The saved config is the resolved one and loads without Hydra.
     assert OmegaConf.load(run / "config.yaml").train.steps == 2
+
+
+def test_shrunk_ghn_eval_runs_end_to_end(tmp_path):
+    from train.cli import evaluate
+
+    from .conftest import make_ghn
+
+    make_ghn(0).save(str(tmp_path / "ghn.safetensors"))
+    cfg = compose_cfg("eval", ["debug=default", f"+run_dir={tmp_path / 'ev'}", f"ckpt={tmp_path / 'ghn.safetensors'}",
+                               "eval.num_nets=2", "eval.image_limit=64", "eval.sgd_steps=[1]", "eval.progress=false",
+                               "eval.width=4", "device=cpu", "eval.split=val"])
+    ev = evaluate(cfg)
+    saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert saved["split"] == "val" and saved["num_nets"] == 2 == ev["num_nets"]
+    assert saved["top1_mean"] == pytest.approx(ev["top1_mean"])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        evaluate(compose_cfg("eval", [f"+run_dir={tmp_path / 'ev2'}", f"ckpt={tmp_path / 'missing.safetensors'}"]))

@@ -223,6 +223,8 @@ def test_rank_cli_embedding_regressor(ghn_ckpt, tmp_path, capsys):
     ([","], "candidate list is empty"),
     (["deepnets:test/0", "--validate", "-1"], "--validate must be"),
     (["deepnets:test/0", "--plot", "x.png"], "add --validate"),
+    (["deepnets:test/0", "--data", "cifar10"], "needs a root folder"),
+    (["deepnets:test/0", "--data", "cifar10", "--data-root", "/nonexistent"], "CIFAR-10 not found"),
 ])
 def test_rank_cli_bad_input_exits_2_without_traceback(ghn_ckpt, argv, message, capsys):
     from train.rank_cli import main
