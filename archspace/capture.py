@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from .meta_shapes import fast_output
+from .meta_shapes import FAST_RULES, fast_output
 from .primitives import (
     FUNCTION_PRIMITIVES,
     PARAM_PRIMITIVES,
@@ -138,13 +138,18 @@ def param_rules(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = 
     rules: dict[str, ParamRule] = {}
     seen: set[int] = set()
     for mod_name, module in (model.named_modules() if modules is None else modules):
-        primitive = primitive_of_module(module)
-        for local, p in module.named_parameters(recurse=False):
-            if id(p) in seen:  # tied parameter: named_parameters() keeps the first name
+        if not module._parameters:
+            continue
+        primitive = None
+        # module._parameters is what named_parameters(recurse=False) walks, without its per-module overhead
+        for local, p in module._parameters.items():
+            if p is None or id(p) in seen:  # tied parameter: named_parameters() keeps the first name
                 continue
             seen.add(id(p))
+            if primitive is None:
+                primitive = (primitive_of_module(module),)
             name = f"{mod_name}.{local}" if mod_name else local
-            rules[name] = _rule(name, local, mod_name, module, primitive, tuple(p.shape))
+            rules[name] = _rule(name, local, mod_name, module, primitive[0], tuple(p.shape))
     return rules
 
 
@@ -187,11 +192,17 @@ def _leaves(obj: Any) -> list[torch.Tensor]:
     """Tensors in ``obj``, looking into lists, tuples and dict values (nested)."""
     if isinstance(obj, torch.Tensor):
         return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _leaves(o)]
     if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _leaves(o)]
-    return []
+        obj = obj.values()
+    elif not isinstance(obj, (list, tuple)):
+        return []
+    out = []
+    for o in obj:
+        if isinstance(o, torch.Tensor):
+            out.append(o)
+        elif isinstance(o, (list, tuple, dict)):
+            out.extend(_leaves(o))
+    return out
 
 
 class _Tracer(TorchFunctionMode):
@@ -317,9 +328,10 @@ class _Tracer(TorchFunctionMode):
 
     # ---------------------------------------------------------------- torch functions
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # Runs once per torch function call of the forward pass: kept lean (plain lookups, no per-argument lists).
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        out = fast_output(name, args, kwargs) if self.fast else None
+        out = fast_output(name, args, kwargs) if self.fast and name in FAST_RULES else None
         if out is None:
             out = func(*args, **kwargs)
         if name in _UNTRACKED:
@@ -330,9 +342,13 @@ class _Tracer(TorchFunctionMode):
             outs = [out]
         else:
             outs = _leaves(out)
-        outs = [t for t in outs if t.is_floating_point() or t.is_complex()]  # as autograd: no grad, no edge
-        if not outs:
-            return out
+        if len(outs) == 1:
+            if not (outs[0].is_floating_point() or outs[0].is_complex()):  # as autograd: no grad, no edge
+                return out
+        else:
+            outs = [t for t in outs if t.is_floating_point() or t.is_complex()]
+            if not outs:
+                return out
         if name in _MHA_ARGS:
             self._attention(name, args, kwargs, outs)
             return out
@@ -340,8 +356,8 @@ class _Tracer(TorchFunctionMode):
         params: list[str] = []
         values = self.values
         for a in (*args, *kwargs.values()) if kwargs else args:
-            for t in (a,) if isinstance(a, torch.Tensor) else _leaves(a):
-                v = values.get(id(t))
+            if isinstance(a, torch.Tensor):
+                v = values.get(id(a))
                 if v is None:
                     continue
                 if type(v) is int:
@@ -349,6 +365,16 @@ class _Tracer(TorchFunctionMode):
                         acts.append(v)
                 else:
                     params.extend(p for p in v if p not in params)
+            elif isinstance(a, (list, tuple, dict)):
+                for t in _leaves(a):
+                    v = values.get(id(t))
+                    if v is None:
+                        continue
+                    if type(v) is int:
+                        if v not in acts:
+                            acts.append(v)
+                    else:
+                        params.extend(p for p in v if p not in params)
         if not acts:
             if params:  # computed from parameters only (e.g. a transposed weight): follow it to its consumer
                 self._set(outs, tuple(params))
@@ -473,10 +499,17 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
     """
     modules = list(model.named_modules())
     rules = param_rules(model, modules)
-    module_names = {id(m): n for n, m in modules}
-    unit_prims = {id(m): p for _, m in modules if (p := unit_primitive(m)) is not None}
-    flags = [(m, m.training) for _, m in modules]
-    for _, m in modules:
+    module_names: dict[int, str] = {}
+    unit_prims: dict[int, str] = {}
+    unit_of_type: dict[type, str | None] = {}  # unit_primitive depends on the class only
+    flags: list[tuple[nn.Module, bool]] = []
+    for n, m in modules:
+        module_names[id(m)] = n
+        cls = type(m)
+        unit = unit_of_type[cls] if cls in unit_of_type else unit_of_type.setdefault(cls, unit_primitive(m))
+        if unit is not None:
+            unit_prims[id(m)] = unit
+        flags.append((m, m.training))
         m.__dict__["training"] = False  # eval mode (restored below), without nn.Module.__setattr__'s overhead
     gc_enabled = gc.isenabled()
     gc.disable()  # the pass makes thousands of small objects; collections in the middle cost more than they free

@@ -37,8 +37,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from .capture import Capture, capture
 from .data import ArchGraph
@@ -135,8 +133,8 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
     expand: list[list[int]] = [[] for _ in range(n_raw)]
     for i, node in enumerate(nodes):
         if not kept[i]:
-            expand[i] = _union(nodes, kept, expand, node.preds)
-    preds = [_union(nodes, kept, expand, n.preds) if kept[i] else [] for i, n in enumerate(nodes)]
+            expand[i] = _union(kept, expand, node.preds)
+    preds = [_union(kept, expand, n.preds) if kept[i] else [] for i, n in enumerate(nodes)]
     sinks = [cap.output] if kept[cap.output] else expand[cap.output]
 
     # The reference walks back from the output: only its ancestors are part of the graph.
@@ -150,44 +148,45 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
                 alive[p] = True
                 stack.append(p)
     order = _topological_order(preds, alive, nodes)
-    new_id = {v: k for k, v in enumerate(order)}
-
-    src, dst = [], []
-    for v in order:
-        nv = new_id[v]
-        for u in preds[v]:
-            if u != v:
-                src.append(new_id[u])
-                dst.append(nv)
     n = len(order)
-    edge_index, edge_dist = _edges_with_virtual(n, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
-                                                ve_cutoff)
+    new_id = np.full(n_raw, -1, dtype=np.int64)
+    new_id[order] = np.arange(n)
+    dst = np.asarray([v for v in order for u in preds[v] if u != v], dtype=np.int64)
+    src = new_id[np.asarray([u for v in order for u in preds[v] if u != v], dtype=np.int64)]
+    dst = new_id[dst]
+    edge_index, edge_dist = _edges_with_virtual(n, src, dst, ve_cutoff)  # numpy (2, E), (E,)
+    real = edge_index[:, edge_dist == 1]
 
-    cpu = torch.device("cpu")  # explicit: callers may have a default-device context (e.g. meta) active
-    op_type = torch.tensor([PRIMITIVE_ID[nodes[i].primitive] for i in order], dtype=torch.long, device=cpu)
+    op_type = np.asarray([PRIMITIVE_ID[nodes[i].primitive] for i in order], dtype=np.int64)
     shapes = [tuple(nodes[i].shape[:4]) + (0,) * (4 - len(nodes[i].shape[:4])) for i in order]
-    param_shape = torch.tensor(shapes, dtype=torch.long, device=cpu).reshape(n, 4)  # (N, 4)
-    param_ndim = torch.tensor([len(nodes[i].shape) if nodes[i].params else 0 for i in order], dtype=torch.long,
-                              device=cpu)
+    param_shape = np.asarray(shapes, dtype=np.int64).reshape(n, 4)  # (N, 4)
+    param_ndim = np.asarray([len(nodes[i].shape) if nodes[i].params else 0 for i in order], dtype=np.int64)
+    # Built in numpy and wrapped at the end: torch's multi-threaded kernels on these small tensors (boolean
+    # indexing, nonzero) can cost tens of milliseconds each on a busy machine. from_numpy gives CPU tensors even
+    # when the caller has a default-device context (e.g. meta) active.
     return ArchGraph(
-        op_type=op_type,
-        edge_index=edge_index,
-        edge_dist=edge_dist,
-        param_shape=param_shape,
-        param_ndim=param_ndim,
-        cls_role=_classifier_roles(op_type, param_ndim, edge_index[:, edge_dist == 1]),
+        op_type=torch.from_numpy(op_type),
+        edge_index=torch.from_numpy(edge_index),
+        edge_dist=torch.from_numpy(edge_dist),
+        param_shape=torch.from_numpy(param_shape),
+        param_ndim=torch.from_numpy(param_ndim),
+        cls_role=torch.from_numpy(_classifier_roles(op_type, param_ndim, real)),
         param_names=[tuple(nodes[i].params) for i in order],
         node_names=[nodes[i].label for i in order],
         num_nodes=n,
     )
 
 
-def _union(nodes, kept, expand, preds: list[int]) -> list[int]:
+def _union(kept: list[bool], expand: list[list[int]], preds: list[int]) -> list[int]:
     out: list[int] = []
     for p in preds:
-        for q in ([p] if kept[p] else expand[p]):
-            if q not in out:
-                out.append(q)
+        if kept[p]:
+            if p not in out:
+                out.append(p)
+        else:
+            for q in expand[p]:
+                if q not in out:
+                    out.append(q)
     return out
 
 
@@ -197,10 +196,15 @@ def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list
     A layer applied repeatedly (weight sharing in sequence) makes a cycle through its nodes; the edges back to the
     earlier-made node are then dropped (``preds`` is edited) with a warning, so the layer keeps one node.
     """
+    live = [v for v, a in enumerate(alive) if a]
+    if all(u <= v for v in live for u in preds[v]):
+        # Every edge goes forward in creation order (the usual case): that order is a topological order, and the
+        # smallest one, which is what Kahn's algorithm with a min-heap returns.
+        return live
     order = _kahn(preds, alive)
-    if len(order) == sum(alive):
+    if len(order) == len(live):
         return order
-    stuck = {v for v, a in enumerate(alive) if a} - set(order)
+    stuck = set(live) - set(order)
     dropped = []
     for v in stuck:
         back = [u for u in preds[v] if u in stuck and u >= v]
@@ -208,7 +212,7 @@ def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list
             preds[v] = [u for u in preds[v] if u not in back]
             dropped += [(nodes[u].label, nodes[v].label) for u in back]
     order = _kahn(preds, alive)
-    if len(order) != sum(alive):
+    if len(order) != len(live):
         raise ValueError("to_graph: the graph has a cycle through "
                          + ", ".join(nodes[i].label for i in sorted(stuck)[:5]))
     warnings.warn(f"to_graph: a layer is applied repeatedly; dropped {len(dropped)} edge(s) back to its first use "
@@ -237,23 +241,60 @@ def _kahn(preds: list[list[int]], alive: list[bool]) -> list[int]:
     return order
 
 
-def _edges_with_virtual(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _edges_with_virtual(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int) -> tuple[np.ndarray, np.ndarray]:
     """Real edges (distance 1) plus, for ``ve_cutoff > 1``, virtual edges ``u -> v`` carrying the shortest-path
-    length ``2..ve_cutoff``; sorted by ``(u, v)`` like the reference's adjacency matrix."""
+    length ``2..ve_cutoff``; sorted by ``(u, v)`` like the reference's adjacency matrix.
+
+    ``src < dst`` for every edge (nodes in topological order), so the distances from ``u`` follow from those of
+    its successors, which come later: ``d(u, .) = 1 + min over successors s of d(s, .)``, one vectorised row per
+    node in reverse order, O(N * E_real) in all. Distances are capped at ``ve_cutoff + 1`` ("too far"), which is
+    exact: a path through a node further than the cutoff is itself further than the cutoff.
+
+    Shapes:
+        ``src (E_real,)``, ``dst (E_real,)`` -> ``edge_index (2, E)`` int64, ``edge_dist (E,)`` int64
+    """
     if ve_cutoff <= 1 or len(src) == 0:
         key = np.unique(src * n + dst)
-        return (torch.from_numpy(np.stack([key // n, key % n])).long(),
-                torch.ones(len(key), dtype=torch.long, device="cpu"))
-    adj = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    dist = dijkstra(adj, directed=True, unweighted=True, limit=ve_cutoff + 0.5)  # (N, N), inf beyond the cutoff
-    np.nan_to_num(dist, copy=False, posinf=0.0)  # unreachable -> 0, like the diagonal
-    u, v = np.nonzero(dist)  # row-major: sorted by (u, v)
-    edge_index = torch.from_numpy(np.stack([u, v])).long()  # (2, E)
-    edge_dist = torch.from_numpy(dist[u, v].astype(np.int64))  # (E,)
-    return edge_index, edge_dist
+        return np.stack([key // n, key % n]), np.ones(len(key), dtype=np.int64)
+    dist, far = _distances(n, src, dst, ve_cutoff)
+    near = dist < far  # (N, N): within the cutoff, the diagonal included
+    near.flat[::n + 1] = False
+    counts = np.count_nonzero(near, axis=1)
+    edge_index = np.empty((2, int(counts.sum())), dtype=np.int64)
+    edge_index[0] = np.repeat(np.arange(n), counts)  # row-major: sorted by (u, v)
+    edge_index[1] = np.broadcast_to(np.arange(n), (n, n))[near]
+    return edge_index, dist[near].astype(np.int64)
 
 
-def _classifier_roles(op_type: torch.Tensor, param_ndim: torch.Tensor, real_edges: torch.Tensor) -> torch.Tensor:
+def _distances(n: int, src: np.ndarray, dst: np.ndarray, ve_cutoff: int) -> tuple[np.ndarray, int]:
+    """Shortest-path lengths of a DAG whose edges go forward (``src < dst``), capped.
+
+    Returns:
+        ``dist (N, N)`` with ``dist[u, v]`` the length of the shortest path ``u -> v`` (0 on the diagonal), or
+        ``far = min(ve_cutoff, N) + 1`` when there is none of length ``<= ve_cutoff``; and ``far``.
+    """
+    far = min(ve_cutoff, n) + 1
+    dtype = np.uint8 if far < 255 else np.uint16 if far < 65535 else np.int64  # far + 1 must fit
+    dist = np.full((n, n), far, dtype=dtype)
+    by_src = np.argsort(src, kind="stable")
+    succ = dst[by_src]
+    ptr = np.searchsorted(src[by_src], np.arange(n + 1)).tolist()
+    succ_list = succ.tolist()
+    add, minimum = np.add, np.minimum
+    for u in range(n - 1, -1, -1):
+        a, b = ptr[u], ptr[u + 1]
+        row = dist[u]
+        if b - a == 1:
+            add(dist[succ_list[a]], 1, out=row)
+            minimum(row, far, out=row)
+        elif b > a:
+            add(dist[succ[a:b]].min(axis=0), 1, out=row)
+            minimum(row, far, out=row)
+        row[u] = 0
+    return dist, far
+
+
+def _classifier_roles(op_type: np.ndarray, param_ndim: np.ndarray, real_edges: np.ndarray) -> np.ndarray:
     """``cls_role`` (1 classifier weight, 2 classifier bias). The reference marks the last node as the classifier
     bias and the node before it as the classifier weight (``last_bias``/``last_weight``), which for a linear head
     is its bias and weight. Here the last node that has parameters decides, so that heads followed by
@@ -261,11 +302,11 @@ def _classifier_roles(op_type: torch.Tensor, param_ndim: torch.Tensor, real_edge
     conv/linear weight feeding it 1; a bias-free conv/linear weight is 1.
 
     Shapes:
-        ``op_type (N,)``, ``param_ndim (N,)``, ``real_edges (2, E_real)`` -> ``(N,)``
+        ``op_type (N,)``, ``param_ndim (N,)``, ``real_edges (2, E_real)`` -> ``(N,)``, all int64 numpy arrays
     """
     n = len(op_type)
-    role = torch.zeros(n, dtype=torch.long, device="cpu")
-    with_params = torch.nonzero(param_ndim > 0).flatten()
+    role = np.zeros(n, dtype=np.int64)
+    with_params = np.flatnonzero(param_ndim > 0)
     if len(with_params) == 0:
         return role
     last = int(with_params[-1])

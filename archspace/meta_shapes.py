@@ -24,6 +24,24 @@ def _is_meta(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and type(t) is torch.Tensor and t.device == _META
 
 
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """``torch.broadcast_shapes(a, b)`` for two shapes (the torch function is ~30 us), ``None`` if they clash."""
+    if a == b:
+        return tuple(a)
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    offset = len(a) - len(b)
+    for i, s in enumerate(b):
+        t = out[offset + i]
+        if s != t:
+            if t == 1:
+                out[offset + i] = s
+            elif s != 1:
+                return None
+    return tuple(out)
+
+
 def _flag(args: tuple, kwargs: dict, index: int, name: str) -> bool:
     """Value of a boolean argument given positionally at ``index`` or by keyword ``name`` (default False)."""
     if name in kwargs:
@@ -61,11 +79,13 @@ def _binary(inplace: bool) -> Callable[[tuple, dict], torch.Tensor | None]:
         if not dtype.is_floating_point or any(t.dtype != dtype for t in tensors):
             return None
         if len(tensors) == 2:
-            shape = torch.broadcast_shapes(a.shape, b.shape)
+            shape = _broadcast(a.shape, b.shape)
+            if shape is None:
+                return None
         else:
             shape = tensors[0].shape
         if inplace:
-            return a if isinstance(a, torch.Tensor) and a.shape == shape else None
+            return a if isinstance(a, torch.Tensor) and tuple(a.shape) == tuple(shape) else None
         return torch.empty(shape, dtype=dtype, device=_META)
 
     return rule
@@ -125,7 +145,9 @@ def _compare(args: tuple, kwargs: dict) -> torch.Tensor | None:
     if isinstance(b, torch.Tensor):
         if not _is_meta(b):
             return None
-        shape = torch.broadcast_shapes(a.shape, b.shape)
+        shape = _broadcast(a.shape, b.shape)
+        if shape is None:
+            return None
     elif isinstance(b, (int, float)):
         shape = a.shape
     else:
@@ -137,7 +159,7 @@ def _masked_fill(args: tuple, kwargs: dict) -> torch.Tensor | None:
     if kwargs or len(args) != 3 or not (_is_meta(args[0]) and _is_meta(args[1])):
         return None
     x, mask = args[0], args[1]
-    if torch.broadcast_shapes(x.shape, mask.shape) != x.shape or not x.is_floating_point():
+    if _broadcast(x.shape, mask.shape) != tuple(x.shape) or not x.is_floating_point():
         return None
     return _empty(x.shape, x)
 
@@ -168,36 +190,47 @@ def _matmul(args: tuple, kwargs: dict) -> torch.Tensor | None:
     a, b = args
     if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
         return None
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = _broadcast(a.shape[:-2], b.shape[:-2])
+    if batch is None:
+        return None
     return _empty((*batch, a.shape[-2], b.shape[-1]), a)
+
+
+_CONV_ARGS = ("bias", "stride", "padding", "dilation", "groups")
 
 
 def _conv(args: tuple, kwargs: dict) -> torch.Tensor | None:
     """``conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)`` with numeric padding."""
-    if kwargs.keys() - {"bias", "stride", "padding", "dilation", "groups"} or len(args) < 2:
+    if len(args) < 2 or (kwargs and kwargs.keys() - _CONV_ARGS):
         return None
     x, w = args[0], args[1]
     if not (_is_meta(x) and _is_meta(w)) or x.dim() != w.dim() or x.dtype != w.dtype:
         return None
-    named = dict(zip(("bias", "stride", "padding", "dilation", "groups"), args[2:]))
-    named.update(kwargs)
-    k = w.dim() - 2
-
-    def tup(v, default):
-        v = default if v is None else v
-        return (int(v),) * k if isinstance(v, int) else tuple(int(a) for a in v)
-
-    if isinstance(named.get("padding"), str):
+    stride, padding, dilation, groups = (*args[3:7], None, None, None, None)[:4]
+    if kwargs:
+        stride, padding = kwargs.get("stride", stride), kwargs.get("padding", padding)
+        dilation, groups = kwargs.get("dilation", dilation), kwargs.get("groups", groups)
+    if isinstance(padding, str):
         return None
-    stride, padding = tup(named.get("stride"), 1), tup(named.get("padding"), 0)
-    dilation, groups = tup(named.get("dilation"), 1), int(named.get("groups", 1) or 1)
+    k = w.dim() - 2
+    stride, padding, dilation = _ints(stride, 1, k), _ints(padding, 0, k), _ints(dilation, 1, k)
+    groups = int(groups or 1)
     if not (len(stride) == len(padding) == len(dilation) == k) or x.shape[1] != w.shape[1] * groups:
         return None
-    spatial = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
-               for i in range(k)]
+    xs, ws = x.shape, w.shape
+    spatial = [(xs[2 + i] + 2 * padding[i] - dilation[i] * (ws[2 + i] - 1) - 1) // stride[i] + 1 for i in range(k)]
     if min(spatial) < 1:
         return None
-    return _empty((x.shape[0], w.shape[0], *spatial), x)
+    return torch.empty((xs[0], ws[0], *spatial), dtype=x.dtype, device=_META)
+
+
+def _ints(v: Any, default: int, k: int) -> tuple[int, ...]:
+    """A conv argument (``None``, an int or a sequence) as ``k`` ints."""
+    if v is None:
+        return (default,) * k
+    if isinstance(v, int):
+        return (int(v),) * k
+    return tuple(int(a) for a in v)
 
 
 _MHA_NAMES = ("query", "key", "value", "embed_dim_to_check", "num_heads")

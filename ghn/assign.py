@@ -39,6 +39,8 @@ class ParamTarget:
             (classifier-bias head, ``(num_classes,)``).
         fit_shape: the target viewed with the block's number of dims (reshaped to ``shape`` at the end).
         kernel: crop ``(h, w)`` of the conv decoder (``(1, 1)`` otherwise).
+        channels: ``(out, in)`` channels decoded for this target (the needed counts rounded up to a power of two,
+            at most the block size), so a depthwise ``(C, 1, k, k)`` weight does not pay for 64 input channels.
         row: 1-D decoder row, 0 for weights, 1 for biases.
         norm: normalisation kind and scale (:mod:`ghn.normalize`).
     """
@@ -50,6 +52,7 @@ class ParamTarget:
     source: str
     fit_shape: tuple[int, ...]
     kernel: tuple[int, int]
+    channels: tuple[int, int]
     row: int
     norm: tuple[str, float]
 
@@ -60,13 +63,13 @@ class Assignment:
 
     Attributes:
         targets: every target, graph by graph.
-        decode: ``(source, kernel) -> (node ids, n_out, n_in)``: the blocks to compute.
+        decode: ``(source, kernel, channels) -> node ids``: the blocks to compute.
         groups: ``group key -> list of (target index, row in the decoded blocks of that source)``.
         untouched: per graph, parameter names no node is bound to.
     """
 
     targets: list[ParamTarget]
-    decode: dict[tuple[str, tuple[int, int]], tuple[list[int], int, int]]
+    decode: dict[tuple[str, tuple[int, int], tuple[int, int]], list[int]]
     groups: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
     untouched: list[list[str]] = field(default_factory=list)
 
@@ -114,8 +117,19 @@ def make_target(graph: int, name: str, node: int, shape: tuple[int, ...], cls_ro
         shape_for_fit = shape
     fit = _fit_shape(source, shape_for_fit)
     kernel = (min(fit[2], max_shape[2]), min(fit[3], max_shape[3])) if source == CONV else (1, 1)
+    if source == CONV:
+        channels = (_bucket(fit[0], max_shape[0]), _bucket(fit[1], max_shape[1]))
+    elif source == CLS_W:
+        channels = (max_shape[0], _bucket(fit[1], max_shape[1]))  # the head mixes all S_out rows
+    else:
+        channels = (1, 1)
     norm = normalization_kind(shape, is_bias, op_type == _POS_ENC) if weight_norm else (IDENTITY, 1.0)
-    return ParamTarget(graph, name, node, shape, source, fit, kernel, 1 if is_bias else 0, norm)
+    return ParamTarget(graph, name, node, shape, source, fit, kernel, channels, 1 if is_bias else 0, norm)
+
+
+def _bucket(n: int, limit: int) -> int:
+    """``n`` rounded up to a power of two, at most ``limit``."""
+    return min(limit, 1 << max(0, int(n) - 1).bit_length())
 
 
 def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cls_role: list[int],
@@ -159,22 +173,16 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
                                            max_shape, weight_norm))
         untouched.append([n for n in params if n not in seen])
 
-    # What to decode: per source (and kernel), the nodes and how many channels are needed.
-    need: dict[tuple[str, tuple[int, int]], dict] = defaultdict(lambda: {"nodes": {}, "out": 1, "in": 1})
+    # What to decode: per source, kernel and channel bucket, the nodes (each node once).
+    decode: dict[tuple, dict[int, int]] = defaultdict(dict)
     groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
     for i, t in enumerate(targets):
         src = VEC if t.source in (VEC, COL, CLS_B) else t.source  # one 1-D decoder pass serves all three
-        key = (src, t.kernel)
-        entry = need[key]
-        row = entry["nodes"].setdefault(t.node, len(entry["nodes"]))
-        if t.source == CONV:
-            entry["out"] = max(entry["out"], min(t.fit_shape[0], max_shape[0]))
-            entry["in"] = max(entry["in"], min(t.fit_shape[1], max_shape[1]))
-        elif t.source == CLS_W:
-            entry["in"] = max(entry["in"], min(t.fit_shape[1], max_shape[1]))
-        groups[(t.source, t.kernel, t.row, t.fit_shape, t.shape, t.norm)].append((i, row))
-    decode = {k: (list(v["nodes"]), v["out"], v["in"]) for k, v in need.items()}
-    return Assignment(targets, decode, dict(groups), untouched)
+        nodes = decode[(src, t.kernel, t.channels)]
+        row = nodes.setdefault(t.node, len(nodes))
+        groups[(t.source, t.kernel, t.channels, t.row, t.fit_shape, t.shape, t.norm)].append((i, row))
+    decode_lists = {k: list(v) for k, v in decode.items()}
+    return Assignment(targets, decode_lists, dict(groups), untouched)
 
 
 def fit_to_shape(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

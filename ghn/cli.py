@@ -12,6 +12,7 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import sys
 
 import torch.nn as nn
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"ghn: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

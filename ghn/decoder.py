@@ -45,18 +45,20 @@ class ConvDecoder(nn.Module):
     def _rows(self, kind: str, a: int, b: int, device: torch.device) -> torch.Tensor:
         """Indices of the needed rows: ``fc`` rows of an ``(a, b)`` crop in ``(h, w, channel)`` order, or rows of
         the last convolution for ``a`` out x ``b`` in channels."""
-        s_out, s_in, s_h, s_w = self.max_shape
         key = (kind, a, b, str(device))
         rows = self._rows_cache.get(key)
         if rows is None:
-            if kind == "fc":
-                grid = torch.arange(self.fc[0].out_features).view(-1, s_h, s_w)  # (H1, S_h, S_w)
-                rows = grid[:, :a, :b].permute(1, 2, 0).reshape(-1)  # pixel-major: the output is channels-last
-            else:
-                rows = torch.arange(s_out * s_in).view(s_out, s_in)[:a, :b].reshape(-1)
-            rows = rows.to(device)
+            with torch.inference_mode(False):  # cached across calls: must stay usable by autograd later
+                rows = self._make_rows(kind, a, b).to(device)
             self._rows_cache[key] = rows
         return rows
+
+    def _make_rows(self, kind: str, a: int, b: int) -> torch.Tensor:
+        s_out, s_in, s_h, s_w = self.max_shape
+        if kind == "fc":
+            grid = torch.arange(self.fc[0].out_features).view(-1, s_h, s_w)  # (H1, S_h, S_w)
+            return grid[:, :a, :b].permute(1, 2, 0).reshape(-1)  # pixel-major: the output is channels-last
+        return torch.arange(s_out * s_in).view(s_out, s_in)[:a, :b].reshape(-1)
 
     def forward(self, x: torch.Tensor, kernel: tuple[int, int], n_out: int | None = None,
                 n_in: int | None = None) -> torch.Tensor:

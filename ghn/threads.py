@@ -8,7 +8,25 @@ import torch
 
 
 @contextlib.contextmanager
-def one_thread(device: torch.device):
+def limit_threads(num_threads: int | None, device: torch.device | str = "cpu"):
+    """Run a block with at most ``num_threads`` intra-op CPU threads (``None``: leave the setting), restoring it.
+
+    Args:
+        num_threads: thread cap, or ``None``.
+        device: the computation's device; nothing changes off the CPU.
+    """
+    n = torch.get_num_threads()
+    if num_threads is None or torch.device(device).type != "cpu" or n <= num_threads:
+        yield
+        return
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def one_thread(device: torch.device | str = "cpu"):
     """Run a block with one intra-op CPU thread, restoring the setting afterwards (no-op off the CPU).
 
     Used for the GNN sweeps and for copying predictions into a model: every sweep level touches a few rows of width
@@ -17,12 +35,4 @@ def one_thread(device: torch.device):
     loaded 2-core machine); copies are memory-bound and gain little from threads. The decoder's large convolutions
     keep the caller's thread count.
     """
-    n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return limit_threads(1, device)

@@ -39,6 +39,7 @@ def atomic_write_text(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -54,6 +55,7 @@ def atomic_torch_save(obj, path: str) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -122,6 +124,7 @@ def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) ->
             shutil.rmtree(os.path.join(root, stray), ignore_errors=True)
     name = f"step_{step:08d}"
     tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
     ghn.save(os.path.join(tmp, "ghn.safetensors"))
     torch.save(dict(state, step=step), os.path.join(tmp, "state.pt"))
     final = os.path.join(root, name)

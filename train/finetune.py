@@ -34,6 +34,13 @@ def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``; networks with auxiliary heads (GoogLeNet, Inception in train mode) return a tuple whose first
+    element holds the main logits ``(B, num_classes)``."""
+    out = model(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 @contextlib.contextmanager
 def bn_batch_stats_mode(model: nn.Module):
     """Within the block, the model is in evaluation mode except BatchNorm, which normalises with the statistics
@@ -86,7 +93,7 @@ def evaluate(model: nn.Module, batches: Batches, *, bn_batch_stats: bool = False
             model.eval()
         for x, y in batches:
             x, y = x.to(device), y.to(device)
-            logits = model(x)  # (B, num_classes)
+            logits = _logits(model, x)  # (B, num_classes)
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             total += y.numel()
@@ -175,7 +182,7 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05
     batches = TrainBatches(data, batch_size=batch_size, seed=seed)
     for step, (x, y) in enumerate(batches.iterate(0, steps), 1):
         x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model(x), y)  # logits (B, num_classes)
+        loss = F.cross_entropy(_logits(model, x), y)  # logits (B, num_classes)
         if not torch.isfinite(loss):
             curve.diverged_at = step
             if log:

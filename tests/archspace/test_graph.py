@@ -3,6 +3,7 @@
 import warnings
 
 import networkx as nx
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -10,6 +11,8 @@ import torchvision
 from torch_geometric.data import Batch
 
 from archspace import ArchGraph, adapt_small_input, to_graph
+from archspace.capture import Capture, RawNode, capture
+from archspace.graph import _edges_with_virtual, build_graph, input_shape
 from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
 
@@ -196,12 +199,31 @@ def test_model_is_left_unchanged():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_graph_is_on_cpu_under_a_meta_default_device():
+    with torch.device("meta"):
+        graph = to_graph(torchvision.models.resnet18(), 32)
+    for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
+        assert graph[key].device.type == "cpu", key
+
+
 def test_fast_shape_rules_give_the_same_graph():
     model = meta_model("swin_t")
     fast, slow = to_graph(model, 224, fast=True), to_graph(model, 224, fast=False)
     for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
         assert torch.equal(fast[key], slow[key]), key
     assert fast.param_names == slow.param_names and fast.node_names == slow.node_names
+
+
+def test_fast_broadcast_matches_torch():
+    from archspace.meta_shapes import _broadcast
+    shapes = [(), (1,), (3,), (2, 1), (2, 3), (1, 3), (4, 1, 3), (4, 2, 3), (0,), (2, 0), (5, 1, 1, 1)]
+    for a in shapes:
+        for b in shapes:
+            try:
+                expected = tuple(torch.broadcast_shapes(a, b))
+            except (RuntimeError, ValueError):
+                expected = None
+            assert _broadcast(torch.Size(a), torch.Size(b)) == expected, (a, b)
 
 
 class CpuConstant(nn.Module):
@@ -288,6 +310,137 @@ def test_output_without_input_is_an_error():
 def test_failing_forward_is_reported():
     with pytest.raises(RuntimeError, match="Wrong image height"):
         to_graph(meta_model("vit_b_16"), 64)
+
+
+# ------------------------------------------------------------------ the fast path against a plain reference
+def reference_graph(cap, ve_cutoff):
+    """``build_graph`` written the obvious way with networkx: contract the dropped ops, keep the output's ancestors,
+    the smallest topological order, virtual edges from all-pairs shortest path lengths with a cutoff."""
+    nodes = cap.nodes
+    raw = nx.DiGraph()
+    raw.add_nodes_from(range(len(nodes)))
+    raw.add_edges_from((p, v) for v, node in enumerate(nodes) for p in node.preds if p != v)
+    kept = {v for v, node in enumerate(nodes) if node.primitive is not None}
+
+    def kept_feeding(v):  # kept nodes with a path to v through dropped ops only
+        found, stack, seen = set(), list(raw.predecessors(v)), set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in kept:
+                found.add(u)
+            else:
+                stack.extend(raw.predecessors(u))
+        return found
+
+    contracted = nx.DiGraph()
+    contracted.add_edges_from((u, v) for v in kept for u in kept_feeding(v))
+    sinks = {cap.output} if cap.output in kept else kept_feeding(cap.output)
+    contracted.add_nodes_from(sinks)
+    alive = set(sinks).union(*(nx.ancestors(contracted, s) for s in sinks))
+    sub = contracted.subgraph(alive)
+    order = list(nx.lexicographical_topological_sort(sub))  # smallest creation index first
+    new = {v: k for k, v in enumerate(order)}
+    real = nx.DiGraph()
+    real.add_nodes_from(range(len(order)))
+    real.add_edges_from((new[u], new[v]) for u, v in sub.edges)
+    lengths = {(u, v): d for u, row in nx.all_pairs_shortest_path_length(real, cutoff=ve_cutoff)
+               for v, d in row.items() if d > 0}
+    pairs = sorted(lengths)
+    n = len(order)
+    op_type = torch.tensor([PRIMITIVE_ID[nodes[v].primitive] for v in order])
+    param_ndim = torch.tensor([len(nodes[v].shape) if nodes[v].params else 0 for v in order])
+    role = torch.zeros(n, dtype=torch.long)
+    last = max(k for k in range(n) if param_ndim[k] > 0)
+    conv_like = {PRIMITIVE_ID[p] for p in ("conv", "sep_conv", "dil_conv")}
+    if PRIMITIVES[int(op_type[last])] == "bias":
+        role[last] = 2
+        feeding = list(real.predecessors(last))
+        if len(feeding) == 1 and int(op_type[feeding[0]]) in conv_like and param_ndim[feeding[0]] > 0:
+            role[feeding[0]] = 1
+    elif int(op_type[last]) in conv_like:
+        role[last] = 1
+    return ArchGraph(
+        op_type=op_type,
+        edge_index=torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t(),
+        edge_dist=torch.tensor([lengths[e] for e in pairs], dtype=torch.long),
+        param_shape=torch.tensor([(tuple(nodes[v].shape[:4]) + (0, 0, 0, 0))[:4] for v in order]).reshape(n, 4),
+        param_ndim=param_ndim,
+        cls_role=role,
+        param_names=[tuple(nodes[v].params) for v in order],
+        node_names=[nodes[v].label for v in order],
+        num_nodes=n,
+    )
+
+
+def assert_same_graph(got, expected):
+    for key in ("op_type", "edge_index", "edge_dist", "param_shape", "param_ndim", "cls_role"):
+        assert got[key].dtype == expected[key].dtype == torch.long, key
+        assert torch.equal(got[key], expected[key]), key
+    assert got.param_names == expected.param_names and got.node_names == expected.node_names
+    assert got.num_nodes == expected.num_nodes
+
+
+def deepnets_net(index):
+    from archspace.sampler import get_net
+    return get_net("val", index)
+
+
+@pytest.mark.parametrize("name, make, size", [
+    ("resnet18_small", lambda: adapt_small_input(torchvision.models.resnet18()), 32),
+    ("resnet50", lambda: meta_model("resnet50"), 224),
+    ("vit_b_16", lambda: meta_model("vit_b_16"), 224),
+    ("tiny_deepnet", TinyDeepNet, 8),
+    ("deepnets_val_0", lambda: deepnets_net(0), 32),
+    ("deepnets_val_7", lambda: deepnets_net(7), 32),
+])
+def test_fast_build_matches_networkx_reference(name, make, size):
+    cap = capture(make(), input_shape(size))
+    for cutoff in (1, 2, 5, 50):
+        assert_same_graph(build_graph(cap, cutoff), reference_graph(cap, cutoff))
+
+
+def test_fast_build_matches_reference_on_the_800_node_darts_net():
+    from archspace.sampler import get_net
+    cap = capture(get_net("predefined", 2), input_shape(32))
+    graph = build_graph(cap, 50)
+    assert graph.num_nodes == 794
+    assert_same_graph(graph, reference_graph(cap, 50))
+
+
+def test_build_orders_nodes_made_out_of_order():
+    """Nodes are usually made in a topological order; when not, the smallest topological order is used."""
+    nodes = [RawNode("input", [], label="input"), RawNode("conv", [3], label="late", shape=(4, 3, 1, 1)),
+             RawNode("bn", [1], label="norm", shape=(4,)), RawNode("conv", [0], label="early", shape=(4, 3, 3, 3)),
+             RawNode("sum", [2, 3], label="sum"), RawNode(None, [4], label="dropped"),
+             RawNode("conv", [5, 0], label="head", shape=(2, 4)), RawNode("conv", [4], label="dead", shape=(2, 4))]
+    for node in nodes[1:]:
+        node.params = [node.label] if node.shape else []
+    cap = Capture(nodes, 6, {}, "meta")
+    graph = build_graph(cap, 3)
+    assert graph.node_names == ["input", "early", "late", "norm", "sum", "head"]
+    assert_same_graph(graph, reference_graph(cap, 3))
+
+
+@pytest.mark.parametrize("n", [2, 9, 70, 300])
+def test_virtual_edges_of_random_dags_match_networkx(n):
+    rng = np.random.default_rng(n)
+    # a broken chain (deep graphs: distances past 255, the wider distance type) plus random forward edges
+    pairs = {(v - 1, v) for v in range(1, n) if rng.random() < 0.9}
+    pairs |= {tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(int(rng.integers(0, 3 * n)))}
+    src, dst = (np.asarray(x, dtype=np.int64) for x in zip(*sorted(pairs))) if pairs else (np.zeros(0, np.int64),) * 2
+    g = nx.DiGraph(list(pairs))
+    g.add_nodes_from(range(n))
+    for cutoff in (1, 2, 7, 50, 10**6):
+        edge_index, edge_dist = _edges_with_virtual(n, src, dst, cutoff)
+        lengths = {(u, v): d for u, row in nx.all_pairs_shortest_path_length(g, cutoff=cutoff)
+                   for v, d in row.items() if d > 0}
+        pairs_sorted = sorted(lengths)
+        assert edge_index.dtype == edge_dist.dtype == np.int64
+        assert edge_index.T.tolist() == [list(e) for e in pairs_sorted], (n, cutoff)
+        assert edge_dist.tolist() == [lengths[e] for e in pairs_sorted], (n, cutoff)
 
 
 # ------------------------------------------------------------------ batching

@@ -9,6 +9,7 @@ import torch
 
 from archspace.sampler import get_genotype, get_net
 from train.candidates import CandidateError, parse_candidates
+from train.correlation import rank_correlation
 from train.data import eval_batches, load_digits
 from train.rank import (
     RankRow,
@@ -193,8 +194,9 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     accs = [float(r["accuracy"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
     summary = json.loads((tmp_path / "ranking.summary.json").read_text())
-    tau = summary["validation"]["kendall_tau"]
-    assert tau is None or -1 <= tau <= 1
+    expected = rank_correlation(accs, [float(r["trained_accuracy"]) for r in rows]).as_dict()
+    assert summary["validation"]["kendall_tau"] == pytest.approx(expected["kendall_tau"])
+    assert summary["validation"]["spearman_rho"] == pytest.approx(expected["spearman_rho"])
     assert "Kendall tau" in printed and "Spearman rho" in printed
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the CSV accuracy is the accuracy of the predicted parameters, BN with batch statistics, batches of 64
