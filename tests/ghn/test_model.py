@@ -93,8 +93,8 @@ def test_in_place_equals_functional():
     model, report = ghn(model, graph=graph, bn_mode="keep")
     assert report.complete and report.num_params_predicted == report.num_params_total
     assert "c2.weight" in report.tiled and "c8.weight" in report.tiled and "c1.weight" not in report.tiled
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p, expected[name], rtol=0, atol=0, msg=name)
+    for name, p in model.named_parameters():  # equal up to float rounding (thread counts may differ)
+        torch.testing.assert_close(p, expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_every_ghn_parameter_gets_a_gradient():
