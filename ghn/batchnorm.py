@@ -42,6 +42,8 @@ def set_bn_mode(model: nn.Module, mode: str) -> nn.Module:
         if not isinstance(m, _BatchNorm):
             continue
         if mode == "batch":
+            if not m.track_running_stats and m.running_mean is None:
+                continue  # already in batch-statistics mode
             m.track_running_stats = False
             m.running_mean = None
             m.running_var = None

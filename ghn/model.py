@@ -289,8 +289,8 @@ class GHN(nn.Module):
             graph: a prebuilt graph of ``model`` (built with ``archspace.to_graph`` if ``None``).
             threads: cap on intra-op CPU threads while predicting (restored afterwards); ``None`` keeps the
                 current setting. One prediction is a long chain of small operations; measured on a 2-core machine
-                shared with other jobs, 1 thread was 2-3x faster than 2 (resnet50: 86 vs 228 ms), and on an idle
-                machine the difference is a few ms of decoder time.
+                shared with other jobs, 1 thread was 2-3x faster than 2 (resnet50: 86 vs 228 ms); on an idle
+                machine 2 threads would save a few ms of decoder time.
 
         Returns:
             ``(model, report)``: the same model object with predicted parameters, and a

@@ -1,14 +1,17 @@
-"""Fixtures for the GHN tests: small random DAGs and a small GHN (the real constructor, shrunk)."""
+"""Shared helpers for the GHN tests: paths of the reference files and random DAGs."""
 
 from __future__ import annotations
 
-import pytest
+import os
+
 import torch
 
-from ghn import GHN
-
-REFERENCE_CKPT = "/work/shared/ghn2/ghn2_cifar10_randinit_seed0.pt"
-REFERENCE_JSON = "/work/shared/ghn2/c10s0_resnet18.json"
+#: Folder of the reference files (``../shared/ghn2`` next to the checkout unless ``GHN2_REFERENCE_DIR`` is set);
+#: tests that need them are skipped when they are absent.
+REFERENCE_DIR = os.environ.get("GHN2_REFERENCE_DIR", os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "ghn2")))
+REFERENCE_CKPT = os.path.join(REFERENCE_DIR, "ghn2_cifar10_randinit_seed0.pt")
+REFERENCE_JSON = os.path.join(REFERENCE_DIR, "c10s0_resnet18.json")
 
 
 def random_dag(n: int, seed: int, max_in: int = 3) -> list[tuple[int, int]]:
@@ -20,10 +23,3 @@ def random_dag(n: int, seed: int, max_in: int = 3) -> list[tuple[int, int]]:
         for u in torch.randint(0, v, (k,), generator=g).tolist():
             edges.add((u, v))
     return sorted(edges)
-
-
-@pytest.fixture
-def small_ghn() -> GHN:
-    """A GHN-2 of the released layout with a smaller hidden size, seeded."""
-    torch.manual_seed(0)
-    return GHN(max_shape=(16, 16, 5, 5), num_classes=10, hidden_dim=16)

@@ -144,3 +144,9 @@ def test_bad_constructor_arguments():
         GHN(decoder="rnn")
     with pytest.raises(ValueError, match="max_shape"):
         GHN(max_shape=(64, 64, 11))
+
+
+@pytest.mark.parametrize("config, count", [({}, 1_620_764),
+                                           ({"max_shape": (64, 64, 16, 16), "num_classes": 1000}, 2_319_720)])
+def test_released_configurations_have_reference_sizes(config, count):
+    assert sum(p.numel() for p in GHN(**config).parameters()) == count
