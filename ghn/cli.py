@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--report", action="store_true", help="print the coverage report")
     pr.add_argument("--json", action="store_true", help="with --report: print it as JSON")
     pr.set_defaults(func=_predict)
+    # Ranking and warm-started fine-tuning live in the train package (they need image data); imported here so that
+    # `ghn rank` and `ghn finetune` sit beside `ghn predict`.
+    from train.finetune_cli import add_finetune_parser
+    from train.rank_cli import add_rank_parser
+
+    add_rank_parser(sub)
+    add_finetune_parser(sub)
     return p
 
 
