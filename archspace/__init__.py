@@ -6,6 +6,11 @@ Public names are imported lazily so that ``import archspace`` stays fast.
 from __future__ import annotations
 
 import importlib
+import warnings
+
+# torch_geometric's import calls torch.jit.script, which current torch deprecates with a FutureWarning on every
+# start-up; it says nothing about our code, so it is silenced here, before any module imports torch_geometric.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
 
 _EXPORTS = {
     "PRIMITIVES": "archspace.primitives",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib
 
+import archspace  # noqa: F401  (installs the filter for torch_geometric's import-time warning)
+
 _EXPORTS = {
     "GHN": "ghn.model",
     "CheckpointError": "ghn.checkpoint",

@@ -142,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ghn`` console script. Returns the exit status."""
-    import warnings
 
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # noise from an import
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

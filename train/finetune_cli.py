@@ -202,9 +202,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m train.finetune_cli MODEL --ckpt GHN ...``."""
-    import warnings
 
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # noise from an import
     parser = argparse.ArgumentParser(prog="ghn")
     add_finetune_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["finetune", *(sys.argv[1:] if argv is None else argv)])

@@ -208,9 +208,7 @@ def _one_candidate(name: str, path: str, width: int | None):
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m train.rank_cli CANDIDATES --ckpt GHN ...``."""
-    import warnings
 
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # noise from an import
     parser = argparse.ArgumentParser(prog="ghn")
     add_rank_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["rank", *(sys.argv[1:] if argv is None else argv)])
