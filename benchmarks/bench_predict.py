@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_predict.py --cases resnet50_c10 darts800 --repeats 10
 
 Each case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its own. The time is the
-fastest of ``--repeats`` warm runs of ``model, report = ghn(model)`` (graph built from the model each time; the
+fastest of ``--repeats`` warm runs of ``model = ghn(model)`` (graph built from the model each time; the
 median is printed too) and its CPU time (``process_time``; on a machine shared with other jobs the
 wall time is inflated by waiting for a core, the CPU time much less so, and with ``--threads 1`` it approximates the
 wall time on an idle machine). The reference figures are the ones measured with facebookresearch/ppuda on a machine of
@@ -62,11 +62,11 @@ def run_child(case: str, ckpt: str, repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     ghn = GHN.load(ckpt) if os.path.exists(ckpt) else GHN().eval()
     model, size = _build(case)
-    _, report = ghn(model, input_size=size)  # warm-up
+    _, report = ghn(model, input_size=size, return_report=True)  # warm-up
     times, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
-        _, report = ghn(model, input_size=size)
+        _, report = ghn(model, input_size=size, return_report=True)
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     import archspace

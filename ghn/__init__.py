@@ -4,7 +4,8 @@ Quick use::
 
     from ghn import GHN
     ghn = GHN.load("ghn2_cifar10.pt")           # ours (.safetensors) or a reference torch.save checkpoint
-    model, report = ghn(model)                   # predicts every parameter in place
+    model = ghn(model)                           # predicts every parameter in place
+    model, report = ghn(model, return_report=True)
     print(report)                                # predicted / tiled / untouched parameters
 
 BatchNorm running statistics are not predicted: by default (``bn_mode="batch"``) BN layers then always use batch

@@ -9,8 +9,6 @@ checkpoint exit with status 2 and one line on stderr, no traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import os
 import sys
@@ -22,51 +20,14 @@ class UsageError(Exception):
     """A user error reported in one line with exit status 2."""
 
 
-def _load_model_fallback(spec: str, num_classes: int) -> nn.Module:
-    """Build a model from a spec when :mod:`archspace.models` is not available."""
-    kind, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise UsageError(f"bad model spec {spec!r}: expected torchvision:NAME, deepnets:SPLIT/INDEX or "
-                         "pkg.module:callable")
-    if kind == "torchvision":
-        import torchvision
-
-        try:
-            return torchvision.models.get_model(rest, weights=None, num_classes=num_classes)
-        except (ValueError, KeyError) as e:
-            raise UsageError(f"unknown torchvision model {rest!r}") from e
-    if kind == "deepnets":
-        from archspace import get_net
-
-        split, _, index = rest.partition("/")
-        try:
-            return get_net(split, int(index), num_classes=num_classes)
-        except (ValueError, IndexError, KeyError) as e:
-            raise UsageError(f"bad DeepNets-1M spec {rest!r}: {e}") from e
-    try:
-        fn = getattr(importlib.import_module(kind), rest)
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"cannot import {rest!r} from {kind!r}: {e}") from e
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    model = fn(num_classes=num_classes) if "num_classes" in params else fn()
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"{spec!r} did not return an nn.Module")
-    return model
-
-
 def load_model(spec: str, num_classes: int) -> nn.Module:
-    """Resolve a model spec with :func:`archspace.models.load_model` (or a built-in fallback).
+    """Resolve a model spec with :func:`archspace.models.load_model`.
 
     Raises:
         UsageError: the spec cannot be resolved.
     """
-    try:
-        from archspace.models import load_model as archspace_load_model
-    except ImportError:
-        return _load_model_fallback(spec, num_classes)
+    from archspace.models import load_model as archspace_load_model
+
     try:
         return archspace_load_model(spec, num_classes=num_classes)
     except (ValueError, KeyError, ImportError, AttributeError, IndexError) as e:
@@ -97,7 +58,7 @@ def _predict(args: argparse.Namespace) -> int:
         input_size = (getattr(model, "expected_input_sz", None) or getattr(model, "image_size", None)
                       or (32 if args.small_input else ghn.image_size))
     try:
-        model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode)
+        model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode, return_report=True)
     except (RuntimeError, ValueError, TypeError) as e:
         raise UsageError(f"cannot predict {args.model} at input size {input_size}: {e}") from e
     if args.out:

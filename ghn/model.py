@@ -284,8 +284,9 @@ class GHN(nn.Module):
 
     @torch.no_grad()
     def predict(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
-                graph: Data | None = None, threads: int | None = 1) -> tuple[nn.Module, PredictionReport]:
-        """Predict all parameters of one network and set them in place.
+                graph: Data | None = None, threads: int | None = 1,
+                return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
+        """Predict all parameters of one network and set them in place: ``model = ghn.predict(model)``.
 
         Args:
             model: the network.
@@ -326,6 +327,8 @@ class GHN(nn.Module):
         order = {n: i for i, n in enumerate(params)}
         predicted.sort(key=order.__getitem__)
         tiled.sort(key=order.__getitem__)
+        if not return_report:
+            return model
         return model, PredictionReport(
             predicted=predicted, tiled=tiled, untouched=plan.untouched[0],
             num_params_predicted=sum(params[n].numel() for n in predicted),
@@ -333,9 +336,11 @@ class GHN(nn.Module):
             seconds=time.perf_counter() - start)
 
     def forward(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
-                graph: Data | None = None, threads: int | None = 1) -> tuple[nn.Module, PredictionReport]:
-        """Same as :meth:`predict`: ``model, report = ghn(model)``."""
-        return self.predict(model, input_size=input_size, bn_mode=bn_mode, graph=graph, threads=threads)
+                graph: Data | None = None, threads: int | None = 1,
+                return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
+        """Same as :meth:`predict`: ``model = ghn(model)``, or ``model, report = ghn(model, return_report=True)``."""
+        return self.predict(model, input_size=input_size, bn_mode=bn_mode, graph=graph, threads=threads,
+                            return_report=return_report)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -358,7 +358,7 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
         if keep_classifier_init:
             names = [n for role, ns in zip(graph.cls_role.tolist(), graph.param_names) if role > 0 for n in ns]
             keep = {n: params[n].detach().clone() for n in names}
-        model, _ = ghn.predict(model, input_size=image_size, bn_mode=bn_mode, graph=graph)
+        model = ghn.predict(model, input_size=image_size, bn_mode=bn_mode, graph=graph)
         with torch.no_grad():
             for n, value in keep.items():
                 params[n].copy_(value)

@@ -37,7 +37,7 @@ def test_reference_resnet18_handmade_graph(tmp_path):
     graph = resnet18_small_graph(model)
     assert (graph.num_nodes, graph.num_real_edges, graph.num_virtual_edges) == (52, 59, 1243)
     torch.manual_seed(0)
-    model, report = ghn(model, graph=graph)
+    model, report = ghn(model, graph=graph, return_report=True)
     assert report.complete and len(report.predicted) == 62
     res = _check_state(model, tmp_path)
     assert res.returncode == 0, res.stdout[-3000:]
@@ -55,7 +55,7 @@ def test_reference_resnet18_built_graph(tmp_path):
         pytest.skip("archspace.adapt_small_input not available")
     ghn = GHN.load(REFERENCE_CKPT)
     torch.manual_seed(0)
-    model, report = ghn(model)
+    model, report = ghn(model, return_report=True)
     assert report.complete
     res = _check_state(model, tmp_path)
     assert res.returncode == 0, res.stdout[-3000:]
@@ -90,11 +90,25 @@ def test_in_place_equals_functional():
     graph = odd_graph(model)
     with torch.no_grad():
         expected = ghn.predict_parameters(graph, [model])[0]
-    model, report = ghn(model, graph=graph, bn_mode="keep")
+    model, report = ghn(model, graph=graph, bn_mode="keep", return_report=True)
     assert report.complete and report.num_params_predicted == report.num_params_total
     assert "c2.weight" in report.tiled and "c8.weight" in report.tiled and "c1.weight" not in report.tiled
     for name, p in model.named_parameters():  # equal up to float rounding (thread counts may differ)
         torch.testing.assert_close(p, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_call_returns_the_model_and_report_on_request():
+    """``model = ghn(model)`` is the plain call; the report comes with ``return_report=True``."""
+    torch.manual_seed(0)
+    ghn = GHN().eval()
+    model = OddNet()
+    graph = odd_graph(model)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    out = ghn(model, graph=graph, bn_mode="keep")
+    assert out is model
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    again, report = ghn.predict(model, graph=graph, bn_mode="keep", return_report=True)
+    assert again is model and report.complete
 
 
 def test_every_ghn_parameter_gets_a_gradient():

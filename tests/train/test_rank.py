@@ -201,7 +201,7 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the CSV accuracy is the accuracy of the predicted parameters, BN with batch statistics, batches of 64
     torch.manual_seed(0)
-    model, _ = GHN.load(ghn_ckpt).predict(get_net("test", 2, image_size=16, width=8), input_size=16)
+    model = GHN.load(ghn_ckpt).predict(get_net("test", 2, image_size=16, width=8), input_size=16)
     acc, _ = evaluate(model, eval_batches(load_digits(image_size=16), "heldout", limit=128), bn_batch_stats=True)
     assert float(next(r for r in rows if r["name"] == "deepnets:test/2")["accuracy"]) == pytest.approx(acc, abs=1e-3)
 
