@@ -164,7 +164,7 @@ def train(cfg: DictConfig) -> dict:
         amp=t["amp"], device=c.get("device"), seed=seed, ckpt_every=t["ckpt_every"],
         keep_checkpoints=t["keep_checkpoints"], log_every=t["log_every"], max_bad_steps=t["max_bad_steps"],
         inject_nan_steps=t.get("inject_nan_steps") or (), arch_cache=t.get("arch_cache", 0),
-        max_net_nodes=t.get("max_net_nodes", 0),
+        max_net_nodes=t.get("max_net_nodes", 0), ema_decay=float(t.get("ema_decay") or 0.0),
         time_limit_s=60.0 * float(t.get("time_limit_min") or 0), progress=t.get("progress", True), config=c)
     result = trainer.fit(resume=bool(c.get("resume")))
     summary = {"run_dir": run_dir, "step": result.step, "loss": result.last_loss, "acc": result.last_acc,
@@ -181,7 +181,7 @@ def train(cfg: DictConfig) -> dict:
         dist.destroy_process_group()
     if rank == 0 and c["eval"].get("enabled", True) and result.ghn_path:
         ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
-        summary["eval"] = run_eval(ev, trainer.ghn, data, run_dir, seed)
+        summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed)
     return summary
 
 

@@ -20,6 +20,7 @@ in ``DistributedDataParallel`` (gradients averaged), and only rank 0 writes file
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -215,6 +216,10 @@ class Trainer:
         inject_nan_steps: steps whose loss is multiplied by NaN (fault injection for tests).
         arch_cache: architectures kept in memory (useful with a small training pool).
         max_net_nodes: draw only networks with at most this many graph nodes (0: all).
+        ema_decay: keep an exponential moving average of the GHN weights, ``ema = decay * ema + (1 - decay) * w``
+            after every applied step (Polyak averaging; it removes much of the step-to-step noise of a short run),
+            checkpointed with the run; the final ``ghn.safetensors`` and :attr:`final_ghn` then hold the average.
+            0: off (the paper).
         time_limit_s: stop (with a checkpoint and the final ``ghn.safetensors``) once this many seconds of training
             have passed, over all resumed segments; the lr schedule then follows the elapsed fraction of this
             budget (not bit-reproducible, unlike a step-limited run); 0: none.
@@ -232,12 +237,15 @@ class Trainer:
                  gamma: float = 0.1, clip: float = 5.0, label_smoothing: float = 0.0, amp: bool = True,
                  device: str | None = None, seed: int = 0, ckpt_every: int = 500, keep_checkpoints: int = 2,
                  log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
-                 arch_cache: int = 0, max_net_nodes: int = 0, time_limit_s: float = 0.0, progress: bool = True,
+                 arch_cache: int = 0, max_net_nodes: int = 0, ema_decay: float = 0.0, time_limit_s: float = 0.0,
+                 progress: bool = True,
                  config: dict | None = None, on_step: Callable[[dict], None] | None = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.rank = dist.get_rank() if _is_dist() else 0
         self.world_size = dist.get_world_size() if _is_dist() else 1
         if meta_batch_size % self.world_size:
@@ -266,6 +274,8 @@ class Trainer:
         else:
             self.model = self.objective
         self.optimizer = build_optimizer(self.ghn.parameters(), optimizer, lr=lr, weight_decay=weight_decay)
+        self.ema_decay = float(ema_decay)
+        self.ema = [p.detach().clone() for p in self.ghn.parameters()] if self.ema_decay else None
         self.scheduler = ProgressStepLR(self.optimizer, milestones, gamma)
         self.elapsed = 0.0  # training seconds over all segments of the run (resumes included)
         self.step = 0
@@ -294,6 +304,7 @@ class Trainer:
             "seed": self.seed,
             "total_steps": self.steps,
             "config_json": json.dumps(self.config or {}, default=str),
+            "ema": [t.cpu() for t in self.ema] if self.ema is not None else [],
         }
 
     def run_fraction(self) -> float:
@@ -329,11 +340,27 @@ class Trainer:
         self.skipped_nonfinite = int(state["skipped_nonfinite"])
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.elapsed = float(state["elapsed"])
+        if self.ema is not None:
+            saved = state.get("ema") or []
+            if len(saved) != len(self.ema):
+                raise ValueError(f"checkpoint {path} has no weight average for this run's ema_decay="
+                                 f"{self.ema_decay}; resume with the ema_decay it was trained with")
+            self.ema = [t.to(self.device) for t in saved]
         if int(state["seed"]) != self.seed:
             raise ValueError(f"checkpoint {path} was trained with seed {state['seed']}, this run has {self.seed}; "
                              f"resuming would not reproduce the run")
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+    @property
+    def final_ghn(self) -> nn.Module:
+        """The GHN the run delivers: the weight average when ``ema_decay`` is set (a copy), else the GHN itself."""
+        if self.ema is None:
+            return self.ghn
+        avg = copy.deepcopy(self.ghn)
+        with torch.no_grad():
+            torch._foreach_copy_(list(avg.parameters()), self.ema)
+        return avg.eval()
 
     # -------------------------------------------------------------------------------------------------------
     # One step
@@ -405,6 +432,9 @@ class Trainer:
         else:
             self.optimizer.step()
             self.bad_in_a_row = 0
+            if self.ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(self.ema, [p.detach() for p in self.ghn.parameters()], 1.0 - self.ema_decay)
         row.update(loss=loss_v, acc=acc_v, grad_norm=float(grad_norm))
         return row
 
@@ -502,7 +532,7 @@ class Trainer:
         if self.step >= self.steps or timed_out:
             ghn_path = os.path.join(self.run_dir, "ghn.safetensors")
             if self.is_writer:
-                self.ghn.save(ghn_path)
+                self.final_ghn.save(ghn_path)
             if _is_dist():
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,

@@ -123,3 +123,31 @@ def test_bad_settings_are_explained(tmp_path, archs, small_digits):
     make_trainer(tmp_path, archs, small_digits, steps=2).fit()
     with pytest.raises(FileExistsError, match="resume"):
         make_trainer(tmp_path, archs, small_digits, steps=2).fit()
+
+
+def test_weight_average_follows_its_definition_and_resumes_exactly(tmp_path, archs, small_digits):
+    from ghn import GHN
+
+    decay = 0.5
+    # The average after each step, computed by hand from the raw weights of the same run without averaging.
+    raw = []
+    plain = make_trainer(tmp_path / "plain", archs, small_digits, steps=3,
+                         on_step=lambda row: raw.append([p.detach().clone() for p in plain.ghn.parameters()]))
+    expected = [p.detach().clone() for p in plain.ghn.parameters()]
+    plain.fit()
+    for weights in raw:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    full = make_trainer(tmp_path / "full", archs, small_digits, steps=3, ema_decay=decay)
+    res = full.fit()
+    saved = GHN.load(res.ghn_path)
+    for name_p, e in zip(saved.named_parameters(), expected):
+        torch.testing.assert_close(name_p[1], e, rtol=0, atol=1e-6, msg=name_p[0])
+    # The average moved away from the raw weights, so the comparison above is not the raw weights again.
+    assert any(not torch.allclose(a, b) for a, b in zip(saved.parameters(), full.ghn.parameters()))
+    # Stopped after 2 steps and resumed from a GHN with other weights: the same average at the end.
+    make_trainer(tmp_path / "part", archs, small_digits, steps=3, ema_decay=decay).fit(stop_at=2)
+    resumed = make_trainer(tmp_path / "part", archs, small_digits, steps=3, ema_decay=decay, ghn_seed=9)
+    resumed.fit(resume=True)
+    assert_same_state(ghn_state(full.final_ghn), ghn_state(resumed.final_ghn))
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_trainer(tmp_path / "x", archs, small_digits, steps=3, ema_decay=1.0)
