@@ -60,6 +60,64 @@ class ConvDecoder(nn.Module):
             return grid[:, :a, :b].permute(1, 2, 0).reshape(-1)  # pixel-major: the output is channels-last
         return torch.arange(s_out * s_in).view(s_out, s_in)[:a, :b].reshape(-1)
 
+    def _gather_rows(self, layer: nn.Module, kind: str, crops: list[tuple[int, int]],
+                     device: torch.device) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        """Per distinct crop, the (weight, bias) rows of ``layer`` it needs, from one gather of all of them."""
+        crops = list(dict.fromkeys(crops))
+        rows = [self._rows(kind, *c, device) for c in crops]
+        sizes = [len(r) for r in rows]
+        index = torch.cat(rows) if len(rows) > 1 else rows[0]
+        weights = layer.weight.flatten(1).index_select(0, index).split(sizes)
+        biases = layer.bias.index_select(0, index).split(sizes)
+        return dict(zip(crops, zip(weights, biases)))
+
+    def decode(self, requests: list[tuple[torch.Tensor, tuple[int, int], int | None, int | None, bool]]
+               ) -> list[torch.Tensor]:
+        """Predict the blocks of several node sets at once, each cropped to its kernel and channels.
+
+        The rows of the linear layer and of the last convolution that the requests need are gathered with one
+        ``index_select`` per layer and then split: a gather per request would make autograd allocate a zero
+        gradient of the whole layer per request in the backward pass (a 4096 x 8D matrix for the released
+        ``max_shape``; measured: most of a training step on small networks). The numbers equal :meth:`forward`
+        per request.
+
+        Args:
+            requests: per request ``(x, kernel, n_out, n_in, classifier)``: node embeddings ``(n, D)``, the crop
+                ``(h, w)`` with ``1 <= h <= S_h``, ``1 <= w <= S_w``, the channels needed (``None``: all) and
+                whether to apply the classifier head (then ``kernel`` must be ``(1, 1)`` and ``n_out`` ``S_out``).
+
+        Returns:
+            Per request ``(n, n_out, n_in, h, w)``, or ``(n, num_classes, n_in)`` for a classifier request.
+
+        Raises:
+            ValueError: a classifier request with another kernel or fewer out-channels.
+        """
+        if not requests:
+            return []
+        s_out, s_in = self.max_shape[:2]
+        conv0 = self.conv[0]
+        device = requests[0][0].device
+        reqs = [(x, tuple(k), s_out if o is None else o, s_in if i is None else i, c) for x, k, o, i, c in requests]
+        for _, kernel, n_out, _, classifier in reqs:
+            if classifier and (kernel != (1, 1) or n_out != s_out):
+                raise ValueError(f"a classifier request needs kernel (1, 1) and all {s_out} out-channels, got "
+                                 f"kernel {kernel} and {n_out}")
+        fc_rows = self._gather_rows(self.fc[0], "fc", [r[1] for r in reqs], device)
+        out_rows = self._gather_rows(self.conv[2], "conv", [(r[2], r[3]) for r in reqs], device)
+        out = []
+        for x, (h, w), n_out, n_in, classifier in reqs:
+            n = x.shape[0]
+            y = torch.relu(F.linear(x, *fc_rows[(h, w)]))  # (n, h*w*H1)
+            y = y.view(n * h * w, -1)  # (n*h*w, H1)
+            y = torch.relu(F.linear(y, conv0.weight.flatten(1), conv0.bias))  # (n*h*w, H2)
+            y = F.linear(y, *out_rows[(n_out, n_in)])  # (n*h*w, n_out*n_in)
+            # Contiguous, so predicted weights have the standard layout (convolutions are slow on odd strides).
+            blk = y.view(n, h, w, n_out, n_in).permute(0, 3, 4, 1, 2).contiguous()  # (n, n_out, n_in, h, w)
+            if classifier:
+                blk = self.class_layer_predictor(blk[..., 0])[..., 0]  # (n, num_classes, n_in)
+            out.append(blk)
+        return out
+
     def forward(self, x: torch.Tensor, kernel: tuple[int, int], n_out: int | None = None,
                 n_in: int | None = None) -> torch.Tensor:
         """Predict blocks cropped to ``kernel`` and to the first ``n_out`` x ``n_in`` channels.
@@ -75,22 +133,7 @@ class ConvDecoder(nn.Module):
         Returns:
             ``(n, n_out, n_in, h, w)``.
         """
-        n = x.shape[0]
-        h, w = kernel
-        n_out = self.max_shape[0] if n_out is None else n_out
-        n_in = self.max_shape[1] if n_in is None else n_in
-        fc, conv0, conv2 = self.fc[0], self.conv[0], self.conv[2]
-        rows = self._rows("fc", h, w, x.device)
-        y = torch.relu(F.linear(x, fc.weight[rows], fc.bias[rows]))  # (n, h*w*H1)
-        y = y.view(n * h * w, -1)  # (n*h*w, H1)
-        y = torch.relu(F.linear(y, conv0.weight.flatten(1), conv0.bias))  # (n*h*w, H2)
-        if (n_out, n_in) == tuple(self.max_shape[:2]):
-            y = F.linear(y, conv2.weight.flatten(1), conv2.bias)  # (n*h*w, S_out*S_in)
-        else:
-            rows = self._rows("conv", n_out, n_in, x.device)
-            y = F.linear(y, conv2.weight.flatten(1)[rows], conv2.bias[rows])  # (n*h*w, n_out*n_in)
-        # Contiguous, so predicted weights have the standard layout (convolutions are slow on odd strides).
-        return y.view(n, h, w, n_out, n_in).permute(0, 3, 4, 1, 2).contiguous()  # (n, n_out, n_in, h, w)
+        return self.decode([(x, kernel, n_out, n_in, False)])[0]
 
     def classifier(self, x: torch.Tensor, n_in: int | None = None) -> torch.Tensor:
         """Classifier-weight blocks: the 1x1 block with its out axis mapped to classes.
@@ -102,8 +145,7 @@ class ConvDecoder(nn.Module):
         Returns:
             ``(n, num_classes, n_in)``.
         """
-        y = self.forward(x, (1, 1), self.max_shape[0], n_in)[..., 0]  # (n, S_out, n_in, 1)
-        return self.class_layer_predictor(y)[..., 0]  # (n, num_classes, n_in)
+        return self.decode([(x, (1, 1), None, n_in, True)])[0]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(in={self.fc[0].in_features}, max_shape={self.max_shape}, "
@@ -141,6 +183,12 @@ class MLPDecoder(nn.Module):
         """Classifier-weight blocks from the shared first layer. ``(n, D) -> (n, num_classes, n_in)``."""
         y = self.class_layer_predictor(self.mlp.fc[0](x))  # (n, num_classes * S_out)
         return y.view(x.shape[0], self.num_classes, self.max_shape[1])[:, :, :n_in]
+
+    def decode(self, requests: list[tuple[torch.Tensor, tuple[int, int], int | None, int | None, bool]]
+               ) -> list[torch.Tensor]:
+        """Several requests at once, as :meth:`ConvDecoder.decode` (here simply one after the other)."""
+        return [self.classifier(x, n_in) if classifier else self.forward(x, kernel, n_out, n_in)
+                for x, kernel, n_out, n_in, classifier in requests]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_shape={self.max_shape}, classes={self.num_classes})"

@@ -186,17 +186,20 @@ class GHN(nn.Module):
                       self.weight_norm)
 
     def _decode(self, x: torch.Tensor, plan: Assignment) -> dict:
-        """Run the decoders once per needed (source, kernel) on the needed nodes."""
-        blocks = {}
-        for (src, kernel, (n_out, n_in)), nodes in plan.decode.items():
+        """Run the decoders once per needed (source, kernel, channels) on the needed nodes; all conv-decoder and
+        classifier requests go to the decoder together (see :meth:`ghn.decoder.ConvDecoder.decode`)."""
+        blocks, requests = {}, []
+        for key, nodes in plan.decode.items():
+            src, kernel, (n_out, n_in) = key
             xs = x.index_select(0, torch.tensor(nodes, device=x.device))  # (n, D)
-            if src == CONV:
-                blk = self.decoder(xs, kernel, n_out, n_in)  # (n, n_out, n_in, h, w)
-            elif src == CLS_W:
-                blk = self.decoder.classifier(xs, n_in).unsqueeze(3)  # (n, classes, n_in, 1)
+            if src in (CONV, CLS_W):
+                requests.append((key, (xs, kernel, n_out, n_in, src == CLS_W)))
             else:
-                blk = self.decoder_1d(xs).view(len(nodes), 2, -1)  # (n, 2, S_ch)
-            blocks[(src, kernel, (n_out, n_in))] = blk
+                blocks[key] = self.decoder_1d(xs).view(len(nodes), 2, -1)  # (n, 2, S_ch)
+        decoded = self.decoder.decode([r for _, r in requests])
+        for (key, _), blk in zip(requests, decoded):
+            # conv: (n, n_out, n_in, h, w); classifier: (n, classes, n_in, 1)
+            blocks[key] = blk.unsqueeze(3) if key[0] == CLS_W else blk
         return blocks
 
     def _groups(self, blocks: dict, plan: Assignment):

@@ -36,3 +36,34 @@ def one_thread(device: torch.device | str = "cpu"):
     keep the caller's thread count.
     """
     return limit_threads(1, device)
+
+
+def auto_threads() -> int:
+    """Intra-op threads for one process: the CPUs this process may run on, divided among the processes that
+    ``torchrun`` started on this node (``LOCAL_WORLD_SIZE``), at least 1."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def set_threads(setting) -> int:
+    """Apply a ``threads`` configuration value: an integer, ``"auto"`` (:func:`auto_threads`) or ``None`` (leave
+    torch's default). Returns the thread count now in effect.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if setting is None:
+        return torch.get_num_threads()
+    if setting == "auto":
+        n = auto_threads()
+    else:
+        try:
+            n = int(setting)
+        except (TypeError, ValueError):
+            raise ValueError(f"threads must be a positive integer, 'auto' or null, got {setting!r}") from None
+        if n < 1:
+            raise ValueError(f"threads must be a positive integer, 'auto' or null, got {setting!r}")
+    torch.set_num_threads(n)
+    return n

@@ -27,6 +27,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ghn.threads import set_threads
+
 log = logging.getLogger("ghn-train")
 
 
@@ -143,8 +145,7 @@ def train(cfg: DictConfig) -> dict:
         box = [run_dir]
         dist.broadcast_object_list(box, src=0)  # ranks may have resolved ${now:} a second apart
         run_dir = box[0]
-    if c.get("threads"):
-        torch.set_num_threads(int(c["threads"]))
+    set_threads(c.get("threads"))
     seed = int(c["seed"])
     torch.manual_seed(seed)
     if rank == 0:
@@ -187,7 +188,6 @@ def train(cfg: DictConfig) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate a saved GHN as configured in ``conf/eval.yaml``; returns the eval dict."""
-    import torch
 
     from ghn import GHN
     from train.checkpoint import atomic_write_text
@@ -196,8 +196,7 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = c.get("run_dir") or _run_dir()
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
-    if c.get("threads"):
-        torch.set_num_threads(int(c["threads"]))
+    set_threads(c.get("threads"))
     data = load_data(c["data"], int(c["seed"]))
     ghn = None
     if c.get("ckpt"):
