@@ -161,7 +161,8 @@ def train(cfg: DictConfig) -> dict:
     trainer = Trainer(
         ghn, archs, images, run_dir, steps=t["steps"], meta_batch_size=t["meta_batch_size"],
         max_nodes=t["max_nodes"], optimizer=o["name"], lr=o["lr"], weight_decay=o["weight_decay"],
-        milestones=o["milestones"], gamma=o["gamma"], clip=t["clip"], label_smoothing=t["label_smoothing"],
+        milestones=o["milestones"], gamma=o["gamma"], lr_schedule=o.get("schedule", "step"), clip=t["clip"],
+        label_smoothing=t["label_smoothing"],
         amp=t["amp"], device=c.get("device"), seed=seed, ckpt_every=t["ckpt_every"],
         keep_checkpoints=t["keep_checkpoints"], log_every=t["log_every"], max_bad_steps=t["max_bad_steps"],
         inject_nan_steps=t.get("inject_nan_steps") or (), arch_cache=t.get("arch_cache", 0),

@@ -40,7 +40,7 @@ from torch_geometric.data import Batch
 
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import TrainBatches, mix_seed
-from .optim import ProgressStepLR, build_optimizer
+from .optim import build_optimizer, build_progress_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,8 @@ class Trainer:
         optimizer: ``adam`` (paper), ``adamw`` or ``sgd``.
         lr, weight_decay: optimiser settings (paper: 1e-3, 1e-5).
         milestones, gamma: lr x ``gamma`` at these fractions of the run (paper: 200/300 and 250/300, x0.1).
+        lr_schedule: ``step`` (the paper's, with ``milestones``) or ``linear`` (decay to 0 over the run); see
+            :func:`train.optim.build_progress_scheduler`.
         clip: gradient-norm clip (paper: 5); 0: off.
         label_smoothing: cross-entropy label smoothing.
         amp: autocast (bfloat16) on CUDA; ignored on CPU.
@@ -234,7 +236,8 @@ class Trainer:
     def __init__(self, ghn: nn.Module, archs, images: TrainBatches, run_dir: str, *, steps: int,
                  meta_batch_size: int = 8, max_nodes: int = 2200, optimizer: str = "adam", lr: float = 1e-3,
                  weight_decay: float = 1e-5, milestones: Sequence[float] = (200 / 300, 250 / 300),
-                 gamma: float = 0.1, clip: float = 5.0, label_smoothing: float = 0.0, amp: bool = True,
+                 gamma: float = 0.1, lr_schedule: str = "step", clip: float = 5.0, label_smoothing: float = 0.0,
+                 amp: bool = True,
                  device: str | None = None, seed: int = 0, ckpt_every: int = 500, keep_checkpoints: int = 2,
                  log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
                  arch_cache: int = 0, max_net_nodes: int = 0, ema_decay: float = 0.0, time_limit_s: float = 0.0,
@@ -276,7 +279,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.ghn.parameters(), optimizer, lr=lr, weight_decay=weight_decay)
         self.ema_decay = float(ema_decay)
         self.ema = [p.detach().clone() for p in self.ghn.parameters()] if self.ema_decay else None
-        self.scheduler = ProgressStepLR(self.optimizer, milestones, gamma)
+        self.scheduler = build_progress_scheduler(self.optimizer, lr_schedule, milestones, gamma)
         self.elapsed = 0.0  # training seconds over all segments of the run (resumes included)
         self.step = 0
         self.skipped_large = 0

@@ -94,9 +94,67 @@ class ProgressStepLR:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"milestones": self.milestones, "gamma": self.gamma, "base_lrs": self.base_lrs,
+        return {"kind": "step", "milestones": self.milestones, "gamma": self.gamma, "base_lrs": self.base_lrs,
                 "progress": self.progress}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind", "step") != "step":
+            raise ValueError("the checkpoint was written with another lr schedule (optim.schedule); resume with the "
+                             "schedule it was started with")
         self.milestones, self.gamma = list(state["milestones"]), state["gamma"]
         self.base_lrs, self.progress = list(state["base_lrs"]), state["progress"]
+
+
+class ProgressLinearLR:
+    """Linear decay driven by the fraction of the run done: lr = base lr x (1 - fraction), reaching 0 at the end.
+
+    Like :class:`ProgressStepLR`, a time-limited run passes ``max(step / total_steps, elapsed / time_limit)``,
+    so the decay completes within the time budget on any machine. On the digits default a linear decay with the
+    weight average gave 48.1% top-1 on 100 unseen nets against 39.6% with a constant lr (README, measured figures).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+
+    def step(self, progress: float) -> None:
+        """Set the learning rate for the fraction ``progress`` of the run done."""
+        self.progress = float(progress)
+        factor = max(0.0, 1.0 - self.progress)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * factor
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"kind": "linear", "base_lrs": self.base_lrs, "progress": self.progress}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != "linear":
+            raise ValueError("the checkpoint was written with another lr schedule (optim.schedule); resume with the "
+                             "schedule it was started with")
+        self.base_lrs, self.progress = list(state["base_lrs"]), state["progress"]
+
+
+SCHEDULES = ("step", "linear")
+
+
+def build_progress_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "step",
+                             milestones: Sequence[float] = (200 / 300, 250 / 300), gamma: float = 0.1):
+    """The lr schedule of a run, driven by the fraction of the run done.
+
+    Args:
+        optimizer: the GHN optimiser.
+        schedule: ``step`` (the paper: x ``gamma`` at ``milestones``; no milestones: constant) or ``linear``
+            (to 0 at the end; milestones and gamma unused).
+
+    Raises:
+        ValueError: an unknown schedule or bad milestones.
+    """
+    if schedule == "step":
+        return ProgressStepLR(optimizer, milestones, gamma)
+    if schedule == "linear":
+        return ProgressLinearLR(optimizer)
+    raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {SCHEDULES}")

@@ -53,11 +53,12 @@ def test_experiments_carry_the_paper_hyper_parameters():
     assert c.train.meta_batch_size == 8 and c.train.max_nodes == 2200
     assert list(c.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and c.optim.gamma == 0.1
     assert list(c.archspace.width_range) == [32, 128] and list(c.ghn.max_shape) == [64, 64, 11, 11]
-    assert c.ghn.hidden_dim == 32 and c.train.ema_decay == 0.0  # the released GHN-2, no weight average
+    assert c.ghn.hidden_dim == 32 and c.train.ema_decay == 0.0 and c.optim.schedule == "step"  # released GHN-2
     i = compose_cfg("train", ["experiment=ghn2_imagenet"])
     assert i.data.name == "imagenet" and i.data.batch_size == 256 and i.train.label_smoothing == 0.1
     assert list(i.ghn.max_shape) == [64, 64, 16, 16] and i.optim.lr == 1e-3 and i.ghn.hidden_dim == 32
     assert list(i.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and i.train.ema_decay == 0.0
+    assert i.optim.schedule == "step"
 
 
 def test_default_is_the_offline_digits_run():
@@ -65,7 +66,7 @@ def test_default_is_the_offline_digits_run():
     assert c.data.name == "digits" and c.data.batch_size == 64 and c.eval.split == "test"
     # Training plus the evaluation of 100 nets (about 2 minutes) must stay within the 20 minutes.
     assert c.eval.num_nets >= 100 and 0 < c.train.time_limit_min <= 16
-    assert 0 < c.train.ema_decay < 1 and list(c.optim.milestones) == []
+    assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
 
 
 def test_debug_shrinks_everything():

@@ -151,3 +151,14 @@ def test_weight_average_follows_its_definition_and_resumes_exactly(tmp_path, arc
     assert_same_state(ghn_state(full.final_ghn), ghn_state(resumed.final_ghn))
     with pytest.raises(ValueError, match="ema_decay"):
         make_trainer(tmp_path / "x", archs, small_digits, steps=3, ema_decay=1.0)
+
+
+def test_resume_is_exact_with_the_linear_schedule(tmp_path, archs, small_digits):
+    full = make_trainer(tmp_path / "full", archs, small_digits, steps=5, lr_schedule="linear")
+    full.fit()
+    make_trainer(tmp_path / "part", archs, small_digits, steps=5, lr_schedule="linear").fit(stop_at=3)
+    resumed = make_trainer(tmp_path / "part", archs, small_digits, steps=5, ghn_seed=123, lr_schedule="linear")
+    resumed.fit(resume=True)
+    assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
+    lrs = [float(r.split(",")[4]) for r in open(tmp_path / "full" / "metrics.csv").read().split()[1:]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1] > 0  # decaying, zero only after the last step
