@@ -4,7 +4,6 @@ process training on the whole meta-batch."""
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -47,7 +46,6 @@ def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     from ghn import GHN
 
