@@ -189,7 +189,6 @@ def train(cfg: DictConfig) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate a saved GHN as configured in ``conf/eval.yaml``; returns the eval dict."""
-
     from ghn import GHN
     from train.checkpoint import atomic_write_text
 
