@@ -36,7 +36,8 @@ from torch_geometric.data import Dataset as PygDataset
 from .data import ArchGraph
 from .genotype import Genotype
 from .network import Network, count_params, num_graph_nodes, plan_network
-from .sampler import SPLITS, get_genotype, get_net
+from .sampler import BASE_WIDTH, SPLITS, get_genotype, get_net
+from .width_policy import WIDTH_POLICIES, net_size
 
 _MAGIC = b"ARCHSHD1"
 _PREFIX = struct.Struct("<8sI")  # magic, header length
@@ -355,13 +356,9 @@ class ShardStore:
         return Genotype.from_bytes(self._blobs[s][int(off[k]): int(off[k + 1])])
 
 
-def draw_width(width_range: tuple[int, int] | None, seed: int, index: int) -> int | None:
-    """Per-net width drawn uniformly from ``width_range`` (both ends included), a pure function of
-    ``(seed, index)``; ``None`` when ``width_range`` is ``None``."""
-    if width_range is None:
-        return None
-    lo, hi = width_range
-    return int(np.random.default_rng([seed, index]).integers(lo, hi + 1))
+def num_params_at(genotype: Genotype, image_size: int = 32) -> int:
+    """Parameters of a net at the base width with 10 classes (what GHN-2's width policy looks at)."""
+    return count_params(plan_network(genotype, 10, image_size, BASE_WIDTH))
 
 
 class ArchDataset(PygDataset):
@@ -378,21 +375,25 @@ class ArchDataset(PygDataset):
         ve_cutoff: virtual-edge cutoff ``s`` of the graphs (GHN-2: 50).
         width_range: ``(lo, hi)``: each net's width is drawn from it (deterministically from ``seed`` and the
             index); ``None`` keeps the genotype's width.
+        width_policy: how widths are drawn from ``width_range`` (:mod:`archspace.width_policy`): ``'uniform'``, or
+            ``'ghn2'``, GHN-2's training distribution (large nets narrow, a drawn classifier size).
         seed: seed of the width draws.
 
     Raises:
-        ValueError: for an unknown split or a bad ``num``/``width_range``.
+        ValueError: for an unknown split or a bad ``num``/``width_range``/``width_policy``.
     """
 
     def __init__(self, root: str | None = None, split: str = "train", num: int | None = None, num_classes: int = 10,
                  image_size: int = 32, ve_cutoff: int = 50, width_range: tuple[int, int] | None = None,
-                 seed: int = 0):
+                 width_policy: str = "uniform", seed: int = 0):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
         if num is not None and not 0 < num <= SPLITS[split]:
             raise ValueError(f"num must be in [1, {SPLITS[split]}] for split {split!r}, got {num}")
         if width_range is not None and not (len(width_range) == 2 and 2 <= width_range[0] <= width_range[1]):
             raise ValueError(f"width_range must be (lo, hi) with 2 <= lo <= hi, got {width_range!r}")
+        if width_policy not in WIDTH_POLICIES:
+            raise ValueError(f"unknown width_policy {width_policy!r}; expected one of {WIDTH_POLICIES}")
         super().__init__(root=None)
         self.data_root = root
         self.split = split
@@ -400,6 +401,7 @@ class ArchDataset(PygDataset):
         self.image_size = image_size
         self.ve_cutoff = ve_cutoff
         self.width_range = tuple(width_range) if width_range is not None else None
+        self.width_policy = width_policy
         self.seed = seed
         if root is not None:
             if split == "predefined":
@@ -427,18 +429,31 @@ class ArchDataset(PygDataset):
             return None
         return get_genotype(self.split, index)
 
+    def net_size(self, index: int) -> tuple[int | None, int | None]:
+        """``(width, fc_dim)`` of net ``index`` under the dataset's width policy; ``None``: the genotype's own."""
+        if self.width_range is None:
+            return None, None
+        genotype = self.genotype(index) if self.width_policy == "ghn2" else None
+        base = num_params_at(genotype, self.image_size) if genotype is not None else None
+        return net_size(self.width_policy, self.width_range, self.seed, index, genotype, base)
+
     def width(self, index: int) -> int | None:
         """Width used for net ``index`` (``None``: the genotype's own)."""
-        return draw_width(self.width_range, self.seed, index)
+        return self.net_size(index)[0]
 
     def build_model(self, index: int, width: int | None = None) -> nn.Module:
-        """Build net ``index`` (randomly initialised, on the CPU) at ``width``, or at the dataset's width for it."""
+        """Build net ``index`` (randomly initialised, on the CPU) at ``width``, or at the dataset's size for it
+        (:meth:`net_size`: its width and, under the ``ghn2`` policy, its classifier size)."""
         if not 0 <= index < self._num:
             raise IndexError(f"index {index} out of range for {self._num} nets")
-        width = self.width(index) if width is None else width
+        fc_dim = None
+        if width is None:
+            width, fc_dim = self.net_size(index)
         genotype = self.genotype(index)
         if genotype is None:
             return get_net(self.split, index, self._num_classes, self.image_size, width)
+        if fc_dim is not None and genotype.fc_layers > 1:
+            genotype = genotype.replace(fc_dim=fc_dim)
         return Network(genotype, self._num_classes, self.image_size, width)
 
     def num_nodes_of(self, index: int) -> int:

@@ -53,12 +53,13 @@ def test_experiments_carry_the_paper_hyper_parameters():
     assert c.train.meta_batch_size == 8 and c.train.max_nodes == 2200
     assert list(c.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and c.optim.gamma == 0.1
     assert list(c.archspace.width_range) == [32, 128] and list(c.ghn.max_shape) == [64, 64, 11, 11]
+    assert c.archspace.width_policy == "ghn2"  # the paper's width draw
     assert c.ghn.hidden_dim == 32 and c.train.ema_decay == 0.0 and c.optim.schedule == "step"  # released GHN-2
     i = compose_cfg("train", ["experiment=ghn2_imagenet"])
     assert i.data.name == "imagenet" and i.data.batch_size == 256 and i.train.label_smoothing == 0.1
     assert list(i.ghn.max_shape) == [64, 64, 16, 16] and i.optim.lr == 1e-3 and i.ghn.hidden_dim == 32
     assert list(i.optim.milestones) == pytest.approx([200 / 300, 250 / 300], abs=1e-3) and i.train.ema_decay == 0.0
-    assert i.optim.schedule == "step"
+    assert i.optim.schedule == "step" and i.archspace.width_policy == "ghn2"
 
 
 def test_default_is_the_offline_digits_run():

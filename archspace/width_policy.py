@@ -1,0 +1,94 @@
+"""Width and classifier size of each training net: the two policies of ``ArchDataset``.
+
+``uniform``: the width is drawn uniformly from ``[lo, hi]`` and the genotype's classifier size is kept.
+
+``ghn2``: GHN-2's training distribution (Knyazev et al., NeurIPS 2021, Sec. 5 and Appendix: "nets of width
+32..128"). The width comes from the grid ``lo, lo + 16, ..., hi`` and how much of the grid a net may use depends on
+its size at the base width, so that large nets stay narrow and only small ones are made wide:
+
+============================================================================  ==============================
+net (parameters counted at the base width, 10 classes)                         widths allowed (of 32..128)
+============================================================================  ==============================
+over 0.8M parameters, or a VGG-style head, or a 5x5/7x7 conv, or over 12 cells  the first (32)
+over 0.4M parameters, or over 10 cells                                          the first two (32, 48)
+over 0.2M parameters, or over 8 cells                                           the first three (32 .. 64)
+otherwise                                                                       all (32 .. 128)
+============================================================================  ==============================
+
+The hidden size of a two-layer classifier is drawn from the first four of ``64, 128, ..., 512`` (all eight for
+the smallest nets when their width is at most 64). This is the rule of the reference loader
+(``ppuda/deepnets1m/loader.py``); drawing widths uniformly instead makes the average training net several times
+more expensive than the paper's.
+
+Draws are pure functions of ``(seed, index)``, so a net keeps its width across epochs, processes and resumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .genotype import Genotype
+
+#: Width policies understood by :func:`net_size`.
+WIDTH_POLICIES: tuple[str, ...] = ("uniform", "ghn2")
+#: Step of GHN-2's width grid.
+GHN2_WIDTH_STEP: int = 16
+#: GHN-2's grid of classifier hidden sizes.
+GHN2_FC_DIMS: tuple[int, ...] = tuple(range(64, 513, 64))
+_LARGE_CONVS = ("conv_5x5", "conv_7x7")
+
+
+def ghn2_width_choices(genotype: Genotype, base_params: int) -> int | None:
+    """How many widths of the start of GHN-2's grid a net may be drawn from (the table in the module docstring).
+
+    Args:
+        genotype: the net.
+        base_params: its parameter count at the base width (32x32 input for CIFAR, 224x224 for ImageNet).
+
+    Returns:
+        1, 2 or 3; ``None`` for the smallest nets, which may take any width of the grid.
+    """
+    m = base_params / 1e6
+    ops = [op for op, _ in genotype.normal + genotype.reduce]
+    if m > 0.8 or genotype.vgg_head or any(op in _LARGE_CONVS for op in ops) or genotype.n_cells > 12:
+        return 1
+    if m > 0.4 or genotype.n_cells > 10:
+        return 2
+    if m > 0.2 or genotype.n_cells > 8:
+        return 3
+    return None
+
+
+def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, genotype: Genotype | None = None,
+             base_params: int | None = None) -> tuple[int, int | None]:
+    """Width and classifier hidden size of training net ``index`` under ``policy``.
+
+    Args:
+        policy: ``'uniform'`` or ``'ghn2'`` (module docstring).
+        width_range: ``(lo, hi)``, both included.
+        seed: seed of the draws.
+        index: net index.
+        genotype: the net (needed by ``ghn2``; ``None`` for a net without one, which gets ``lo``).
+        base_params: its parameter count at the base width (needed by ``ghn2`` with a genotype).
+
+    Returns:
+        ``(width, fc_dim)``; ``fc_dim`` is ``None`` where the genotype's own is kept.
+
+    Raises:
+        ValueError: an unknown policy, or ``ghn2`` with a genotype but no ``base_params``.
+    """
+    lo, hi = width_range
+    rng = np.random.default_rng([seed, index])
+    if policy == "uniform":
+        return int(rng.integers(lo, hi + 1)), None
+    if policy != "ghn2":
+        raise ValueError(f"unknown width policy {policy!r}; expected one of {WIDTH_POLICIES}")
+    grid = list(range(lo, hi + 1, GHN2_WIDTH_STEP))
+    if genotype is None:
+        return lo, None
+    if base_params is None:
+        raise ValueError("the ghn2 width policy needs the net's parameter count at the base width")
+    k = ghn2_width_choices(genotype, base_params)
+    width = grid[int(rng.integers(len(grid) if k is None else min(k, len(grid))))]
+    fc_choices = GHN2_FC_DIMS if k is None and width <= 64 else GHN2_FC_DIMS[:4]
+    return width, int(fc_choices[int(rng.integers(len(fc_choices)))])
