@@ -68,6 +68,8 @@ def test_default_is_the_offline_digits_run():
     # Training plus the evaluation of 100 nets (about 2 minutes) must stay within the 20 minutes.
     assert c.eval.num_nets >= 100 and 0 < c.train.time_limit_min <= 16
     assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
+    assert c.archspace.width_policy == "uniform" and list(c.archspace.width_range) == [8, 8]
+    assert c.train.channels_last is True
 
 
 def test_debug_shrinks_everything():

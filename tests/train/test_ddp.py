@@ -28,10 +28,11 @@ def run_training(run_dir: str) -> None:
     archs = ArchDataset(split="train", num=500, width_range=(TINY["width"], TINY["width"]))
     images = TrainBatches(load_digits(), TINY["batch_size"], seed=0)
     # SGD: the update is linear in the gradient, so the comparison is sharp (Adam would amplify rounding
-    # differences of near-zero gradients).
+    # differences of near-zero gradients). NCHW: BatchNorm's channels-last kernels round 10-60x more coarsely,
+    # which would blur the comparison to ~1e-4 (the memory format is checked in test_loop).
     trainer = Trainer(make_ghn(0), archs, images, run_dir, steps=STEPS, meta_batch_size=META, max_nodes=0,
                       max_net_nodes=TINY["max_net_nodes"], optimizer="sgd", lr=0.05, ckpt_every=1,
-                      progress=False, device="cpu", seed=0)
+                      progress=False, device="cpu", seed=0, channels_last=False)
     trainer.fit()
 
 

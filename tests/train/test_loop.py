@@ -162,3 +162,24 @@ def test_resume_is_exact_with_the_linear_schedule(tmp_path, archs, small_digits)
     assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
     lrs = [float(r.split(",")[4]) for r in open(tmp_path / "full" / "metrics.csv").read().split()[1:]]
     assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1] > 0  # decaying, zero only after the last step
+
+
+def test_channels_last_runs_the_nets_in_nhwc_with_the_same_step(tmp_path, archs, small_digits):
+    # The memory format changes only the kernels: the same loss and gradient up to float rounding.
+    formats, grads, losses = [], {}, {}
+    for cl in (True, False):
+        trainer = make_trainer(tmp_path / str(cl), archs, small_digits, channels_last=cl)
+        graphs, models, _ = trainer._meta_batch(0)
+        handles = [m.register_forward_pre_hook(lambda mod, args, cl=cl: formats.append(
+            (cl, args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous())))
+            for model in models for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        x, y = trainer.images.batch(0)
+        loss, _ = trainer.objective(graphs, models, x, y, [0, 1])
+        loss.backward()
+        for h in handles:
+            h.remove()
+        losses[cl] = float(loss)
+        grads[cl] = torch.cat([p.grad.flatten() for p in trainer.ghn.parameters() if p.grad is not None])
+    assert {f for cl, f in formats if cl} == {True} and {f for cl, f in formats if not cl} == {False}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    assert float((grads[True] - grads[False]).norm() / grads[False].norm()) < 1e-2
