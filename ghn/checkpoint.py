@@ -125,6 +125,31 @@ def load_checkpoint(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
     return _config_from(raw, path), state
 
 
+def read_metadata(path: str) -> dict[str, str]:
+    """The string metadata of one of our safetensors checkpoints (``format``, ``config`` and what the writer added,
+    e.g. ``train_width_range`` from ``ghn-train``); ``{}`` for a reference ``torch.save`` file.
+
+    Raises:
+        CheckpointError: the file is missing or its header is unreadable.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "checkpoint file not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(path, "truncated or corrupt checkpoint", f"only {len(head)} bytes")
+        first = f.read(1)
+        if first != b"{":
+            return {}
+        n = struct.unpack("<Q", head)[0]
+        try:
+            header = json.loads(first + f.read(n - 1))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
+    return dict(header.get("__metadata__") or {})
+
+
 def load_state_into(ghn: nn.Module, state: dict[str, torch.Tensor], path: str = "") -> None:
     """Load a state dict strictly, turning a key/shape mismatch into a :class:`CheckpointError`."""
     try:

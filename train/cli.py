@@ -19,6 +19,7 @@ Examples::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -208,7 +209,24 @@ def evaluate(cfg: DictConfig) -> dict:
     else:
         print("no ckpt given: reporting default-initialisation (and SGD) accuracies only")
     ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
+    if ghn is not None and ev.get("width") is None and ev["split"] not in ("torchvision", "predefined"):
+        ev["width"] = trained_width(path)
+        if ev["width"] is not None:
+            print(f"evaluating nets of width {ev['width']}, the width this GHN was trained on (eval.width=... "
+                  f"to choose another)")
     return run_eval(ev, ghn, data, run_dir, int(c["seed"]))
+
+
+def trained_width(ckpt: str) -> int | None:
+    """The single width a ``ghn-train`` checkpoint was trained on (``train_width_range`` ``[w, w]`` in its
+    metadata), or ``None`` (several widths, or a checkpoint that does not say)."""
+    from ghn.checkpoint import read_metadata
+
+    raw = read_metadata(ckpt).get("train_width_range")
+    if not raw:
+        return None
+    lo, hi = json.loads(raw)
+    return int(lo) if lo == hi else None
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")

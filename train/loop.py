@@ -365,6 +365,15 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
+    def _training_metadata(self) -> dict[str, str]:
+        """What ``ghn.safetensors`` records of the training nets, for ``ghn-eval`` to default to (their widths)."""
+        meta = {"train_steps": str(self.step)}
+        width_range = getattr(self.archs.dataset, "width_range", None)
+        if width_range is not None:
+            meta["train_width_range"] = json.dumps([int(w) for w in width_range])
+            meta["train_width_policy"] = str(getattr(self.archs.dataset, "width_policy", "uniform"))
+        return meta
+
     @property
     def final_ghn(self) -> nn.Module:
         """The GHN the run delivers: the weight average when ``ema_decay`` is set (a copy), else the GHN itself."""
@@ -545,7 +554,7 @@ class Trainer:
         if self.step >= self.steps or timed_out:
             ghn_path = os.path.join(self.run_dir, "ghn.safetensors")
             if self.is_writer:
-                self.final_ghn.save(ghn_path)
+                self.final_ghn.save(ghn_path, self._training_metadata())
             if _is_dist():
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,

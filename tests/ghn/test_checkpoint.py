@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ghn import GHN, CheckpointError
+from ghn.checkpoint import read_metadata
 
 from .conftest import REFERENCE_CKPT
 
@@ -23,6 +24,8 @@ def test_round_trip(tmp_path):
         assert k == k2 and torch.equal(a, b)
     assert not back.training
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())  # the temp file is gone
+    meta = read_metadata(str(path))
+    assert meta["epoch"] == "3" and meta["format"] == "ghn-archspace/1" and "config" in meta
 
 
 @pytest.mark.skipif(not os.path.exists(REFERENCE_CKPT), reason="reference checkpoint not present")
@@ -38,6 +41,8 @@ def test_reference_format_loads_as_is():
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         GHN.load(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(CheckpointError, match="not found"):
+        read_metadata(str(tmp_path / "nope.safetensors"))
 
 
 @pytest.mark.parametrize("cut", [0, 5, 100, -100])
@@ -56,6 +61,7 @@ def test_truncated_torch_file(tmp_path):
     torch.save({"state_dict": ghn.state_dict(), "config": {"max_shape": (8, 8, 3, 3), "num_classes": 10,
                                                             "hid": 8}}, path)
     assert GHN.load(str(path)).hidden_dim == 8
+    assert read_metadata(str(path)) == {}  # reference-format files carry no metadata
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         GHN.load(str(path))

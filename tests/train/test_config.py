@@ -106,6 +106,17 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
     assert 0 <= ev["top1_mean"] <= 100 and "1" in ev["top1_sgd"]
     # The saved config is the resolved one and loads without Hydra.
     assert OmegaConf.load(run / "config.yaml").train.steps == 2
+    # ghn.safetensors records the training width, and ghn-eval defaults to it.
+    from ghn.checkpoint import read_metadata
+    from train.cli import evaluate
+
+    meta = read_metadata(str(run / "ghn.safetensors"))
+    assert json.loads(meta["train_width_range"]) == [4, 4] and meta["train_width_policy"] == "uniform"
+    overrides = ["debug=default", f"+run_dir={tmp_path / 'ev'}", f"ckpt={run / 'ghn.safetensors'}",
+                 "archspace.eval_width=null", "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]",
+                 "eval.progress=false", "device=cpu"]
+    ev = evaluate(compose_cfg("eval", overrides))
+    assert ev["width"] == 4 and json.loads((tmp_path / "ev" / "eval.json").read_text())["width"] == 4
 
 
 def test_shrunk_ghn_eval_runs_end_to_end(tmp_path):
