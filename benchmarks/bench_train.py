@@ -31,6 +31,19 @@ REF_STEP_S = 6.1
 REF_PEAK_GB = 11.0
 
 
+def _timed(fn, totals: dict, key: str):
+    """``fn`` that adds its wall time (seconds) to ``totals[key]``."""
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+
+    return wrapper
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
@@ -67,19 +80,28 @@ def main(argv=None) -> dict:
             trainer = Trainer(ghn, archs, images, tmp, steps=args.steps + 1, meta_batch_size=args.meta_batch,
                               max_nodes=args.max_nodes, ckpt_every=0, progress=False, device="cpu", seed=args.seed,
                               channels_last=channels_last)
-            times, nodes, params, skipped = [], [], [], 0
+            phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
+            trainer.archs.get = _timed(trainer.archs.get, phase, "build")
+            ghn.predict_parameters = _timed(ghn.predict_parameters, phase, "ghn")
+            trainer.objective.forward = _timed(trainer.objective.forward, phase, "objective")
+            times, nodes, params, skipped, phases = [], [], [], 0, []
             step = 0
             for x, y in images.iterate(0, None):
                 idx = trainer.archs.indices(step)
+                phase.update(build=0.0, ghn=0.0, objective=0.0)
                 t0 = time.perf_counter()
                 row = trainer.train_step(step, x, y)
                 dt = time.perf_counter() - t0
+                split = {"build": phase["build"], "ghn_forward": phase["ghn"],
+                         "nets_forward": phase["objective"] - phase["ghn"],
+                         "backward_and_update": dt - phase["build"] - phase["objective"]}
                 step += 1
                 if row["loss"] != row["loss"]:  # skipped (over the node cap)
                     skipped += 1
                     continue
                 if step > 1 or skipped:  # the first timed step warms up allocators and kernels
                     times.append(dt)
+                    phases.append(split)
                     nodes.append(row["nodes"])
                     params.append(sum(p.numel() for i in idx for p in trainer.archs.get(i)[1].parameters()))
                 if len(times) >= args.steps:
@@ -88,11 +110,14 @@ def main(argv=None) -> dict:
         out = {"sec_per_step": mean, "min": min(times), "max": max(times),
                "nodes_per_meta_batch": sum(nodes) / len(nodes), "params_per_net_m": sum(params) / len(params)
                / args.meta_batch / 1e6, "steps": len(times), "skipped_over_cap": skipped,
-               "format": "channels_last" if channels_last else "nchw"}
+               "format": "channels_last" if channels_last else "nchw",
+               "phases_s": {k: sum(p[k] for p in phases) / len(phases) for k in phases[0]}}
         print(f"  {out['format']:>13}: {mean:.2f} s/step (min {out['min']:.2f}, max {out['max']:.2f}, "
               f"{len(times)} steps, {out['nodes_per_meta_batch']:.0f} nodes and "
               f"{out['params_per_net_m']:.2f}M parameters per net on average); "
               f"reference {REF_STEP_S} s -> {REF_STEP_S / mean:.2f}x faster", flush=True)
+        print("                 " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in out["phases_s"].items())
+              + " (reference: GHN forward 0.44 s, networks forward 1.5 s, backward 4.1 s)", flush=True)
         return out
 
     print(f"meta-batch {args.meta_batch}, {args.batch} images 32x32, nets of width {args.width[0]}..{args.width[1]} "

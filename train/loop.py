@@ -89,7 +89,7 @@ class MetaBatchLoss(nn.Module):
         ghn: the hypernetwork (``predict_parameters(graphs, models) -> list[dict[str, Tensor]]``).
         label_smoothing: cross-entropy label smoothing (0.1 on ImageNet in the paper).
         channels_last: run the networks on channels-last (NHWC) images, so that every convolution, BatchNorm and
-            pooling of the networks takes oneDNN's NHWC kernels: on CPU a GHN training step is 1.3x faster at the
+            pooling of the networks takes oneDNN's NHWC kernels: on CPU a GHN training step is 1.25-1.3x faster at the
             paper's setting (``benchmarks/bench_train.py --compare``) and about 1.2x on the digits default. The
             same step up to float rounding, though coarser rounding: PyTorch's NHWC BatchNorm kernels are 10-60x
             less precise than the NCHW ones (still ~1e-6 relative on unit-scale inputs), so gradients of deep
