@@ -35,7 +35,7 @@ from torch_geometric.data import Dataset as PygDataset
 
 from .data import ArchGraph
 from .genotype import Genotype
-from .network import Network, count_params, num_graph_nodes, plan_network
+from .network import Network, count_params, num_graph_nodes, num_params, plan_network
 from .sampler import BASE_WIDTH, SPLITS, get_genotype, get_net
 from .width_policy import WIDTH_POLICIES, net_size
 
@@ -358,7 +358,7 @@ class ShardStore:
 
 def num_params_at(genotype: Genotype, image_size: int = 32) -> int:
     """Parameters of a net at the base width with 10 classes (what GHN-2's width policy looks at)."""
-    return count_params(plan_network(genotype, 10, image_size, BASE_WIDTH))
+    return num_params(genotype, 10, image_size, BASE_WIDTH)
 
 
 class ArchDataset(PygDataset):
@@ -429,12 +429,14 @@ class ArchDataset(PygDataset):
             return None
         return get_genotype(self.split, index)
 
-    def net_size(self, index: int) -> tuple[int | None, int | None]:
-        """``(width, fc_dim)`` of net ``index`` under the dataset's width policy; ``None``: the genotype's own."""
+    def net_size(self, index: int, genotype: Genotype | None = None) -> tuple[int | None, int | None]:
+        """``(width, fc_dim)`` of net ``index`` under the dataset's width policy; ``None``: the genotype's own.
+        ``genotype``: net ``index``'s, where the caller has it already."""
         if self.width_range is None:
             return None, None
-        genotype = self.genotype(index) if self.width_policy == "ghn2" else None
-        base = num_params_at(genotype, self.image_size) if genotype is not None else None
+        if self.width_policy == "ghn2" and genotype is None:
+            genotype = self.genotype(index)
+        base = num_params_at(genotype, self.image_size) if self.width_policy == "ghn2" and genotype else None
         return net_size(self.width_policy, self.width_range, self.seed, index, genotype, base)
 
     def width(self, index: int) -> int | None:
@@ -446,10 +448,10 @@ class ArchDataset(PygDataset):
         (:meth:`net_size`: its width and, under the ``ghn2`` policy, its classifier size)."""
         if not 0 <= index < self._num:
             raise IndexError(f"index {index} out of range for {self._num} nets")
+        genotype = self.genotype(index)
         fc_dim = None
         if width is None:
-            width, fc_dim = self.net_size(index)
-        genotype = self.genotype(index)
+            width, fc_dim = self.net_size(index, genotype)
         if genotype is None:
             return get_net(self.split, index, self._num_classes, self.image_size, width)
         if fc_dim is not None and genotype.fc_layers > 1:

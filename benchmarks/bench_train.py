@@ -77,9 +77,10 @@ def main(argv=None) -> dict:
         images = TrainBatches(load_digits(), args.batch, seed=args.seed)
         ghn = GHN(max_shape=(64, 64, 11, 11), num_classes=10, hidden_dim=args.hidden)
         with tempfile.TemporaryDirectory() as tmp:
+            # arch_cache: the step's modules stay cached, so counting their parameters afterwards rebuilds nothing.
             trainer = Trainer(ghn, archs, images, tmp, steps=args.steps + 1, meta_batch_size=args.meta_batch,
                               max_nodes=args.max_nodes, ckpt_every=0, progress=False, device="cpu", seed=args.seed,
-                              channels_last=channels_last)
+                              channels_last=channels_last, arch_cache=args.meta_batch)
             phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
             trainer.archs.get = _timed(trainer.archs.get, phase, "build")
             ghn.predict_parameters = _timed(ghn.predict_parameters, phase, "ghn")

@@ -50,15 +50,34 @@ def _config_from(raw: dict, path: str) -> dict:
     return config
 
 
+def _safetensors_header(path: str, size: int) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and its length in bytes."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        if n > size - 8:
+            raise CheckpointError(path, "truncated or corrupt checkpoint", "header longer than the file")
+        try:
+            return json.loads(f.read(n)), n
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
+
+
+def _file_kind(path: str) -> str | None:
+    """``"safetensors"`` (an 8-byte header length, then a JSON header), ``"torch"`` (a zip archive or a legacy
+    pickle) or ``None``, from the file's first bytes rather than its name."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "torch"
+    return None
+
+
 def _read_safetensors(path: str, size: int) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0]
-        if n > size - 8:
-            raise CheckpointError(path, "truncated or corrupt checkpoint", "header longer than the file")
-        header = json.loads(f.read(n))
+    header, n = _safetensors_header(path, size)
     meta = header.get("__metadata__") or {}
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
@@ -111,14 +130,13 @@ def load_checkpoint(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
     size = os.path.getsize(path)
     if size < 9:  # shorter than any header
         raise CheckpointError(path, "truncated or corrupt checkpoint", f"only {size} bytes")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
+    kind = _file_kind(path)
+    if kind == "safetensors":
         try:
             raw, state = _read_safetensors(path, size)
         except (json.JSONDecodeError, UnicodeDecodeError, struct.error) as e:
             raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
-    elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive or legacy pickle
+    elif kind == "torch":
         raw, state = _read_torch(path)
     else:
         raise CheckpointError(path, "not a GHN checkpoint", "neither safetensors nor a torch.save file")
@@ -135,18 +153,9 @@ def read_metadata(path: str) -> dict[str, str]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(path, "checkpoint file not found")
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(path, "truncated or corrupt checkpoint", f"only {len(head)} bytes")
-        first = f.read(1)
-        if first != b"{":
-            return {}
-        n = struct.unpack("<Q", head)[0]
-        try:
-            header = json.loads(first + f.read(n - 1))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
+    if _file_kind(path) != "safetensors":
+        return {}
+    header, _ = _safetensors_header(path, os.path.getsize(path))
     return dict(header.get("__metadata__") or {})
 
 

@@ -96,7 +96,7 @@ class MetaBatchLoss(nn.Module):
             networks differ from an NCHW step by up to ~1e-3 relative. ``False`` for bit-level comparisons.
     """
 
-    def __init__(self, ghn: nn.Module, label_smoothing: float = 0.0, channels_last: bool = False):
+    def __init__(self, ghn: nn.Module, label_smoothing: float = 0.0, channels_last: bool = True):
         super().__init__()
         self.ghn = ghn
         self.label_smoothing = label_smoothing
