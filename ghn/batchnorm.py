@@ -1,56 +1,106 @@
-"""BatchNorm after parameter prediction: running statistics are not predicted, so choose how they are handled.
+"""BatchNorm after parameter prediction: running statistics are not predicted, so choose how they are used.
 
 A GHN predicts BatchNorm weights and biases but not the running mean and variance, which stay at their initial
 values (0 and 1) and make a plain ``model.eval()`` wrong. The reference silently switches BN layers to training
-mode; here the choice is explicit:
+mode; here the choice is explicit, with one vocabulary across the Python API, the command lines and the configs:
 
-- ``bn_mode="batch"``: every BN layer normalises with the statistics of the current batch, in train *and* eval mode
-  (``track_running_stats=False``, running buffers removed). This is how the paper evaluates predicted parameters
-  (batches of 64); results then depend on the batch.
-- ``bn_mode="keep"``: leave BN layers untouched; call :func:`recompute_bn_stats` on some training batches so that
-  plain eval mode is correct.
-- ``bn_mode="reset"``: reset the running statistics to their initial values (as ``keep`` after a fresh init).
+- ``"batch"``: BN layers normalise with the statistics of the current batch, in train *and* eval mode. This is how
+  the paper evaluates predicted parameters (batches of 64); results then depend on the batch.
+- ``"running"``: BN layers use their running buffers, as PyTorch does in eval mode; after a prediction call
+  :func:`recompute_bn_stats` on some training batches first so that the buffers are right.
+
+:func:`set_bn_mode` applies a mode for good (``"batch"`` removes the running buffers, so the model keeps using batch
+statistics wherever it goes); :func:`bn_mode` applies one for the duration of a ``with`` block and leaves no trace
+(used for evaluation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-BN_MODES = ("batch", "keep", "reset")
+BN_MODES = ("batch", "running")
+
+
+def check_bn_mode(mode: str) -> str:
+    """Validate a BatchNorm mode name.
+
+    Returns:
+        ``mode``.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`BN_MODES`.
+    """
+    if mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {mode!r}")
+    return mode
 
 
 def set_bn_mode(model: nn.Module, mode: str) -> nn.Module:
-    """Put every BatchNorm layer of ``model`` into ``mode`` (see the module docstring).
+    """Put every BatchNorm layer of ``model`` into ``mode`` for good (see the module docstring).
+
+    ``"batch"`` sets ``track_running_stats=False`` and removes the running buffers (PyTorch then normalises with
+    batch statistics in eval mode too); ``"running"`` leaves the layers as they are.
 
     Args:
         model: any network.
-        mode: ``"batch"``, ``"keep"`` or ``"reset"``.
+        mode: ``"batch"`` or ``"running"``.
 
     Returns:
         ``model`` (changed in place).
 
     Raises:
+        ValueError: for an unknown mode (nothing is changed).
+    """
+    check_bn_mode(mode)
+    if mode == "batch":
+        for m in model.modules():
+            if isinstance(m, _BatchNorm) and m.running_mean is not None:
+                m.track_running_stats = False
+                m.running_mean = None
+                m.running_var = None
+                m.num_batches_tracked = None
+    return model
+
+
+@contextlib.contextmanager
+def bn_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Evaluation mode for the duration of a ``with`` block, BatchNorm in ``mode``; afterwards the modules' train
+    flags and the BN running buffers are exactly as before (the block leaves no trace).
+
+    Under ``"batch"`` every BN layer is switched to train mode (batch statistics, Knyazev et al. 2021, Sec. 5:
+    predicted parameters are evaluated with batches of 64); dropout and the like stay in eval mode.
+
+    Args:
+        model: any network.
+        mode: ``"batch"`` or ``"running"``.
+
+    Yields:
+        ``model``.
+
+    Raises:
         ValueError: for an unknown mode.
     """
-    if mode not in BN_MODES:
-        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {mode!r}")
-    for m in model.modules():
-        if not isinstance(m, _BatchNorm):
-            continue
-        if mode == "batch":
-            if not m.track_running_stats and m.running_mean is None:
-                continue  # already in batch-statistics mode
-            m.track_running_stats = False
-            m.running_mean = None
-            m.running_var = None
-            m.num_batches_tracked = None
-        elif mode == "reset" and m.track_running_stats:
-            m.reset_running_stats()
-    return model
+    check_bn_mode(mode)
+    modes = {m: m.training for m in model.modules()}
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)] if mode == "batch" else []
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in layers]
+    model.eval()
+    for m in layers:
+        m.train()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(layers, saved):
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        for m, was in modes.items():
+            m.training = was
 
 
 @torch.no_grad()
@@ -58,7 +108,7 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, num_batches: int = 5
     """Re-estimate BatchNorm running statistics from data, so that ``model.eval()`` is correct.
 
     Statistics are reset and accumulated as a cumulative average over ``num_batches`` batches (``momentum=None``);
-    BN layers left in batch-statistics mode by ``bn_mode="batch"`` get running buffers again. Only BN layers are
+    BN layers put in batch-statistics mode by ``set_bn_mode(model, "batch")`` get running buffers again. Only BN layers are
     switched to train mode during the passes; the model's modes and momenta are restored afterwards.
 
     Args:
