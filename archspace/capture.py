@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from .errors import UsageError
 from .meta_shapes import FAST_RULES, fast_output
 from .primitives import (
     FUNCTION_PRIMITIVES,
@@ -59,8 +60,28 @@ _UNTRACKED = frozenset({
 _POOLS = ("max_pool", "avg_pool")
 
 
-class DisconnectedOutputError(ValueError):
+class DisconnectedOutputError(UsageError):
     """The model's output does not depend on its input through any recorded operation."""
+
+
+class ForwardError(UsageError, RuntimeError):
+    """The model's forward pass fails on an input of the requested shape (on the meta device and on real tensors).
+
+    Usually the input is too small or of the wrong kind for the model (a 16x16 image through five max-pools), so it
+    is a :class:`~archspace.errors.UsageError`; it is also a ``RuntimeError``, what the forward pass raised before.
+
+    Attributes:
+        input_shape: the shape the model was run on, ``(1, C, H, W)``.
+        reason: the model's own error, ``"TypeName: first line of its message"``.
+    """
+
+    def __init__(self, message: str, input_shape: tuple[int, ...], reason: str):
+        super().__init__(message)
+        self.input_shape = tuple(input_shape)
+        self.reason = reason
+
+    def __reduce__(self):  # keep the attributes across processes (dataset workers)
+        return type(self), (str(self), self.input_shape, self.reason)
 
 
 @dataclass
@@ -357,24 +378,20 @@ class _Tracer(TorchFunctionMode):
         values = self.values
         for a in (*args, *kwargs.values()) if kwargs else args:
             if isinstance(a, torch.Tensor):
-                v = values.get(id(a))
+                tensors: Any = (a,)
+            elif isinstance(a, (list, tuple, dict)):
+                tensors = _leaves(a)
+            else:
+                continue
+            for t in tensors:
+                v = values.get(id(t))
                 if v is None:
                     continue
-                if type(v) is int:
+                if type(v) is int:  # made by node v
                     if v not in acts:
                         acts.append(v)
-                else:
+                else:  # parameter names
                     params.extend(p for p in v if p not in params)
-            elif isinstance(a, (list, tuple, dict)):
-                for t in _leaves(a):
-                    v = values.get(id(t))
-                    if v is None:
-                        continue
-                    if type(v) is int:
-                        if v not in acts:
-                            acts.append(v)
-                    else:
-                        params.extend(p for p in v if p not in params)
         if not acts:
             if params:  # computed from parameters only (e.g. a transposed weight): follow it to its consumer
                 self._set(outs, tuple(params))
@@ -494,8 +511,9 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
         The :class:`Capture`.
 
     Raises:
-        RuntimeError: the model failed on both devices (the message carries the model's own error).
-        DisconnectedOutputError: (a ``ValueError``) the output does not depend on the input.
+        ForwardError: (a ``UsageError`` and ``RuntimeError``) the model failed on both devices; the message carries
+            the first line of the model's own error, the full one is chained as ``__cause__``.
+        DisconnectedOutputError: (a ``UsageError``) the output does not depend on the input.
     """
     modules = list(model.named_modules())
     rules = param_rules(model, modules)
@@ -527,8 +545,10 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
         except DisconnectedOutputError:
             raise
         except Exception as error:
-            raise RuntimeError(f"to_graph: the forward pass of {type(model).__name__} on an input of shape "
-                               f"{tuple(input_shape)} failed: {type(error).__name__}: {error}") from error
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+            raise ForwardError(f"to_graph: the forward pass of {type(model).__name__} on an input of shape "
+                               f"{tuple(input_shape)} failed: {reason}", input_shape, reason) from error
         if meta_error is not None:
             warnings.warn(f"to_graph: {type(model).__name__} does not run on the meta device "
                           f"({type(meta_error).__name__}: {meta_error}); traced on real tensors instead (slower)",

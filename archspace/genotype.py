@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UsageError
 from .ops import OP_ID, OP_NAMES
 
 _ENCODING_VERSION = 1
@@ -26,21 +27,26 @@ _HEADER = struct.Struct("<BBHBBBBBH")
 _FLAG_STEM_POOL, _FLAG_BN, _FLAG_PREPROC, _FLAG_VGG = 1, 2, 4, 8
 
 
+class GenotypeError(UsageError):
+    """A genotype that is malformed (a field out of range, an unknown op) or cannot be decoded; the message names
+    the field."""
+
+
 def _check_cell(name: str, cell: tuple, concat: tuple) -> None:
-    """Raise ``ValueError`` naming the problem if a cell description is malformed."""
+    """Raise :class:`GenotypeError` naming the problem if a cell description is malformed."""
     if len(cell) == 0 or len(cell) % 2:
-        raise ValueError(f"{name} must hold two (op, input) pairs per sum node, got {len(cell)} pairs")
+        raise GenotypeError(f"{name} must hold two (op, input) pairs per sum node, got {len(cell)} pairs")
     for k, pair in enumerate(cell):
         if len(pair) != 2:
-            raise ValueError(f"{name}[{k}] must be an (op, input) pair, got {pair!r}")
+            raise GenotypeError(f"{name}[{k}] must be an (op, input) pair, got {pair!r}")
         op, inp = pair
         if op not in OP_ID:
-            raise ValueError(f"{name}[{k}]: unknown op {op!r}; expected one of {OP_NAMES}")
+            raise GenotypeError(f"{name}[{k}]: unknown op {op!r}; expected one of {OP_NAMES}")
         if not 0 <= inp < k // 2 + 2:
-            raise ValueError(f"{name}[{k}]: input {inp} of sum node {k // 2} must be in [0, {k // 2 + 2})")
+            raise GenotypeError(f"{name}[{k}]: input {inp} of sum node {k // 2} must be in [0, {k // 2 + 2})")
     n_states = len(cell) // 2 + 2
     if not concat or any(not 2 <= c < n_states for c in concat) or len(set(concat)) != len(concat):
-        raise ValueError(f"{name}_concat {concat!r} must be distinct sum-node states in [2, {n_states})")
+        raise GenotypeError(f"{name}_concat {concat!r} must be distinct sum-node states in [2, {n_states})")
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Genotype:
         fc_dim: hidden size of the classifier when ``fc_layers > 1``.
 
     Raises:
-        ValueError: if any field is out of range (the message names the field).
+        GenotypeError: (a ``ValueError``) if any field is out of range (the message names the field).
     """
 
     normal: tuple[tuple[str, int], ...]
@@ -95,24 +101,24 @@ class Genotype:
         for name in ("stem_pool", "preproc", "vgg_head"):
             object.__setattr__(self, name, bool(getattr(self, name)))
         if not 1 <= self.n_cells <= 255:
-            raise ValueError(f"n_cells must be in [1, 255], got {self.n_cells}")
+            raise GenotypeError(f"n_cells must be in [1, 255], got {self.n_cells}")
         if not 2 <= self.C <= 65535:
-            raise ValueError(f"C (width) must be in [2, 65535], got {self.C}")
+            raise GenotypeError(f"C (width) must be in [2, 65535], got {self.C}")
         if self.C_mult not in (1, 2, 3, 4):
-            raise ValueError(f"C_mult must be 1..4, got {self.C_mult}")
+            raise GenotypeError(f"C_mult must be 1..4, got {self.C_mult}")
         if self.stem_kernel not in (1, 3, 5, 7):
-            raise ValueError(f"stem_kernel must be 1, 3, 5 or 7, got {self.stem_kernel}")
+            raise GenotypeError(f"stem_kernel must be 1, 3, 5 or 7, got {self.stem_kernel}")
         if self.stem_type not in (0, 1):
-            raise ValueError(f"stem_type must be 0 (simple) or 1 (ImageNet-style), got {self.stem_type}")
+            raise GenotypeError(f"stem_type must be 0 (simple) or 1 (ImageNet-style), got {self.stem_type}")
         if self.norm not in ("bn", None):
-            raise ValueError(f"norm must be 'bn' or None, got {self.norm!r}")
+            raise GenotypeError(f"norm must be 'bn' or None, got {self.norm!r}")
         if self.fc_layers not in (1, 2, 3):
-            raise ValueError(f"fc_layers must be 1..3, got {self.fc_layers}")
+            raise GenotypeError(f"fc_layers must be 1..3, got {self.fc_layers}")
         if not 1 <= self.fc_dim <= 65535:
-            raise ValueError(f"fc_dim must be in [1, 65535], got {self.fc_dim}")
+            raise GenotypeError(f"fc_dim must be in [1, 65535], got {self.fc_dim}")
         n_out = max(len(self.normal_concat), len(self.reduce_concat))
         if not self.preproc and (n_out > 1 or self.C_mult > 1):
-            raise ValueError("preproc=False needs one concatenated state per cell and C_mult=1 (the cell inputs "
+            raise GenotypeError("preproc=False needs one concatenated state per cell and C_mult=1 (the cell inputs "
                              "must already have the cell's width)")
 
     @property
@@ -142,12 +148,12 @@ class Genotype:
         """Build a genotype from :meth:`to_dict` output (or JSON of it).
 
         Raises:
-            ValueError: on unknown keys or invalid values.
+            GenotypeError: on unknown keys or invalid values.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown Genotype fields {sorted(unknown)}; expected a subset of {sorted(names)}")
+            raise GenotypeError(f"unknown Genotype fields {sorted(unknown)}; expected a subset of {sorted(names)}")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -175,12 +181,12 @@ class Genotype:
         """Decode :meth:`to_bytes` output.
 
         Raises:
-            ValueError: if the bytes are truncated, of an unknown version, or decode to an invalid genotype.
+            GenotypeError: if the bytes are truncated, of an unknown version, or decode to an invalid genotype.
         """
         try:
             version, n_cells, C, C_mult, ks, stem_type, flags, fc_layers, fc_dim = _HEADER.unpack_from(data)
             if version != _ENCODING_VERSION:
-                raise ValueError(f"unknown genotype encoding version {version}")
+                raise GenotypeError(f"unknown genotype encoding version {version}")
             pos = _HEADER.size
             cells = []
             for _ in range(2):
@@ -188,18 +194,18 @@ class Genotype:
                 pos += 2
                 raw = data[pos: pos + 4 * steps]
                 if len(raw) != 4 * steps:
-                    raise ValueError("truncated cell")
+                    raise GenotypeError("truncated cell")
                 cell = tuple((OP_NAMES[raw[2 * k]], raw[2 * k + 1]) for k in range(2 * steps))
                 pos += 4 * steps
                 concat = tuple(data[pos: pos + n_concat])
                 if len(concat) != n_concat:
-                    raise ValueError("truncated concat list")
+                    raise GenotypeError("truncated concat list")
                 pos += n_concat
                 cells.append((cell, concat))
             if pos != len(data):
-                raise ValueError(f"{len(data) - pos} trailing bytes")
+                raise GenotypeError(f"{len(data) - pos} trailing bytes")
         except (struct.error, IndexError) as e:
-            raise ValueError(f"cannot decode genotype from {len(data)} bytes: {e}") from e
+            raise GenotypeError(f"cannot decode genotype from {len(data)} bytes: {e}") from e
         return cls(normal=cells[0][0], normal_concat=cells[0][1], reduce=cells[1][0], reduce_concat=cells[1][1],
                    n_cells=n_cells, C=C, C_mult=C_mult, stem_kernel=ks, stem_type=stem_type,
                    stem_pool=bool(flags & _FLAG_STEM_POOL), norm="bn" if flags & _FLAG_BN else None,

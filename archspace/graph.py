@@ -30,7 +30,6 @@ Where the reference is silent or breaks, the choices made here:
 
 from __future__ import annotations
 
-import heapq
 import warnings
 from collections.abc import Sequence
 
@@ -39,11 +38,17 @@ import torch
 import torch.nn as nn
 
 from .capture import Capture, capture
+from .dag import topological_order
 from .data import ArchGraph
+from .errors import UsageError
 from .primitives import PRIMITIVE_ID
 
 _CONV_LIKE = {PRIMITIVE_ID[p] for p in ("conv", "sep_conv", "dil_conv")}
 _BIAS = PRIMITIVE_ID["bias"]
+
+
+class GraphCycleError(UsageError):
+    """The model's graph has a cycle that dropping repeated-layer edges does not break; no topological order."""
 
 
 def input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
@@ -56,7 +61,7 @@ def input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
         ``(1, C, H, W)``.
 
     Raises:
-        ValueError: any other form, or non-positive sizes.
+        UsageError: any other form, or non-positive sizes.
     """
     if isinstance(input_size, (int, np.integer)) and not isinstance(input_size, bool):
         shape: tuple[int, ...] = (1, 3, int(input_size), int(input_size))
@@ -64,11 +69,11 @@ def input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
         shape = tuple(int(s) for s in input_size)
         shape = (1, *shape) if len(shape) == 3 else shape
         if shape[0] != 1:
-            raise ValueError(f"input_size must describe one example, (1, C, H, W); got batch {shape[0]}")
+            raise UsageError(f"input_size must describe one example, (1, C, H, W); got batch {shape[0]}")
     else:
-        raise ValueError(f"input_size must be an int H, (C, H, W) or (1, C, H, W); got {input_size!r}")
+        raise UsageError(f"input_size must be an int H, (C, H, W) or (1, C, H, W); got {input_size!r}")
     if min(shape) < 1:
-        raise ValueError(f"input_size must be positive, got {input_size!r}")
+        raise UsageError(f"input_size must be positive, got {input_size!r}")
     return shape
 
 
@@ -92,9 +97,11 @@ def to_graph(model: nn.Module, input_size: int | Sequence[int] | None = None, ve
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: bad ``input_size`` or ``ve_cutoff``; the output does not depend on the input; the graph has
-            a cycle (a layer reused in a loop).
-        RuntimeError: the model's forward pass fails (the message carries its error).
+        UsageError: bad ``input_size`` or ``ve_cutoff``; and the subclasses below, all about the user's model:
+        archspace.capture.ForwardError: the model's forward pass fails at ``input_size`` (also a ``RuntimeError``;
+            it carries ``input_shape`` and the model's own error as ``reason``).
+        archspace.capture.DisconnectedOutputError: the output does not depend on the input.
+        GraphCycleError: the graph has a cycle (a layer reused in a loop).
 
     Shapes:
         ``op_type (N,)``, ``edge_index (2, E)``, ``edge_dist (E,)``, ``param_shape (N, 4)``, ``param_ndim (N,)``,
@@ -105,7 +112,7 @@ def to_graph(model: nn.Module, input_size: int | Sequence[int] | None = None, ve
     if input_size is None:
         input_size = getattr(model, "expected_input_sz", 224)
     if isinstance(ve_cutoff, bool) or not isinstance(ve_cutoff, (int, np.integer)) or ve_cutoff < 1:
-        raise ValueError(f"ve_cutoff must be an int >= 1, got {ve_cutoff!r}")
+        raise UsageError(f"ve_cutoff must be an int >= 1, got {ve_cutoff!r}")
     cap = capture(model, input_shape(input_size), fast=fast)
     graph = build_graph(cap, int(ve_cutoff))
     _warn_unbound(model, graph, cap)
@@ -124,7 +131,7 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
         The graph.
 
     Raises:
-        ValueError: the kept graph has a cycle.
+        GraphCycleError: the kept graph has a cycle.
     """
     nodes = cap.nodes
     n_raw = len(nodes)
@@ -147,7 +154,7 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
             if not alive[p]:
                 alive[p] = True
                 stack.append(p)
-    order = _topological_order(preds, alive, nodes)
+    order = _order_nodes(preds, alive, nodes)
     n = len(order)
     new_id = np.full(n_raw, -1, dtype=np.int64)
     new_id[order] = np.arange(n)
@@ -190,8 +197,9 @@ def _union(kept: list[bool], expand: list[list[int]], preds: list[int]) -> list[
     return out
 
 
-def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:
-    """Kahn's algorithm, smallest creation index first: the execution order whenever that is already valid.
+def _order_nodes(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:
+    """The smallest topological order of the live nodes (:func:`archspace.dag.topological_order`): the creation
+    (execution) order whenever that is already valid.
 
     A layer applied repeatedly (weight sharing in sequence) makes a cycle through its nodes; the edges back to the
     earlier-made node are then dropped (``preds`` is edited) with a warning, so the layer keeps one node.
@@ -201,7 +209,7 @@ def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list
         # Every edge goes forward in creation order (the usual case): that order is a topological order, and the
         # smallest one, which is what Kahn's algorithm with a min-heap returns.
         return live
-    order = _kahn(preds, alive)
+    order = topological_order(preds, alive)
     if len(order) == len(live):
         return order
     stuck = set(live) - set(order)
@@ -211,33 +219,12 @@ def _topological_order(preds: list[list[int]], alive: list[bool], nodes) -> list
         if back:
             preds[v] = [u for u in preds[v] if u not in back]
             dropped += [(nodes[u].label, nodes[v].label) for u in back]
-    order = _kahn(preds, alive)
+    order = topological_order(preds, alive)
     if len(order) != len(live):
-        raise ValueError("to_graph: the graph has a cycle through "
+        raise GraphCycleError("to_graph: the graph has a cycle through "
                          + ", ".join(nodes[i].label for i in sorted(stuck)[:5]))
     warnings.warn(f"to_graph: a layer is applied repeatedly; dropped {len(dropped)} edge(s) back to its first use "
                   f"to keep one node per parameter: {dropped[:3]}", stacklevel=4)
-    return order
-
-
-def _kahn(preds: list[list[int]], alive: list[bool]) -> list[int]:
-    succs: dict[int, list[int]] = {}
-    indegree = {}
-    for v in (v for v, a in enumerate(alive) if a):
-        ps = [u for u in preds[v] if u != v]
-        indegree[v] = len(ps)
-        for u in ps:
-            succs.setdefault(u, []).append(v)
-    heap = [v for v, d in indegree.items() if d == 0]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        u = heapq.heappop(heap)
-        order.append(u)
-        for v in succs.get(u, ()):
-            indegree[v] -= 1
-            if indegree[v] == 0:
-                heapq.heappush(heap, v)
     return order
 
 

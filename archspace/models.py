@@ -1,67 +1,184 @@
-"""Model specs for the command lines: build a network from a short string.
+"""Model specs: name a network in a short string, check the name, build the network. The one spec parser.
 
-Three spellings, shared by ``archspace graph`` and ``ghn predict``:
+Three spellings, shared by ``archspace graph``, ``ghn predict`` and ``ghn rank``:
 
 - ``torchvision:NAME`` -- a torchvision classification model built with ``weights=None`` (nothing is downloaded),
   e.g. ``torchvision:resnet50``;
 - ``deepnets:SPLIT/INDEX`` -- net ``INDEX`` of a DeepNets-1M split (Knyazev et al., NeurIPS 2021, Sec. 3), e.g.
   ``deepnets:test/0`` (:func:`archspace.sampler.get_net`);
 - ``package.module:callable`` -- any importable callable returning an ``nn.Module``; it receives
-  ``num_classes=...`` if its signature accepts it.
+  ``num_classes=...`` if its signature names it or takes ``**kwargs``.
+
+:func:`check_spec` validates a spec without building anything, :func:`load_model` builds it; both raise
+:class:`ModelSpecError` with a "did you mean ..." from :func:`suggest` for a misspelt name.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch.nn as nn
 
+from .errors import UsageError
+
 SPEC_HELP = ("spell a model as torchvision:NAME (e.g. torchvision:resnet50), deepnets:SPLIT/INDEX (e.g. "
              "deepnets:test/0) or package.module:callable (e.g. mypkg.nets:build_net)")
+#: Where a user finds the torchvision names (the hint when no name is close).
+TORCHVISION_LISTING = "list the names with: python -c 'import torchvision; print(torchvision.models.list_models())'"
+_SCHEMES = ("torchvision", "deepnets")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UsageError):
     """A model spec that cannot be parsed or names no model; the message says how to spell one."""
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed, checked model spec (from :func:`check_spec`).
+
+    Attributes:
+        kind: ``"torchvision"``, ``"deepnets"`` or ``"callable"``.
+        name: the torchvision model name, the DeepNets-1M split, or the module of the callable.
+        index: the net's index in the split (``deepnets`` only).
+        attr: the callable's name in its module (``callable`` only).
+    """
+
+    kind: str
+    name: str
+    index: int | None = None
+    attr: str | None = None
+
+
+def suggest(name: str, known: Iterable[str], listing: str | None = None, prefix: str = "") -> str:
+    """The end of an "unknown name" message: the closest known names, or where to find them.
+
+    Matching ignores case (``difflib.get_close_matches`` on lower-cased names, at most three).
+
+    Args:
+        name: what the user wrote.
+        known: the valid names.
+        listing: hint used when nothing is close (default: the list of known names when there are at most 12).
+        prefix: written before each suggested name (``"torchvision:"`` to suggest whole specs).
+
+    Returns:
+        ``"; did you mean X, Y?"``, else ``"; " + listing``, else ``"; choose one of A, B, C"``, else ``""``.
+    """
+    by_lower = {k.lower(): k for k in sorted(set(known))}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3)
+    if close:
+        return "; did you mean " + ", ".join(prefix + by_lower[c] for c in close) + "?"
+    if listing:
+        return "; " + listing
+    if 0 < len(by_lower) <= 12:
+        return "; choose one of " + ", ".join(by_lower.values())
+    return ""
+
+
 def torchvision_names() -> list[str]:
-    """Names of torchvision's classification models (``torchvision.models.list_models``)."""
+    """Names of torchvision's classification models (``torchvision.models.list_models``), sorted."""
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, image_size: int | None = None
-               ) -> nn.Module:
-    """Build the network named by ``spec`` (see the module docstring for the spellings).
+def check_spec(spec: str) -> ModelSpec:
+    """Check a model spec without building the model: the torchvision name exists, the DeepNets-1M split exists
+    and holds the index, the module imports and has the callable.
+
+    Args:
+        spec: ``torchvision:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
+
+    Returns:
+        The parsed :class:`ModelSpec`.
+
+    Raises:
+        ModelSpecError: malformed spec or unknown name; the message says how to spell one and suggests close names.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        hint = suggest(spec, torchvision_names(), listing="", prefix="torchvision:") if isinstance(spec, str) else ""
+        raise ModelSpecError(f"cannot parse model {spec!r}: {SPEC_HELP}{hint}")
+    kind, _, name = spec.partition(":")
+    if not name:
+        raise ModelSpecError(f"model {spec!r} has nothing after ':': {SPEC_HELP}")
+    if kind == "torchvision":
+        if name not in torchvision_names():
+            raise ModelSpecError(f"unknown torchvision model {name!r}"
+                                 + suggest(name, torchvision_names(), TORCHVISION_LISTING))
+        return ModelSpec("torchvision", name)
+    if kind == "deepnets":
+        return _check_deepnets(name)
+    if not all(part.isidentifier() for part in kind.split(".")):
+        raise ModelSpecError(f"cannot parse model {spec!r}: {SPEC_HELP}")
+    return _check_callable(kind, name)
+
+
+def _check_deepnets(name: str) -> ModelSpec:
+    from .sampler import SPLITS
+
+    split, _, index = name.partition("/")
+    if split not in SPLITS:
+        raise ModelSpecError(f"unknown DeepNets-1M split {split!r}" + suggest(split, SPLITS))
+    if not index.isdigit():
+        raise ModelSpecError(f"cannot parse deepnets:{name}; expected deepnets:SPLIT/INDEX with an index "
+                             f"0-{SPLITS[split] - 1}, e.g. deepnets:{split}/0")
+    if int(index) >= SPLITS[split]:
+        raise ModelSpecError(f"deepnets:{name}: index {int(index)} is out of range; split {split!r} has nets "
+                             f"0-{SPLITS[split] - 1}")
+    return ModelSpec("deepnets", split, index=int(index))
+
+
+def _check_callable(module_name: str, attr: str) -> ModelSpec:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        hint = suggest(module_name, _SCHEMES, listing=SPEC_HELP) if "." not in module_name else "; " + SPEC_HELP
+        raise ModelSpecError(f"cannot import {module_name!r} ({error}){hint}") from error
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+        raise ModelSpecError(f"{module_name} has no callable {attr!r}" + suggest(attr, public, listing=SPEC_HELP))
+    return ModelSpec("callable", module_name, attr=attr)
+
+
+def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, image_size: int | None = None,
+               width: int | None = None) -> nn.Module:
+    """Build the network named by ``spec`` (see the module docstring for the spellings), after :func:`check_spec`.
 
     Args:
         spec: ``torchvision:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
         num_classes: size of the classifier.
         small_input: apply :func:`archspace.adapt_small_input` (the CIFAR recipe for 32x32 images).
-        image_size: image size for DeepNets-1M nets (default 32 with ``small_input`` or for deepnets, else 224).
+        image_size: image size of DeepNets-1M nets (default 32).
+        width: base width ``C`` of DeepNets-1M nets (default: the genotype's); ignored by other models.
 
     Returns:
         The model, with fresh (not pretrained) parameters.
 
     Raises:
-        ModelSpecError: malformed spec or unknown name; the message lists how to spell one (and, for torchvision,
-            the available names).
+        ModelSpecError: malformed spec, unknown name, non-positive ``num_classes``/``image_size``/``width``, or a
+            callable that returns no ``nn.Module``.
+        UsageError: ``small_input`` for a family without a small-input recipe.
     """
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ModelSpecError(f"cannot parse model {spec!r}: {SPEC_HELP}")
-    kind, _, name = spec.partition(":")
-    if not name:
-        raise ModelSpecError(f"model {spec!r} has nothing after ':': {SPEC_HELP}")
-    if kind == "torchvision":
-        model = _torchvision(name, num_classes)
-    elif kind == "deepnets":
-        model = _deepnets(name, num_classes, image_size or 32)
-    elif "." in kind or kind.isidentifier():
-        model = _callable(kind, name, num_classes)
+    for what, value in (("num_classes", num_classes), ("image_size", image_size), ("width", width)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ModelSpecError(f"{what} must be a positive integer, got {value!r}")
+    parsed = check_spec(spec)
+    if parsed.kind == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(parsed.name, weights=None, num_classes=num_classes)
+    elif parsed.kind == "deepnets":
+        from .sampler import get_net
+
+        model = get_net(parsed.name, parsed.index, num_classes=num_classes, image_size=image_size or 32,
+                        width=width)
     else:
-        raise ModelSpecError(f"cannot parse model {spec!r}: {SPEC_HELP}")
+        model = _call(parsed, num_classes)
     if small_input:
         from .small_input import adapt_small_input
 
@@ -69,46 +186,15 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
     return model
 
 
-def _torchvision(name: str, num_classes: int) -> nn.Module:
-    import torchvision
-
-    names = torchvision_names()
-    if name not in names:
-        close = [n for n in names if name.lower()[:4] in n] or names
-        raise ModelSpecError(f"unknown torchvision model {name!r}; {SPEC_HELP}. torchvision classification models: "
-                             + ", ".join(close))
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-
-
-def _deepnets(name: str, num_classes: int, image_size: int) -> nn.Module:
-    split, _, index = name.partition("/")
-    if not split or not index.isdigit():
-        raise ModelSpecError(f"cannot parse deepnets:{name}; expected deepnets:SPLIT/INDEX, e.g. deepnets:test/0")
+def _call(parsed: ModelSpec, num_classes: int) -> nn.Module:
+    fn: Any = getattr(importlib.import_module(parsed.name), parsed.attr)
     try:
-        from .sampler import SPLITS, get_net
-    except ImportError as error:
-        raise ModelSpecError(f"deepnets models need archspace.sampler, which is not available: {error}") from error
-    if split not in SPLITS:
-        raise ModelSpecError(f"unknown DeepNets-1M split {split!r}; splits: {', '.join(SPLITS)}")
-    try:
-        return get_net(split, int(index), num_classes=num_classes, image_size=image_size)
-    except (IndexError, KeyError, ValueError) as error:
-        raise ModelSpecError(f"deepnets:{name}: {error}") from error
-
-
-def _callable(module_name: str, attr: str, num_classes: int) -> nn.Module:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ModelSpecError(f"cannot import {module_name!r} ({error}); {SPEC_HELP}") from error
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise ModelSpecError(f"{module_name} has no callable {attr!r}; {SPEC_HELP}")
-    try:
-        accepts = "num_classes" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        accepts = False
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        params = []
+    # Named, or taken by **kwargs (torchvision's builders pass those on to the model class).
+    accepts = any(p.name == "num_classes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     model = fn(num_classes=num_classes) if accepts else fn()
     if not isinstance(model, nn.Module):
-        raise ModelSpecError(f"{module_name}:{attr} returned {type(model).__name__}, not an nn.Module")
+        raise ModelSpecError(f"{parsed.name}:{parsed.attr} returned {type(model).__name__}, not an nn.Module")
     return model

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .genotype import Genotype
+from .errors import UsageError
+from .genotype import Genotype, GenotypeError
 from .ops import OPS, FactorizedReduce, PosEnc, ReLUConvBN, Stride, norm_layer, op_num_params
 
 #: Inputs at least this large get the ImageNet stem (stride 4 simple stem, stride 2 convs in the DARTS stem,
@@ -133,13 +134,13 @@ def plan_network(genotype: Genotype, num_classes: int = 10, image_size: int = 32
         The :class:`NetPlan`.
 
     Raises:
-        ValueError: for a non-positive ``num_classes``, ``image_size`` or ``width``.
+        UsageError: (a ``ValueError``) for a non-positive ``num_classes`` or ``image_size``, or a width below 2.
     """
     if num_classes < 1 or image_size < 1:
-        raise ValueError(f"num_classes and image_size must be positive, got {num_classes}, {image_size}")
+        raise UsageError(f"num_classes and image_size must be positive, got {num_classes}, {image_size}")
     C = genotype.C if width is None else int(width)
     if C < 2:
-        raise ValueError(f"width must be at least 2, got {width}")
+        raise UsageError(f"width must be at least 2, got {width}")
     g = genotype
     imagenet = image_size >= IMAGENET_MIN_SIZE
     is_vit = g.is_vit
@@ -461,8 +462,9 @@ class Network(nn.Module):
         width: overrides ``genotype.C`` (the base number of channels).
 
     Raises:
-        ValueError: if the genotype is disconnected (``none`` edges cut every path to the classifier), or for bad
-            sizes.
+        GenotypeError: (a ``UsageError``) if the genotype is disconnected (``none`` edges cut every path to the
+            classifier).
+        UsageError: for bad sizes.
 
     Shapes:
         ``x: (B, 3, image_size, image_size) -> logits (B, num_classes)``
@@ -472,7 +474,7 @@ class Network(nn.Module):
         super().__init__()
         plan = plan_network(genotype, num_classes, image_size, width)
         if not plan.connected:
-            raise ValueError(f"genotype is disconnected: 'none' edges cut every path to the classifier: {genotype}")
+            raise GenotypeError(f"genotype is disconnected: 'none' edges cut every path to the classifier: {genotype}")
         self.genotype = genotype
         self.plan = plan
         self.expected_input_sz = image_size  # default input size of archspace.to_graph

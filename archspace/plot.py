@@ -15,11 +15,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection, PathCollection  # noqa: E402, F401
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
+from .dag import longest_path_levels  # noqa: E402
 from .data import ArchGraph  # noqa: E402
+from .errors import UsageError  # noqa: E402
+from .files import atomic_path, check_writable  # noqa: E402
 from .primitives import PRIMITIVES  # noqa: E402
 
 #: Colour per primitive: convolution family in blues, norms in yellows, parameter-free ops in greys/greens.
@@ -59,10 +62,7 @@ def layered_layout(graph: ArchGraph, spacing: float = 1.0) -> np.ndarray:
     preds: list[list[int]] = [[] for _ in range(n)]
     for u, v in real.T:
         preds[v].append(int(u))
-    row = np.zeros(n, dtype=np.int64)
-    for v in range(n):  # nodes are topologically ordered
-        if preds[v]:
-            row[v] = max(row[u] for u in preds[v]) + 1
+    row = longest_path_levels(real[0], real[1], n)  # (N,)
     x = np.zeros(n)
     for r in range(int(row.max()) + 1 if n else 0):
         members = np.flatnonzero(row == r)
@@ -76,13 +76,35 @@ def layered_layout(graph: ArchGraph, spacing: float = 1.0) -> np.ndarray:
     return np.stack([x, -row.astype(float)], axis=1)
 
 
+def check_plot_path(path: str | Path, what: str = "--plot") -> str:
+    """Check, before any work, that a plot can be saved at ``path``: a writable file with an image extension.
+
+    Args:
+        path: the image file; its extension picks the format (``.png``, ``.svg``, ``.pdf``, ...).
+        what: how the user named it, for the message.
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        UsageError: ``path`` is a directory, not writable, or has no extension matplotlib can write.
+    """
+    path = check_writable(path, what)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext not in formats:
+        raise UsageError(f"{what} {path}: cannot tell the image format from {Path(path).suffix or 'no extension'!r}; "
+                         f"end the name in one of .{', .'.join(formats)}")
+    return path
+
+
 def plot_graph(graph: ArchGraph, path: str | Path | None = None, title: str | None = None,
                with_labels: bool | None = None, dpi: int = 100) -> plt.Figure:
     """Draw ``graph`` coloured by primitive with a legend and save it (PNG, or any format matplotlib knows).
 
     Args:
         graph: an :class:`~archspace.data.ArchGraph`.
-        path: where to save; ``None`` only returns the figure.
+        path: where to save, atomically; the extension picks the format; ``None`` only returns the figure.
         title: figure title (default: node and edge counts).
         with_labels: write node names next to nodes (default: for graphs of at most 60 nodes).
         dpi: resolution; lowered automatically for very tall graphs so that images stay under ~16k pixels.
@@ -92,7 +114,10 @@ def plot_graph(graph: ArchGraph, path: str | Path | None = None, title: str | No
 
     Raises:
         ValueError: the graph has no nodes.
+        UsageError: ``path`` cannot be written or has no image extension (see :func:`check_plot_path`).
     """
+    if path is not None:
+        check_plot_path(path, "path")
     n = graph.num_nodes
     if not n:
         raise ValueError("cannot plot an empty graph")
@@ -140,7 +165,8 @@ def plot_graph(graph: ArchGraph, path: str | Path | None = None, title: str | No
     ax.axis("off")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=dpi, facecolor="white")
+        with atomic_path(path) as tmp:  # a reader never sees half an image
+            fig.savefig(tmp, format=Path(path).suffix.lower().lstrip("."), dpi=dpi, facecolor="white")
         plt.close(fig)
     return fig
 

@@ -26,7 +26,9 @@ import json
 import numpy as np
 import torch.nn as nn
 
+from .errors import UsageError
 from .genotype import DARTS_V2, Genotype
+from .models import suggest
 from .network import IMAGENET_MIN_SIZE, Network, count_params, plan_network
 from .ops import OP_NAMES
 
@@ -190,7 +192,7 @@ def _candidate(u: _Uniforms, split: str) -> Genotype | None:
 
 def _check_split(split: str, index: int) -> None:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise UsageError(f"unknown DeepNets-1M split {split!r}" + suggest(split, SPLITS))
     if not isinstance(index, (int, np.integer)) or not 0 <= index < SPLITS[split]:
         raise IndexError(f"index {index!r} out of range for split {split!r} of {SPLITS[split]} nets")
 
@@ -208,7 +210,8 @@ def get_genotype(split: str, index: int, max_attempts: int = 100_000) -> Genotyp
         The :class:`Genotype` (width 128 for ``wide``, 32 otherwise).
 
     Raises:
-        ValueError: for an unknown split, or ``predefined`` index 0.
+        UsageError: (a ``ValueError``) for an unknown split.
+        ValueError: for ``predefined`` index 0.
         IndexError: if ``index`` is out of range.
         RuntimeError: if no valid genotype was found in ``max_attempts`` draws (should not happen).
     """

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torchvision import models as tvm
 
+from .errors import UsageError
+
 
 def _centre_crop_stem(conv: nn.Conv2d, kernel: int = 3) -> None:
     """Make ``conv`` a ``kernel x kernel`` stride-1 conv whose weight is the centre of its current kernel."""
@@ -111,14 +113,15 @@ def adapt_small_input(model: nn.Module) -> nn.Module:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: the family has no recipe (the message lists the supported ones), or its layout is unexpected.
+        UsageError: (a ``ValueError``) the family has no recipe; the message lists the supported ones.
+        ValueError: a supported family with an unexpected layout.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt_small_input expects an nn.Module, got {type(model).__name__}")
     adapter = next((fn for cls, fn in ADAPTERS.items() if isinstance(model, cls)), None)
     if adapter is None:
         families = ", ".join(cls.__name__ for cls in ADAPTERS)
-        raise ValueError(f"adapt_small_input has no small-input recipe for {type(model).__name__}; supported "
+        raise UsageError(f"adapt_small_input has no small-input recipe for {type(model).__name__}; supported "
                          f"families: {families}")
     adapter(model)
     model.expected_input_sz = 32

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
 from .genotype import Genotype
 
 #: Width policies understood by :func:`net_size`.
@@ -76,14 +77,15 @@ def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, g
         ``(width, fc_dim)``; ``fc_dim`` is ``None`` where the genotype's own is kept.
 
     Raises:
-        ValueError: an unknown policy, or ``ghn2`` with a genotype but no ``base_params``.
+        UsageError: an unknown policy (a ``ValueError``).
+        ValueError: ``ghn2`` with a genotype but no ``base_params``.
     """
     lo, hi = width_range
     rng = np.random.default_rng([seed, index])
     if policy == "uniform":
         return int(rng.integers(lo, hi + 1)), None
     if policy != "ghn2":
-        raise ValueError(f"unknown width policy {policy!r}; expected one of {WIDTH_POLICIES}")
+        raise UsageError(f"unknown width policy {policy!r}; choose one of {', '.join(WIDTH_POLICIES)}")
     grid = list(range(lo, hi + 1, GHN2_WIDTH_STEP))
     if genotype is None:
         return lo, None

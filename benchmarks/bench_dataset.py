@@ -16,8 +16,10 @@ import os
 import tempfile
 import time
 
-from archspace.dataset import ArchDataset, build_split, meta_batches
+from archspace.dataset import ArchDataset
+from archspace.meta_batch import meta_batches
 from archspace.sampler import get_genotype
+from archspace.shards import build_split
 
 REF_SECONDS_PER_1000 = 93.7
 REF_MB_PER_1000 = 42.8
@@ -51,7 +53,7 @@ def main() -> None:
         ds = ArchDataset(root, "train", num=args.num, width_range=(32, 128))
         loads = {}
         for workers in sorted({0, args.loader_workers}):
-            loader = meta_batches(ds, meta_batch_size=8, max_nodes=2200, num_workers=workers)
+            loader = meta_batches(ds, num_steps=None, meta_batch_size=8, max_nodes=2200, num_workers=workers)
             it = iter(loader)
             if workers:
                 next(it)  # worker start-up

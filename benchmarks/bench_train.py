@@ -82,13 +82,13 @@ def main(argv=None) -> dict:
                               max_nodes=args.max_nodes, ckpt_every=0, progress=False, device="cpu", seed=args.seed,
                               channels_last=channels_last, arch_cache=args.meta_batch)
             phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
-            trainer.archs.get = _timed(trainer.archs.get, phase, "build")
+            archs.get_pair = _timed(archs.get_pair, phase, "build")  # called by trainer.pairs on a cache miss
             ghn.predict_parameters = _timed(ghn.predict_parameters, phase, "ghn")
             trainer.objective.forward = _timed(trainer.objective.forward, phase, "objective")
             times, nodes, params, skipped, phases = [], [], [], 0, []
             step = 0
             for x, y in images.iterate(0, None):
-                idx = trainer.archs.indices(step)
+                idx = trainer.sampler.draw(step)
                 phase.update(build=0.0, ghn=0.0, objective=0.0)
                 t0 = time.perf_counter()
                 row = trainer.train_step(step, x, y)
@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
                     times.append(dt)
                     phases.append(split)
                     nodes.append(row["nodes"])
-                    params.append(sum(p.numel() for i in idx for p in trainer.archs.get(i)[1].parameters()))
+                    params.append(sum(p.numel() for i in idx for p in trainer.pairs[i][1].parameters()))
                 if len(times) >= args.steps:
                     break
         mean = sum(times) / len(times)

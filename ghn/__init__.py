@@ -8,10 +8,17 @@ Quick use::
     model, report = ghn(model, return_report=True)
     print(report)                                # predicted / tiled / untouched parameters
 
-BatchNorm running statistics are not predicted: by default (``bn_mode="batch"``) BN layers then always use batch
-statistics, also after ``model.eval()``; with ``bn_mode="keep"`` call ``recompute_bn_stats(model, loader, n)``
-before evaluating (see :mod:`ghn.batchnorm`). For training a GHN use ``GHN.predict_parameters(graphs, models)``
-with ``torch.func.functional_call``.
+BatchNorm running statistics are not predicted; one vocabulary, ``batch`` or ``running``, says how BN layers are
+left (:mod:`ghn.batchnorm`). By default (``bn_mode="batch"``, as the paper evaluates) they always use batch
+statistics, also after ``model.eval()``; with ``bn_mode="running"`` (the ``ghn predict`` default, so the saved state
+dict loads into the plain model) call ``recompute_bn_stats(model, loader, n)`` before evaluating in eval mode.
+
+A GHN trained for N classes refuses a network whose classifier has M != N outputs (:class:`ClassMismatchError`)
+unless ``keep_classifier_init=True``, which leaves the classifier at its default initialisation; a network that does
+not run at the requested input size raises :class:`InputSizeError`; a bad checkpoint :class:`CheckpointError`. All
+three are ``archspace.errors.UsageError``, reported by the command lines as one line with exit status 2.
+
+For training a GHN use ``GHN.predict_parameters(graphs, models)`` with ``torch.func.functional_call``.
 
 Public names are imported lazily so that ``import ghn.cli`` stays light.
 """
@@ -25,6 +32,9 @@ import archspace  # noqa: F401  (installs the filter for torch_geometric's impor
 _EXPORTS = {
     "GHN": "ghn.model",
     "CheckpointError": "ghn.checkpoint",
+    "ClassMismatchError": "ghn.model",
+    "InputSizeError": "ghn.model",
+    "bn_mode": "ghn.batchnorm",
     "PredictionReport": "ghn.report",
     "recompute_bn_stats": "ghn.batchnorm",
     "set_bn_mode": "ghn.batchnorm",

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from archspace.errors import UsageError
+
 BN_MODES = ("batch", "running")
 
 
@@ -33,10 +35,10 @@ def check_bn_mode(mode: str) -> str:
         ``mode``.
 
     Raises:
-        ValueError: ``mode`` is not one of :data:`BN_MODES`.
+        archspace.errors.UsageError: (a ``ValueError``) ``mode`` is not one of :data:`BN_MODES`.
     """
     if mode not in BN_MODES:
-        raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {mode!r}")
+        raise UsageError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {mode!r}")
     return mode
 
 
@@ -108,8 +110,8 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, num_batches: int = 5
     """Re-estimate BatchNorm running statistics from data, so that ``model.eval()`` is correct.
 
     Statistics are reset and accumulated as a cumulative average over ``num_batches`` batches (``momentum=None``);
-    BN layers put in batch-statistics mode by ``set_bn_mode(model, "batch")`` get running buffers again. Only BN layers are
-    switched to train mode during the passes; the model's modes and momenta are restored afterwards.
+    BN layers put in batch-statistics mode by ``set_bn_mode(model, "batch")`` get running buffers again. Only BN
+    layers are switched to train mode during the passes; the model's modes and momenta are restored afterwards.
 
     Args:
         model: the network.

@@ -4,6 +4,10 @@ Ours: a safetensors file of the GHN's weights whose metadata holds ``format`` (`
 ``config``, the constructor arguments as JSON (image size included), so loading needs neither pickle nor Hydra.
 Reference (facebookresearch/ppuda): a ``torch.save`` dict with ``state_dict`` and ``config`` (``hid`` for the hidden
 size), read with ``torch.load(weights_only=True)``. Key names are the same in both.
+
+Every way a file can fail to be a usable checkpoint (missing, a directory, empty, unreadable, truncated, foreign, an
+invalid config, weights that do not fit the config) raises one :class:`CheckpointError` whose message names the file
+and the problem in one line.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
-import zipfile
 
 import torch
 import torch.nn as nn
+
+from archspace.errors import UsageError
+from archspace.files import atomic_path
 
 FORMAT = "ghn-archspace/1"
 
@@ -26,28 +31,71 @@ _REFERENCE_ALIASES = {"hid": "hidden_dim"}
 _REFERENCE_IGNORED = {"debug_level"}
 
 
-class CheckpointError(Exception):
-    """A GHN checkpoint cannot be read: the file is missing, truncated/corrupt, or not a GHN checkpoint."""
+class CheckpointError(UsageError):
+    """A GHN checkpoint cannot be used: the file is missing, a directory, empty, unreadable, truncated or corrupt,
+    not a GHN checkpoint, or holds an invalid config.
+
+    Args:
+        path: the file.
+        problem: what is wrong, e.g. ``"checkpoint file not found"``.
+        detail: more about it (shown in parentheses).
+
+    The message is ``"PROBLEM: PATH (DETAIL)"``, one line.
+    """
 
     def __init__(self, path: str, problem: str, detail: str = "") -> None:
         self.path, self.problem, self.detail = str(path), problem, detail
         super().__init__(f"{problem}: {path}" + (f" ({detail})" if detail else ""))
 
 
-def _config_from(raw: dict, path: str) -> dict:
+def _config_from(raw, path: str) -> dict:
+    """Our constructor arguments from a checkpoint's config (reference spellings mapped); the values themselves
+    are checked by the :class:`ghn.GHN` constructor."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(path, "invalid GHN config", f"expected a dict, got {type(raw).__name__}")
     config = {}
     for key, value in raw.items():
         key = _REFERENCE_ALIASES.get(key, key)
         if key in _REFERENCE_IGNORED:
             continue
         if key not in _CONFIG_KEYS:
-            raise CheckpointError(path, "not a GHN checkpoint", f"unknown config key {key!r}")
+            raise CheckpointError(path, "invalid GHN config",
+                                  f"unknown key {key!r}; known: {', '.join(sorted(_CONFIG_KEYS))}")
         config[key] = value
     for required in ("max_shape", "num_classes"):
         if required not in config:
-            raise CheckpointError(path, "not a GHN checkpoint", f"config lacks {required!r}")
-    config["max_shape"] = tuple(int(s) for s in config["max_shape"])
+            raise CheckpointError(path, "invalid GHN config", f"config lacks {required!r}")
     return config
+
+
+def _sniff(path: str) -> tuple[str | None, int]:
+    """Check that ``path`` is a readable, non-empty file and tell its format from its first bytes (not its name).
+
+    Returns:
+        ``(kind, size)``: kind ``"safetensors"`` (an 8-byte header length, then a JSON header), ``"torch"`` (a zip
+        archive or a legacy pickle) or ``None``; size in bytes.
+
+    Raises:
+        CheckpointError: missing, a directory, unreadable or empty.
+    """
+    if os.path.isdir(path):
+        raise CheckpointError(path, "checkpoint is a directory, not a file",
+                              "pass the .safetensors or .pt file inside it")
+    if not os.path.exists(path):
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise CheckpointError(path, "cannot read checkpoint", e.strerror or type(e).__name__) from e
+    if size == 0:
+        raise CheckpointError(path, "empty checkpoint file", "0 bytes")
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors", size
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "torch", size
+    return None, size
 
 
 def _safetensors_header(path: str, size: int) -> tuple[dict, int]:
@@ -57,21 +105,12 @@ def _safetensors_header(path: str, size: int) -> tuple[dict, int]:
         if n > size - 8:
             raise CheckpointError(path, "truncated or corrupt checkpoint", "header longer than the file")
         try:
-            return json.loads(f.read(n)), n
+            header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
-
-
-def _file_kind(path: str) -> str | None:
-    """``"safetensors"`` (an 8-byte header length, then a JSON header), ``"torch"`` (a zip archive or a legacy
-    pickle) or ``None``, from the file's first bytes rather than its name."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return "torch"
-    return None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header")
+    return header, n
 
 
 def _read_safetensors(path: str, size: int) -> tuple[dict, dict]:
@@ -79,62 +118,61 @@ def _read_safetensors(path: str, size: int) -> tuple[dict, dict]:
 
     header, n = _safetensors_header(path, size)
     meta = header.get("__metadata__") or {}
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError) as e:
+        raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
     if 8 + n + end > size:
         raise CheckpointError(path, "truncated or corrupt checkpoint",
                               f"file has {size} bytes, tensors need {8 + n + end}")
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(path, "not a GHN checkpoint", "safetensors file without GHN metadata")
     try:
+        raw = json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(path, "invalid GHN config", "the config metadata is not JSON") from e
+    try:
         with safe_open(path, framework="pt", device="cpu") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(path, "truncated or corrupt checkpoint", str(e)) from e
-    return json.loads(meta["config"]), state
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(path, "truncated or corrupt checkpoint", str(e).splitlines()[0]) from e
+    return raw, state
 
 
 def _read_torch(path: str) -> tuple[dict, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - damaged or foreign pickles fail with many error types
         if "Weights only load failed" in str(e):
             raise CheckpointError(path, "not a GHN checkpoint", "holds objects other than tensors and plain data") \
                 from e
-        raise CheckpointError(path, "truncated or corrupt checkpoint", msg) from e
-    except Exception as e:  # unpickling errors of damaged files come in many types
-        raise CheckpointError(path, "truncated or corrupt checkpoint", f"{type(e).__name__}: {e}") from e
-    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict) or \
-            not isinstance(obj.get("config"), dict):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(path, "truncated or corrupt checkpoint", f"{type(e).__name__}: {first}"[:300]) from e
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict) or "config" not in obj:
         raise CheckpointError(path, "not a GHN checkpoint", "expected a dict with 'state_dict' and 'config'")
     return obj["config"], obj["state_dict"]
 
 
-def load_checkpoint(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a checkpoint in either format (detected from the file's first bytes, not its name).
 
     Args:
         path: the file.
 
     Returns:
-        ``(config, state_dict)``, config with our constructor argument names.
+        ``(config, state_dict)``, config with our constructor argument names (values not yet checked: the
+        :class:`ghn.GHN` constructor does that).
 
     Raises:
-        CheckpointError: the file is missing, empty/truncated/corrupt, or not a GHN checkpoint.
+        CheckpointError: the file is missing, a directory, empty, unreadable, truncated or corrupt, not a GHN
+            checkpoint, or its config has unknown or missing keys.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(path, "checkpoint file not found")
-    if os.path.isdir(path):
-        raise CheckpointError(path, "not a GHN checkpoint", "is a directory")
-    size = os.path.getsize(path)
-    if size < 9:  # shorter than any header
-        raise CheckpointError(path, "truncated or corrupt checkpoint", f"only {size} bytes")
-    kind = _file_kind(path)
+    kind, size = _sniff(path)
     if kind == "safetensors":
         try:
             raw, state = _read_safetensors(path, size)
-        except (json.JSONDecodeError, UnicodeDecodeError, struct.error) as e:
+        except struct.error as e:
             raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
     elif kind == "torch":
         raw, state = _read_torch(path)
@@ -143,66 +181,82 @@ def load_checkpoint(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
     return _config_from(raw, path), state
 
 
-def read_metadata(path: str) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of one of our safetensors checkpoints (``format``, ``config`` and what the writer added,
     e.g. ``train_width_range`` from ``ghn-train``); ``{}`` for a reference ``torch.save`` file.
 
+    Args:
+        path: the file.
+
+    Returns:
+        Metadata key -> string value.
+
     Raises:
-        CheckpointError: the file is missing or its header is unreadable.
+        CheckpointError: the file is missing, a directory, empty, unreadable, or its header is unreadable.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(path, "checkpoint file not found")
-    if _file_kind(path) != "safetensors":
+    kind, size = _sniff(path)
+    if kind != "safetensors":
         return {}
-    header, _ = _safetensors_header(path, os.path.getsize(path))
+    header, _ = _safetensors_header(path, size)
     return dict(header.get("__metadata__") or {})
 
 
 def load_state_into(ghn: nn.Module, state: dict[str, torch.Tensor], path: str = "") -> None:
-    """Load a state dict strictly, turning a key/shape mismatch into a :class:`CheckpointError`."""
-    try:
-        ghn.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(path, "not a GHN checkpoint of this configuration", str(e).splitlines()[0]) from e
+    """Load a state dict strictly; names and shapes are compared first, so a mismatch is one clear error.
+
+    Args:
+        ghn: the freshly built GHN.
+        state: the checkpoint's tensors.
+        path: the checkpoint file, for the message.
+
+    Raises:
+        CheckpointError: tensors missing, unexpected, not tensors, or of another shape than the config gives.
+    """
+    own = ghn.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    odd = [k for k in own if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)]
+    if missing or unexpected or odd:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]!r}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]!r}")
+        if odd:
+            k = odd[0]
+            got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+            parts.append(f"{len(odd)} of another shape, e.g. {k!r}: {got} in the file, {tuple(own[k].shape)} "
+                         "expected")
+        raise CheckpointError(path, "weights do not match the checkpoint's configuration", "; ".join(parts))
+    ghn.load_state_dict(state, strict=True)
 
 
-def save_checkpoint(ghn: nn.Module, path: str, extra: dict | None = None) -> None:
-    """Write ``ghn`` to ``path`` as safetensors with its config in the metadata; atomic (temp file + rename).
+def save_checkpoint(ghn: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Write ``ghn`` to ``path`` as safetensors with its config in the metadata, atomically.
 
     Args:
         ghn: a :class:`ghn.GHN`.
         path: destination.
-        extra: more string metadata (e.g. epoch, notes).
+        extra: more metadata (e.g. epoch, notes); non-string values are stored as JSON.
     """
-
     meta = {"format": FORMAT, "config": json.dumps(ghn.config)}
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in ghn.state_dict().items()}
-    atomic_save_safetensors(state, path, meta)
+    atomic_save_safetensors(ghn.state_dict(), path, meta)
 
 
-def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str, metadata: dict | None = None) -> None:
-    """Write tensors to a safetensors file atomically: a temp file in the same folder, then ``os.replace``.
+def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to a safetensors file atomically (:func:`archspace.files.atomic_path`).
 
     Args:
-        state: name -> tensor (made contiguous and unshared here).
-        path: destination.
+        state: name -> tensor (copied to the CPU, contiguous and unshared, as safetensors requires).
+        path: destination; its folder is created if missing.
         metadata: string metadata.
     """
     from safetensors.torch import save_file
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

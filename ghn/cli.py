@@ -2,68 +2,57 @@
 
 MODEL is given as for ``archspace graph``: ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 ``deepnets:SPLIT/INDEX`` (a DeepNets-1M net), or ``pkg.module:callable`` (called with ``num_classes=`` when it
-accepts it). The predicted state dict is written as safetensors, atomically. Errors in the model spec or the
-checkpoint exit with status 2 and one line on stderr, no traceback.
+accepts it). The predicted state dict is written as safetensors, atomically. Bad input (a model spec, a checkpoint,
+a size, an output path, a classifier of another size than the GHN's) exits with status 2 and one line on stderr;
+``--debug`` or ``GHN_DEBUG=1`` shows the traceback.
+
+Other subcommands (``ghn rank``, ``ghn finetune``) live in the packages that own them and register through the
+entry-point group ``ghn.commands`` (see ``pyproject.toml``), so this package never imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from importlib.metadata import entry_points
 
-import torch.nn as nn
+from archspace.errors import UsageError, run_cli
+from archspace.files import check_writable
 
+from .batchnorm import BN_MODES
 
-class UsageError(Exception):
-    """A user error reported in one line with exit status 2."""
-
-
-def load_model(spec: str, num_classes: int) -> nn.Module:
-    """Resolve a model spec with :func:`archspace.models.load_model`.
-
-    Raises:
-        UsageError: the spec cannot be resolved.
-    """
-    from archspace.models import load_model as archspace_load_model
-
-    try:
-        return archspace_load_model(spec, num_classes=num_classes)
-    except (ValueError, KeyError, ImportError, AttributeError, IndexError) as e:
-        raise UsageError(f"bad model spec {spec!r}: {e}") from e
+#: Entry-point group of the ``ghn`` subcommands defined in other packages; each value is a function that takes the
+#: argparse subparsers object and adds its parser.
+COMMANDS_GROUP = "ghn.commands"
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import archspace
+    from archspace import adapt_small_input
+    from archspace.models import load_model
 
-    from .checkpoint import CheckpointError, atomic_save_safetensors
+    from .checkpoint import atomic_save_safetensors
     from .model import GHN
 
-    try:
-        ghn = GHN.load(args.ckpt)
-    except CheckpointError as e:
-        raise UsageError(f"bad checkpoint: {e}") from e
+    for flag, value in (("--num-classes", args.num_classes), ("--input-size", args.input_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    if args.out:
+        check_writable(args.out, "--out")
+    ghn = GHN.load(args.ckpt)
     num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
-    model = load_model(args.model, num_classes)
+    model = load_model(args.model, num_classes=num_classes)
     if args.small_input:
         try:
-            model = archspace.adapt_small_input(model)
+            model = adapt_small_input(model)
         except ValueError as e:  # a family without a small-input recipe: predict it unmodified
             print(f"ghn: warning: {e}; predicting the unmodified model", file=sys.stderr)
-    input_size = args.input_size
-    if input_size is None:
-        # The model's own declared size wins (e.g. torchvision ViT's image_size), then 32 for small inputs,
-        # then the image size the GHN was trained on.
-        input_size = (getattr(model, "expected_input_sz", None) or getattr(model, "image_size", None)
-                      or (32 if args.small_input else ghn.image_size))
-    try:
-        model, report = ghn.predict(model, input_size=input_size, bn_mode=args.bn_mode, return_report=True)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise UsageError(f"cannot predict {args.model} at input size {input_size}: {e}") from e
+    model, report = ghn.predict(model, input_size=args.input_size, bn_mode=args.bn_mode,
+                                keep_classifier_init=args.keep_classifier_init, return_report=True)
     if args.out:
-        atomic_save_safetensors(model.state_dict(), args.out,
-                                {"model": args.model, "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode})
+        atomic_save_safetensors(model.state_dict(), args.out, {
+            "model": args.model, "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode,
+            "classifier": "initial values (--keep-classifier-init)" if args.keep_classifier_init else "predicted"})
     if args.report:
         print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
     else:
@@ -72,8 +61,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ghn`` argument parser."""
+    """The ``ghn`` argument parser: ``predict`` here, other subcommands from the ``ghn.commands`` entry points.
+
+    Returns:
+        The parser; each subcommand sets ``func`` (called with the parsed namespace, returns the exit status).
+    """
     p = argparse.ArgumentParser(prog="ghn", description="Graph hypernetworks: predict parameters of networks.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of input errors too")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="predict all parameters of a network and save its state dict",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,38 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ckpt", required=True, help="GHN checkpoint (ours .safetensors or a reference .pt)")
     pr.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the GHN's)")
     pr.add_argument("--input-size", type=int, default=None,
-                    help="image side used to trace the graph (default: 32 with --small-input, else the GHN's)")
+                    help="image side used to trace the graph (default: the model's own, 32 with --small-input, "
+                         "else the GHN's)")
     pr.add_argument("--small-input", action="store_true", help="adapt the model to 32x32 images (CIFAR recipe)")
-    pr.add_argument("--bn-mode", choices=("keep", "batch", "reset"), default="keep",
-                    help="BatchNorm running statistics are not predicted: 'keep' (default) leaves them at their "
+    pr.add_argument("--bn-mode", choices=BN_MODES, default="running",
+                    help="BatchNorm running statistics are not predicted: 'running' (default) leaves them at their "
                          "initial values so the state dict loads into the plain model (re-estimate them, or "
                          "evaluate with batch statistics); 'batch' removes them (batch statistics always)")
+    pr.add_argument("--keep-classifier-init", action="store_true",
+                    help="leave the classifier at its default initialisation and predict the rest (needed when "
+                         "--num-classes differs from the GHN's classes)")
     pr.add_argument("--out", default=None, help="write the predicted state dict here (.safetensors)")
     pr.add_argument("--report", action="store_true", help="print the coverage report")
     pr.add_argument("--json", action="store_true", help="with --report: print it as JSON")
     pr.set_defaults(func=_predict)
-    # Ranking and warm-started fine-tuning live in the train package (they need image data); imported here so that
-    # `ghn rank` and `ghn finetune` sit beside `ghn predict`.
-    from train.finetune_cli import add_finetune_parser
-    from train.rank_cli import add_rank_parser
-
-    add_rank_parser(sub)
-    add_finetune_parser(sub)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ghn`` console script. Returns the exit status."""
+    """Entry point of the ``ghn`` console script.
 
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, 2 for bad input (one line on stderr, see :func:`archspace.errors.run_cli`).
+    """
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"ghn: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_cli("ghn", lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

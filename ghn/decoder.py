@@ -37,8 +37,7 @@ class ConvDecoder(nn.Module):
         self.num_classes = num_classes
         h1, h2 = hidden
         self.fc = nn.Sequential(nn.Linear(in_features, h1 * max_shape[2] * max_shape[3]), nn.ReLU())
-        self.conv = nn.Sequential(nn.Conv2d(h1, h2, 1), nn.ReLU(), nn.Conv2d(h2, max_shape[0] * max_shape[1], 1),
-                                  nn.Identity())
+        self.conv = nn.Sequential(nn.Conv2d(h1, h2, 1), nn.ReLU(), nn.Conv2d(h2, max_shape[0] * max_shape[1], 1))
         self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Conv2d(max_shape[0], num_classes, 1))
         self._rows_cache: dict[tuple, torch.Tensor] = {}
 

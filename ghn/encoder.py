@@ -1,15 +1,13 @@
 """Node features of the GHN: the parameter-shape embedding that is added to the primitive embedding.
 
 Knyazev et al., NeurIPS 2021, Sec. 4.2 ("shape encoding"): every node's parameter shape, made 4-D as
-``(out, in, h, w)``, is looked up entry by entry in a fixed vocabulary of channel counts and spatial sizes; the four
-8-wide (``D / 4``) embeddings are concatenated and added to the primitive embedding. The vocabulary and the rule
-that maps unseen sizes to the nearest seen one reproduce the reference ``ShapeEncoder`` number for number, so that
-reference checkpoints give the same embeddings.
+``(out, in, h, w)`` (by ``GHN._node_shapes_4d``), is looked up entry by entry in a fixed vocabulary of channel counts
+and spatial sizes; the four 8-wide (``D / 4``) embeddings are concatenated and added to the primitive embedding. The
+vocabulary and the rule that maps unseen sizes to the nearest seen one reproduce the reference ``ShapeEncoder``
+number for number, so that reference checkpoints give the same embeddings.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -58,34 +56,6 @@ def _nearest_lookup(vocab: np.ndarray, small_aliases: dict[int, int]) -> np.ndar
         table[value] = i
     table[0] = len(vocab) - 1
     return table
-
-
-def shape_to_4d(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Make a parameter shape 4-D ``(out, in, h, w)`` as the reference shape encoder does.
-
-    1-D ``(c,)`` -> ``(c, 1, 1, 1)``; 2-D ``(a, b)`` -> ``(a, b, 1, 1)``; 3-D ``(1, t, d)`` with ``t, d > 1`` (a
-    positional encoding) -> ``(1, d, s, s)`` with ``s = floor(sqrt(t))``; other 3-D ``(a, b, c)`` -> ``(a, b, c, 1)``;
-    more than 4 dims keep the first four; an empty shape gives zeros (the "no parameter" entry).
-
-    Args:
-        shape: the parameter shape.
-
-    Returns:
-        A 4-tuple of ints.
-    """
-    s = tuple(int(v) for v in shape)
-    if len(s) == 0:
-        return (0, 0, 0, 0)
-    if len(s) == 1:
-        return (s[0], 1, 1, 1)
-    if len(s) == 2:
-        return (s[0], s[1], 1, 1)
-    if len(s) == 3:
-        if s[0] == 1 and min(s[1:]) > 1:
-            side = int(math.floor(s[1] ** 0.5))
-            return (1, s[2], side, side)
-        return (s[0], s[1], s[2], 1)
-    return s[:4]  # type: ignore[return-value]
 
 
 class ShapeEncoder(nn.Module):

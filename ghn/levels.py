@@ -3,9 +3,10 @@
 The gated GNN of Knyazev et al. (NeurIPS 2021, Sec. 4.1, after Zhang et al., ICLR 2019) updates nodes one after
 another in topological order (forward sweep) and then in reverse order (backward sweep); a node's message uses the
 already updated states of its predecessors (successors on the backward sweep). A node's level is the length of the
-longest real-edge path reaching it (leaving it, backward), so every neighbour a node listens to lies on a strictly
-lower level, and updating a whole level at once gives exactly the node-by-node result. All graphs of a meta-batch
-share one schedule: level ``k`` of every graph is updated in the same step.
+longest real-edge path reaching it (leaving it, backward), :func:`archspace.dag.longest_path_levels`, so every
+neighbour a node listens to lies on a strictly lower level, and updating a whole level at once gives exactly the
+node-by-node result. All graphs of a meta-batch share one schedule: level ``k`` of every graph is updated in the
+same step.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from archspace.dag import longest_path_levels
 
 
 @dataclass
@@ -59,27 +62,6 @@ class LevelSchedule:
             return [LevelStep(*(t.to(device) for t in (s.nodes, s.receivers, s.weights))) for s in steps]
         return LevelSchedule(mv(self.forward), mv(self.backward), self.num_nodes, self.order_fwd.to(device),
                              self.inv_fwd.to(device), self.order_bwd.to(device), self.inv_bwd.to(device))
-
-
-def longest_path_levels(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> np.ndarray:
-    """Level of every node: the number of edges on the longest path that ends at it.
-
-    Requires ``src < dst`` for every edge (node ids in topological order); the edges are relaxed once each in
-    increasing order of ``dst``, which is exact because every edge into ``src`` comes earlier in that order.
-
-    Args:
-        src, dst: ``(E,)`` int arrays.
-        num_nodes: ``N``.
-
-    Returns:
-        ``(N,)`` int64 array.
-    """
-    level = [0] * num_nodes
-    order = np.argsort(dst, kind="stable")
-    for u, v in zip(src[order].tolist(), dst[order].tolist()):
-        if level[u] >= level[v]:
-            level[v] = level[u] + 1
-    return np.asarray(level, dtype=np.int64)
 
 
 def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray,

@@ -3,6 +3,7 @@ Architectures"), compatible number for number with the reference checkpoints."""
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Sequence
 
@@ -10,10 +11,13 @@ import torch
 import torch.nn as nn
 from torch_geometric.data import Batch, Data
 
+from archspace.errors import UsageError
+from archspace.graph import input_shape, to_graph
 from archspace.primitives import NUM_PRIMITIVES
 
 from .assign import CLS_B, CLS_W, COL, CONV, VEC, Assignment, assign, copy_tiled, fit_to_shape, is_tiled
-from .checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from .batchnorm import check_bn_mode, set_bn_mode
+from .checkpoint import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from .decoder import ConvDecoder, MLPDecoder
 from .encoder import ShapeEncoder
 from .gated_gnn import GatedGNN
@@ -24,9 +28,41 @@ from .report import PredictionReport
 from .threads import limit_threads, one_thread
 
 
+class ClassMismatchError(UsageError):
+    """The network's classifier has another number of outputs than the classes the GHN was trained for."""
+
+
+class InputSizeError(UsageError):
+    """The input size is not a size, or the network's forward pass fails at it."""
+
+
 def _default_image_size(num_classes: int) -> int:
     """Training image size assumed for checkpoints that do not store one: ImageNet (1000 classes) 224, else 32."""
     return 224 if num_classes == 1000 else 32
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int (any integer type, not a bool), at least ``minimum``; :class:`UsageError` otherwise."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if isinstance(value, bool) or n is None or n < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return n
+
+
+def _flag(name: str, value) -> bool:
+    """``value`` as a bool (``True``/``False`` or 0/1); :class:`UsageError` otherwise."""
+    if not isinstance(value, int) or value not in (0, 1):
+        raise UsageError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def _declared_input_size(model: nn.Module) -> int | None:
+    """The input size a model declares: ``expected_input_sz`` (set by :func:`archspace.adapt_small_input` and
+    DeepNets-1M nets) or ``image_size`` (torchvision's ViT)."""
+    return getattr(model, "expected_input_sz", None) or getattr(model, "image_size", None)
 
 
 class GHN(nn.Module):
@@ -57,45 +93,53 @@ class GHN(nn.Module):
         num_steps: rounds of forward + backward sweeps.
 
     Raises:
-        ValueError: for an unknown ``hypernet``/``decoder`` or a malformed ``max_shape``.
+        archspace.errors.UsageError: (a ``ValueError``) an unknown ``hypernet``/``decoder``, a ``max_shape`` that is
+            not 4 positive integers with a square kernel, a non-positive size or count, ``hidden_dim`` not divisible
+            by 4, a flag that is not a bool.
     """
 
     def __init__(self, max_shape: Sequence[int] = (64, 64, 11, 11), num_classes: int = 10, hidden_dim: int = 32,
                  hypernet: str = "gatedgnn", decoder: str = "conv", weight_norm: bool = True, ve: bool = True,
                  layernorm: bool = True, image_size: int | None = None, num_steps: int = 1) -> None:
         super().__init__()
-        if len(max_shape) != 4:
-            raise ValueError(f"max_shape must have 4 entries, got {tuple(max_shape)}")
-        self.max_shape = tuple(int(s) for s in max_shape)
-        self.num_classes = int(num_classes)
-        self.hidden_dim = int(hidden_dim)
+        if isinstance(max_shape, (str, bytes)) or not hasattr(max_shape, "__len__") or len(max_shape) != 4:
+            raise UsageError(f"max_shape must be 4 positive integers (S_out, S_in, S_h, S_w), got {max_shape!r}")
+        self.max_shape = tuple(_positive_int("each max_shape entry", s) for s in max_shape)
+        if self.max_shape[2] != self.max_shape[3]:
+            raise UsageError(f"max_shape must have a square kernel (S_h == S_w), got {self.max_shape}")
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.hidden_dim = _positive_int("hidden_dim", hidden_dim, 4)
+        if self.hidden_dim % 4:
+            raise UsageError(f"hidden_dim must be divisible by 4 (four shape embeddings of D/4), got {hidden_dim}")
+        if hypernet not in ("gatedgnn", "mlp"):
+            raise UsageError(f"hypernet must be 'gatedgnn' or 'mlp', got {hypernet!r}")
+        if decoder not in ("conv", "mlp"):
+            raise UsageError(f"decoder must be 'conv' or 'mlp', got {decoder!r}")
         self.hypernet = hypernet
         self.decoder_type = decoder
-        self.weight_norm = bool(weight_norm)
-        self.ve = bool(ve)
-        self.layernorm = bool(layernorm)
-        self.image_size = int(image_size) if image_size else _default_image_size(self.num_classes)
-        self.num_steps = int(num_steps)
+        self.weight_norm = _flag("weight_norm", weight_norm)
+        self.ve = _flag("ve", ve)
+        self.layernorm = _flag("layernorm", layernorm)
+        self.image_size = (_default_image_size(self.num_classes) if image_size is None
+                           else _positive_int("image_size", image_size))
+        self.num_steps = _positive_int("num_steps", num_steps)
+        hidden_dim = self.hidden_dim
 
-        if layernorm:
+        if self.layernorm:
             self.ln = nn.LayerNorm(hidden_dim)
         self.embed = nn.Embedding(NUM_PRIMITIVES, hidden_dim)
-        self.shape_enc = ShapeEncoder(hidden_dim, num_classes, self.max_shape)
+        self.shape_enc = ShapeEncoder(hidden_dim, self.num_classes, self.max_shape)
         if hypernet == "gatedgnn":
-            self.gnn = GatedGNN(hidden_dim, ve=ve, num_steps=num_steps)
-        elif hypernet == "mlp":
+            self.gnn = GatedGNN(hidden_dim, ve=self.ve, num_steps=self.num_steps)
+        else:
             self.gnn = MLP(hidden_dim, (hidden_dim, hidden_dim))
-        else:
-            raise ValueError(f"hypernet must be 'gatedgnn' or 'mlp', got {hypernet!r}")
         if decoder == "conv":
-            self.decoder = ConvDecoder(hidden_dim, (hidden_dim * 4, hidden_dim * 8), self.max_shape, num_classes)
-        elif decoder == "mlp":
-            self.decoder = MLPDecoder(hidden_dim, (hidden_dim * 2,), self.max_shape, num_classes)
+            self.decoder = ConvDecoder(hidden_dim, (hidden_dim * 4, hidden_dim * 8), self.max_shape, self.num_classes)
         else:
-            raise ValueError(f"decoder must be 'conv' or 'mlp', got {decoder!r}")
+            self.decoder = MLPDecoder(hidden_dim, (hidden_dim * 2,), self.max_shape, self.num_classes)
         max_ch = max(self.max_shape[:2])
         self.decoder_1d = MLP(hidden_dim, (hidden_dim * 2, 2 * max_ch), last_relu=False)
-        self.bias_class = nn.Sequential(nn.ReLU(), nn.Linear(max_ch, num_classes))
+        self.bias_class = nn.Sequential(nn.ReLU(), nn.Linear(max_ch, self.num_classes))
         # Initialisation: PyTorch's defaults for every layer, as the reference (no custom init).
 
     # ------------------------------------------------------------------ configuration and checkpoints
@@ -119,10 +163,14 @@ class GHN(nn.Module):
             The GHN, in eval mode.
 
         Raises:
-            ghn.checkpoint.CheckpointError: missing, truncated or foreign file.
+            ghn.checkpoint.CheckpointError: the file is missing, a directory, empty, unreadable, truncated or
+                corrupt, foreign, holds an invalid config, or weights that do not fit its config.
         """
         config, state = load_checkpoint(path)
-        ghn = cls(**config)
+        try:
+            ghn = cls(**config)
+        except UsageError as e:
+            raise CheckpointError(path, "invalid GHN config", str(e)) from e
         load_state_into(ghn, state, path)
         return ghn.to(device).eval()
 
@@ -139,7 +187,17 @@ class GHN(nn.Module):
         return Batch.from_data_list(list(graphs))
 
     def _node_shapes_4d(self, g: Batch) -> torch.Tensor:
-        """The 4-D shape (reference ``tensor_shape_to_4d``) of each node's main parameter. ``-> (N, 4)`` long."""
+        """The 4-D shape ``(out, in, h, w)`` of each node's main parameter, as the reference shape encoder makes it
+        (``tensor_shape_to_4d``).
+
+        1-D ``(c,)`` -> ``(c, 1, 1, 1)``; 2-D ``(a, b)`` -> ``(a, b, 1, 1)``; 3-D ``(1, t, d)`` with ``t, d > 1`` (a
+        positional encoding) -> ``(1, d, s, s)`` with ``s = floor(sqrt(t))``; other 3-D ``(a, b, c)`` ->
+        ``(a, b, c, 1)``; 4-D and more: the first four dims (as stored in ``param_shape``); parameter-free nodes
+        (``param_ndim == 0``) pass ``param_shape`` through: zeros, or a pooling kernel ``(1, 1, k, k)``.
+
+        Shapes:
+            ``g.param_shape (N, 4)``, ``g.param_ndim (N,)`` -> ``(N, 4)`` long.
+        """
         s = g.param_shape.long()  # (N, 4) zero-padded
         nd = g.param_ndim.long().view(-1, 1)  # (N, 1)
         one = torch.ones_like(s[:, :1])
@@ -179,8 +237,11 @@ class GHN(nn.Module):
             x = self.ln(x)
         return x
 
-    def _assignment(self, g: Batch, models: Sequence[nn.Module]) -> Assignment:
+    def _assignment(self, g: Batch, models: Sequence[nn.Module], skip: frozenset[str] = frozenset()) -> Assignment:
+        """Bind the parameters named by the graphs to decoder outputs; names in ``skip`` are left unbound."""
         names = g.param_names  # PyG collates the per-graph lists into a list of lists
+        if skip:
+            names = [[tuple(n for n in node if n not in skip) for node in graph] for graph in names]
         offsets = g.ptr[:-1].tolist()  # (B,) global id of each graph's first node
         return assign(names, offsets, g.cls_role.tolist(), g.op_type.tolist(), list(models), self.max_shape,
                       self.weight_norm)
@@ -285,65 +346,145 @@ class GHN(nn.Module):
                         tiled.append(t.name)
         return predicted, tiled
 
+    def _check_graph(self, graph: Data, params: dict[str, nn.Parameter]) -> None:
+        """Check that ``graph`` was built from a network with these parameters: every name it binds exists, is
+        bound once, and the node's recorded shape is the parameter's.
+
+        Raises:
+            UsageError: the first node that does not match.
+        """
+        if not isinstance(graph, Data) or not hasattr(graph, "param_names"):
+            raise UsageError(f"graph must be an archspace ArchGraph (archspace.to_graph), got {type(graph).__name__}")
+        labels = getattr(graph, "node_names", None) or [""] * graph.num_nodes
+        seen: set[str] = set()
+        rows = zip(graph.param_names, graph.param_shape.tolist(), graph.param_ndim.tolist(), labels)  # N rows
+        for i, (names, shape, ndim, label) in enumerate(rows):
+            where = f"node {i} ({label})" if label else f"node {i}"
+            for name in names:
+                if name not in params:
+                    raise UsageError(f"the graph does not match the model: {where} binds {name!r}, which the model "
+                                     "does not have; build the graph from this model (archspace.to_graph)")
+                if name in seen:
+                    raise UsageError(f"the graph does not match the model: {name!r} is bound to two nodes")
+                seen.add(name)
+            want = tuple(shape[:min(4, ndim)])
+            if names and ndim > 0 and not any(tuple(params[n].shape[:4]) == want for n in names):
+                raise UsageError(f"the graph does not match the model: {where} records shape {want} but the model's "
+                                 f"{names[0]!r} has {tuple(params[names[0]].shape)}; build the graph from this model "
+                                 "(archspace.to_graph)")
+
+    def _trace(self, model: nn.Module, input_size: int | Sequence[int]) -> Data:
+        """The graph of ``model`` traced at ``input_size`` (:func:`archspace.to_graph`).
+
+        Raises:
+            InputSizeError: the model's forward pass fails at this size; the message suggests another.
+        """
+        try:
+            return to_graph(model, input_size, ve_cutoff=50 if self.ve else 1)
+        except RuntimeError as e:  # to_graph wraps any failure of the forward pass in a RuntimeError
+            cause = e.__cause__ if e.__cause__ is not None else e
+            text = " ".join(str(cause).split())
+            text = f"{type(cause).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+            h = input_size if isinstance(input_size, int) else tuple(input_size)[-2]
+            declared = _declared_input_size(model)
+            if declared and declared != h:
+                hint = f"try input size {declared}, the size the model declares"
+            elif h != 224:
+                hint = "try input size 224"
+            else:
+                hint = "try input size 32 with the CIFAR recipe (archspace.adapt_small_input, --small-input)"
+            raise InputSizeError(f"{type(model).__name__} does not run at input size {input_size} ({text}); "
+                                 f"{hint}") from e
+
     @torch.no_grad()
     def predict(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
-                graph: Data | None = None, threads: int | None = 1,
+                graph: Data | None = None, threads: int | None = 1, keep_classifier_init: bool = False,
                 return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
         """Predict all parameters of one network and set them in place: ``model = ghn.predict(model)``.
 
+        Every argument is checked before any parameter changes: on an error the model is left as it was.
+
         Args:
             model: the network.
-            input_size: image side or shape used to trace the graph; default: the GHN's training image size.
-            bn_mode: what to do with BatchNorm running statistics, which are not predicted (see
-                :func:`ghn.batchnorm.set_bn_mode`): ``"batch"`` (default) always normalise with batch statistics,
-                even in eval mode; ``"keep"`` leave BN layers as they are (then call
-                :func:`ghn.batchnorm.recompute_bn_stats` before evaluating); ``"reset"`` reset the running
-                statistics to their initial values.
-            graph: a prebuilt graph of ``model`` (built with ``archspace.to_graph`` if ``None``).
+            input_size: image side ``H``, or ``(C, H, W)``, used to trace the graph; default: the size the model
+                declares (``expected_input_sz``, set by :func:`archspace.adapt_small_input` and DeepNets-1M nets,
+                or ``image_size``, e.g. torchvision's ViT), else the GHN's training image size.
+            bn_mode: how BatchNorm layers are left, since running statistics are not predicted (see
+                :mod:`ghn.batchnorm`): ``"batch"`` (default) removes the running buffers, so BN always normalises
+                with batch statistics, also in eval mode (as the paper evaluates); ``"running"`` leaves the layers
+                as they are, with running buffers at their initial values (call
+                :func:`ghn.batchnorm.recompute_bn_stats` before evaluating in eval mode), so the state dict loads
+                into the plain model.
+            graph: a prebuilt graph of ``model`` (built with ``archspace.to_graph`` at ``input_size`` if ``None``).
             threads: cap on intra-op CPU threads while predicting (restored afterwards); ``None`` keeps the
                 current setting. One prediction is a long chain of small operations; measured on a 2-core machine
                 shared with other jobs, 1 thread was 2-3x faster than 2 (resnet50: 86 vs 228 ms); on an idle
                 machine 2 threads would save a few ms of decoder time.
+            keep_classifier_init: leave the classifier (the graph's last layer, nodes with ``cls_role > 0``) at its
+                current values, typically its default initialisation, and predict everything else; required when
+                the classifier has another number of outputs than the GHN's classes.
+            return_report: also return a :class:`ghn.report.PredictionReport`.
 
         Returns:
-            ``(model, report)``: the same model object with predicted parameters, and a
-            :class:`ghn.report.PredictionReport` (what was predicted, tiled, left untouched).
+            ``model`` (the same object, parameters predicted), or ``(model, report)`` with ``return_report``: what
+            was predicted, tiled, left untouched or kept at its initial values.
 
         Raises:
-            ValueError: for an unknown ``bn_mode``.
+            archspace.errors.UsageError: an unknown ``bn_mode``, a bad ``threads``, or a ``graph`` that does not
+                match ``model``.
+            InputSizeError: ``input_size`` is not a size, or the model's forward pass fails at it.
+            ClassMismatchError: the classifier has M outputs but the GHN was trained for N != M classes and
+                ``keep_classifier_init`` is false.
         """
-        from .batchnorm import set_bn_mode
-
         start = time.perf_counter()
+        check_bn_mode(bn_mode)
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"predict expects an nn.Module, got {type(model).__name__}")
+        if threads is not None:
+            _positive_int("threads", threads)
+        if input_size is None:
+            input_size = _declared_input_size(model) or self.image_size
+        try:
+            input_shape(input_size)
+        except ValueError as e:
+            raise InputSizeError(str(e)) from e
         with limit_threads(threads, self.embed.weight.device):
             if graph is None:
-                from archspace import to_graph
-
-                size = self.image_size if input_size is None else input_size
-                graph = to_graph(model, size, ve_cutoff=50 if self.ve else 1)
-            g = Batch.from_data_list([graph])
-            plan = self._assignment(g, [model])
+                graph = self._trace(model, input_size)
             params = dict(model.named_parameters())
+            self._check_graph(graph, params)
+            head = [n for role, names in zip(graph.cls_role.tolist(), graph.param_names) if role > 0 for n in names]
+            outputs = params[head[0]].shape[0] if head else None
+            if outputs is not None and outputs != self.num_classes and not keep_classifier_init:
+                raise ClassMismatchError(
+                    f"the GHN was trained for {self.num_classes} classes but the model's classifier "
+                    f"({', '.join(head)}) has {outputs} outputs; use a GHN trained for {outputs} classes, or pass "
+                    "keep_classifier_init=True (--keep-classifier-init) to leave the classifier at its default "
+                    "initialisation")
+            kept = head if keep_classifier_init else []
+            g = Batch.from_data_list([graph])
+            plan = self._assignment(g, [model], skip=frozenset(kept))
             with torch.inference_mode():  # lighter than no_grad for the many small operations
                 predicted, tiled = self._write_predictions(g, plan, params)
         set_bn_mode(model, bn_mode)
+        if not return_report:
+            return model
         order = {n: i for i, n in enumerate(params)}
         predicted.sort(key=order.__getitem__)
         tiled.sort(key=order.__getitem__)
-        if not return_report:
-            return model
         return model, PredictionReport(
-            predicted=predicted, tiled=tiled, untouched=plan.untouched[0],
+            predicted=predicted, tiled=tiled, untouched=[n for n in plan.untouched[0] if n not in kept],
+            kept_init=sorted(kept, key=order.__getitem__),
             num_params_predicted=sum(params[n].numel() for n in predicted),
             num_params_total=sum(p.numel() for p in params.values()), bn_mode=bn_mode,
             seconds=time.perf_counter() - start)
 
     def forward(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
-                graph: Data | None = None, threads: int | None = 1,
+                graph: Data | None = None, threads: int | None = 1, keep_classifier_init: bool = False,
                 return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
         """Same as :meth:`predict`: ``model = ghn(model)``, or ``model, report = ghn(model, return_report=True)``."""
         return self.predict(model, input_size=input_size, bn_mode=bn_mode, graph=graph, threads=threads,
-                            return_report=return_report)
+                            keep_classifier_init=keep_classifier_init, return_report=return_report)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
+
+from archspace.errors import UsageError
 
 
 @contextlib.contextmanager
@@ -41,8 +44,6 @@ def one_thread(device: torch.device | str = "cpu"):
 def auto_threads() -> int:
     """Intra-op threads for one process: the CPUs this process may run on, divided among the processes that
     ``torchrun`` started on this node (``LOCAL_WORLD_SIZE``), at least 1."""
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
@@ -52,7 +53,7 @@ def set_threads(setting) -> int:
     torch's default). Returns the thread count now in effect.
 
     Raises:
-        ValueError: any other value.
+        archspace.errors.UsageError: (a ``ValueError``) any other value, e.g. 0 or a negative count.
     """
     if setting is None:
         return torch.get_num_threads()
@@ -62,8 +63,8 @@ def set_threads(setting) -> int:
         try:
             n = int(setting)
         except (TypeError, ValueError):
-            raise ValueError(f"threads must be a positive integer, 'auto' or null, got {setting!r}") from None
+            raise UsageError(f"threads must be a positive integer, 'auto' or null, got {setting!r}") from None
         if n < 1:
-            raise ValueError(f"threads must be a positive integer, 'auto' or null, got {setting!r}")
+            raise UsageError(f"threads must be a positive integer, 'auto' or null, got {setting!r}")
     torch.set_num_threads(n)
     return n

@@ -22,7 +22,6 @@ models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are b
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -32,18 +31,25 @@ from typing import Any
 
 import torch.nn as nn
 
+from archspace.errors import UsageError
+from archspace.models import check_spec, load_model, suggest
 
-class CandidateError(ValueError):
-    """A candidate list that cannot be parsed; the message says which token and what to write instead."""
+
+class CandidateError(UsageError):
+    """A candidate list that cannot be parsed; the message says which token and what to write instead.
+
+    An unknown model name in a ``torchvision:`` or ``pkg.module:callable`` token is reported by
+    :func:`archspace.models.check_spec` as a :class:`archspace.models.ModelSpecError` (also a ``UsageError``).
+    """
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One architecture to rank: a readable unique ``name`` and how to build it.
 
-    Exactly one of ``spec`` (a model spec for :func:`archspace.models.load_model`) and ``genotype`` (a
-    ``Genotype.to_dict()`` dict) is set. ``width`` overrides the base width ``C`` of DeepNets-1M nets (ignored by
-    other models).
+    Exactly one of ``spec`` (a model spec for :func:`archspace.models.load_model`, already checked) and
+    ``genotype`` (a ``Genotype.to_dict()`` dict) is set. ``width`` overrides the base width ``C`` of DeepNets-1M
+    nets (ignored by other models).
     """
 
     name: str
@@ -54,12 +60,18 @@ class Candidate:
     def build(self, num_classes: int = 10, image_size: int = 32) -> nn.Module:
         """Build the network at its default initialisation (seed the global RNG first for reproducibility).
 
+        A torchvision model gets the GHN-2 CIFAR recipe for small images (:func:`archspace.adapt_small_input`)
+        when ``image_size < 64``.
+
         Args:
             num_classes: classifier outputs.
-            image_size: input resolution; torchvision stems are adapted to small inputs below 64 pixels.
+            image_size: input resolution.
 
         Returns:
             The network, on CPU, in training mode.
+
+        Raises:
+            archspace.models.ModelSpecError: the model cannot be built (e.g. a callable that returns no module).
         """
         if self.genotype is not None:
             from archspace.genotype import Genotype
@@ -67,39 +79,9 @@ class Candidate:
 
             return Network(Genotype.from_dict(self.genotype), num_classes=num_classes, image_size=image_size,
                            width=self.width)
-        return build_model(self.spec, num_classes=num_classes, image_size=image_size, width=self.width)
-
-
-def build_model(spec: str, num_classes: int = 10, image_size: int = 32, width: int | None = None) -> nn.Module:
-    """Build a model from a spec (``deepnets:SPLIT/INDEX``, ``torchvision:NAME``, ``pkg.module:callable``).
-
-    DeepNets-1M nets come from :func:`archspace.sampler.get_net` at ``image_size``; other specs from
-    :func:`archspace.models.load_model`, where a torchvision model gets the GHN-2 CIFAR recipe for small images
-    (:func:`archspace.adapt_small_input`) when ``image_size < 64``. ``width`` overrides the base width of
-    DeepNets-1M nets.
-
-    Raises:
-        CandidateError: the spec names no known model or cannot be built.
-    """
-    check_spec(spec)
-    try:
-        if spec.startswith("deepnets:"):
-            from archspace.sampler import get_net
-
-            split, _, index = spec.split(":", 1)[1].partition("/")
-            return get_net(split, int(index), num_classes=num_classes, image_size=image_size, width=width)
-        from archspace.models import load_model
-
-        small = spec.startswith("torchvision:") and image_size < 64
-        return load_model(spec, num_classes=num_classes, small_input=small, image_size=image_size)
-    except (ValueError, KeyError, IndexError, ImportError, AttributeError) as e:
-        raise CandidateError(f"cannot build model {spec!r}: {e}") from e
-
-
-def _split_sizes() -> dict[str, int]:
-    from archspace.sampler import SPLITS
-
-    return dict(SPLITS)
+        small = self.spec.startswith("torchvision:") and image_size < 64
+        return load_model(self.spec, num_classes=num_classes, small_input=small, image_size=image_size,
+                          width=self.width)
 
 
 def _parse_range(text: str, size: int, token: str) -> range:
@@ -115,36 +97,20 @@ def _parse_range(text: str, size: int, token: str) -> range:
     return range(lo, hi + 1)
 
 
-def check_spec(spec: str) -> None:
-    """Fail early, with suggestions, on a torchvision name that does not exist.
-
-    Raises:
-        CandidateError: unknown torchvision model name.
-    """
-    if spec.startswith("torchvision:"):
-        from archspace.models import torchvision_names
-
-        name = spec.split(":", 1)[1]
-        known = torchvision_names()
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see archspace.models.torchvision_names()"
-            raise CandidateError(f"unknown torchvision model {name!r}{hint}")
-
-
 #: A whole split is accepted as a candidate list only up to this size (``deepnets:train`` is a million nets).
 _WHOLE_SPLIT_LIMIT = 10_000
 
 
 def _deepnets(rest: str, token: str) -> tuple[str, range]:
+    from archspace.sampler import SPLITS
+
     split, _, idx = rest.partition("/")
-    sizes = _split_sizes()
-    if split not in sizes:
-        raise CandidateError(f"unknown DeepNets-1M split {split!r} in {token!r}; choose one of {sorted(sizes)}")
-    if not idx and sizes[split] > _WHOLE_SPLIT_LIMIT:
-        raise CandidateError(f"{token!r} would rank all {sizes[split]:,} nets of the split; give a range, e.g. "
+    if split not in SPLITS:
+        raise CandidateError(f"unknown DeepNets-1M split {split!r} in {token!r}" + suggest(split, SPLITS))
+    if not idx and SPLITS[split] > _WHOLE_SPLIT_LIMIT:
+        raise CandidateError(f"{token!r} would rank all {SPLITS[split]:,} nets of the split; give a range, e.g. "
                              f"deepnets:{split}/0-99")
-    return split, (_parse_range(idx, sizes[split], token) if idx else range(sizes[split]))
+    return split, (_parse_range(idx, SPLITS[split], token) if idx else range(SPLITS[split]))
 
 
 def _from_file(path: str) -> list[Candidate]:
@@ -189,8 +155,9 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
         The candidates in the order given.
 
     Raises:
-        CandidateError: an unknown scheme, split, model name or index, a missing file, no candidate at all, or a
+        CandidateError: an unknown scheme, split or index, a missing or malformed file, no candidate at all, or a
             width below 1.
+        archspace.models.ModelSpecError: an unknown torchvision name or callable (with a suggestion).
     """
     if width is not None and width < 1:
         raise CandidateError(f"width must be a positive number of channels, got {width}")
@@ -217,6 +184,7 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
                 out.append(Candidate(name=token, spec=token))
                 prefix = "torchvision:"
             elif re.fullmatch(r"[A-Za-z_][\w.]*", scheme) and re.fullmatch(r"[A-Za-z_]\w*", rest):
+                check_spec(token)
                 out.append(Candidate(name=token, spec=token))
                 prefix = None
             else:
@@ -227,3 +195,25 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
     if not unique:
         raise CandidateError("the candidate list is empty: give at least one candidate, e.g. deepnets:test/0-9")
     return unique
+
+
+def one_candidate(token: str, width: int | None = None, where: str = "MODEL") -> Candidate:
+    """The one architecture a token names (``ghn finetune MODEL``, a label row of ``ghn rank --embed-regressor``).
+
+    Args:
+        token: a candidate token (module docstring), e.g. ``deepnets:test/7`` or ``torchvision:resnet18``.
+        width: base width ``C`` of a DeepNets-1M net (``None``: its genotype's).
+        where: how the token was given, for the message.
+
+    Returns:
+        The :class:`Candidate`.
+
+    Raises:
+        CandidateError: the token names no architecture or several (a range, a list, a file of many).
+        archspace.models.ModelSpecError: an unknown model name.
+    """
+    found = parse_candidates([token], width=width)
+    if len(found) != 1:
+        raise CandidateError(f"{where} {token!r} names {len(found)} architectures; name one, e.g. deepnets:test/7 "
+                             "or torchvision:resnet18")
+    return found[0]

@@ -10,9 +10,9 @@ Layout inside a run directory::
         LATEST                  name of the newest complete checkpoint (replaced atomically)
 
 A checkpoint is first written to a ``.tmp-*`` folder, renamed into place, and only then does ``LATEST`` point at
-it (temp file + ``os.replace``). A process killed mid-write leaves a stray temp folder (ignored and cleaned up)
-and ``LATEST`` still naming the previous complete checkpoint. ``state.pt`` holds only tensors, numbers, strings,
-lists, tuples and dicts, so it loads with ``torch.load(weights_only=True)``.
+it (:func:`archspace.files.atomic_write`). A process killed mid-write leaves a stray temp folder (ignored and
+cleaned up) and ``LATEST`` still naming the previous complete checkpoint. ``state.pt`` holds only tensors,
+numbers, strings, lists, tuples and dicts, so it loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -25,42 +25,11 @@ import tempfile
 import numpy as np
 import torch
 
+from archspace.files import atomic_write
+from ghn.checkpoint import CheckpointError
+
 LATEST = "LATEST"
 CKPT_DIR = "checkpoints"
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def rng_state() -> dict:
@@ -90,7 +59,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def latest_checkpoint(run_dir: str) -> str | None:
-    """Path of the newest complete checkpoint of a run, or ``None`` when it has none."""
+    """Path of the newest complete checkpoint of a run, or ``None`` when it has none.
+
+    Raises:
+        CheckpointError: ``LATEST`` names a checkpoint folder without its ``state.pt``.
+    """
     root = os.path.join(run_dir, CKPT_DIR)
     pointer = os.path.join(root, LATEST)
     if not os.path.isfile(pointer):
@@ -99,8 +72,9 @@ def latest_checkpoint(run_dir: str) -> str | None:
         name = f.read().strip()
     path = os.path.join(root, name)
     if not os.path.isfile(os.path.join(path, "state.pt")):
-        raise FileNotFoundError(f"{pointer} names {name!r} but {path}/state.pt is missing; the checkpoint "
-                                f"folder was modified by hand")
+        raise CheckpointError(pointer, "the latest checkpoint is incomplete",
+                              f"it names {name!r} but {path}/state.pt is missing; the checkpoint folder was modified "
+                              f"by hand: restore it, or train in a new run directory")
     return path
 
 
@@ -131,7 +105,7 @@ def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) ->
     if os.path.exists(final):  # re-saving the same step (e.g. the end of a resumed finished run)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    atomic_write_text(os.path.join(root, LATEST), name + "\n")
+    atomic_write(os.path.join(root, LATEST), name + "\n")
     done = sorted(d for d in os.listdir(root) if d.startswith("step_") and d != name)
     for old in done[:max(0, len(done) - (keep - 1))]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)
@@ -142,10 +116,13 @@ def load_checkpoint(path: str) -> tuple[str, dict]:
     """Read a checkpoint folder: returns (path of its ``ghn.safetensors``, the state dict).
 
     Raises:
-        FileNotFoundError: if the folder is not a complete checkpoint.
+        CheckpointError: the folder is not a complete checkpoint, or its ``state.pt`` cannot be read.
     """
     st, ghn_path = os.path.join(path, "state.pt"), os.path.join(path, "ghn.safetensors")
     for p in (st, ghn_path):
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"incomplete checkpoint: {p} is missing")
-    return ghn_path, torch.load(st, map_location="cpu", weights_only=True)
+            raise CheckpointError(p, "incomplete training checkpoint", "file missing")
+    try:
+        return ghn_path, torch.load(st, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises RuntimeError, pickle and zip errors for a damaged file
+        raise CheckpointError(st, "unreadable training checkpoint", f"{type(e).__name__}: {e}") from e

@@ -5,46 +5,42 @@
 (``hydra.run.dir=...``). Under ``torchrun --nproc_per_node=N ghn-train ...`` training is data-parallel over the
 meta-batch (gloo on CPU, NCCL on GPU) and rank 0 writes all files.
 
-The configuration folder is found next to the package (``<repo>/conf`` for an editable install, or
-``train/conf`` if shipped inside the package), or at ``$GHN_CONF_DIR``.
+The configuration folder is ``$GHN_CONF_DIR``, else the checkout's ``conf/``, else the copy the wheel ships as
+``train/conf`` (:func:`train.config.find_conf_dir`).
+
+Errors: bad input (a :class:`archspace.errors.UsageError`: a bad value, a missing dataset, a foreign checkpoint,
+an unknown override) is one line ``ghn-train: error: ...`` on stderr and exit status 2; anything else is a bug and
+keeps its traceback. ``GHN_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` show the traceback of user errors too.
 
 Examples::
 
     ghn-train                                   # digits, the offline default (about 15 minutes on 2 CPUs)
     ghn-train debug=default                     # a run of seconds
     ghn-train experiment=ghn2_cifar10 data.root=~/data
-    ghn-train resume=true hydra.run.dir=runs/x  # continue a stopped run
-    ghn-eval ckpt=runs/x/ghn.safetensors split=wide
+    ghn-train resume=true hydra.run.dir=runs/x  # continue a stopped run (with the same configuration)
+    ghn-eval ckpt=runs/x/ghn.safetensors eval.split=wide
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from archspace.errors import UsageError, debug_enabled, run_cli
+from archspace.files import atomic_write, write_json
 from ghn.threads import set_threads
+from train.config import ConfigError, check_eval_config, check_run_dir, check_train_config, find_conf_dir
 
 log = logging.getLogger("ghn-train")
-
-
-def _conf_dir() -> str:
-    """The configuration folder (see the module docstring)."""
-    env = os.environ.get("GHN_CONF_DIR")
-    here = Path(__file__).resolve().parent
-    for cand in ([Path(env)] if env else []) + [here.parent / "conf", here / "conf"]:
-        if (cand / "train.yaml").is_file():
-            return str(cand)
-    raise FileNotFoundError(f"configuration folder not found (looked for train.yaml in {here.parent / 'conf'} and "
-                            f"{here / 'conf'}); set GHN_CONF_DIR to the repository's conf/ folder")
-
-
-CONF_DIR = _conf_dir()
 
 
 def _run_dir() -> str:
@@ -57,7 +53,15 @@ def _run_dir() -> str:
 
 
 def _to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+    """The configuration as a plain, resolved dict.
+
+    Raises:
+        ConfigError: an interpolation that does not resolve (e.g. ``eval.width=${nowhere}``).
+    """
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"the configuration does not resolve: {str(e).splitlines()[0]}") from e
 
 
 def _init_distributed(device: str | None) -> tuple[int, int]:
@@ -107,8 +111,19 @@ def load_data(data_cfg: dict, seed: int):
 
 
 def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int) -> dict:
-    """Evaluate ``ghn`` as configured in ``cfg`` (the ``eval`` section) and write ``eval.json``."""
-    from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets, write_eval_json
+    """Evaluate ``ghn`` as configured in ``cfg`` (the ``eval`` section) and write ``run_dir/eval.json``.
+
+    Args:
+        cfg: the ``eval`` section, with ``device`` and ``ve_cutoff`` added.
+        ghn: the GHN, or ``None`` for default-initialisation (and SGD) figures only.
+        data: the image task.
+        run_dir: where ``eval.json`` goes.
+        seed: seed of the SGD baseline.
+
+    Returns:
+        The evaluation dict written to ``eval.json`` (plus ``width``).
+    """
+    from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
 
     split = cfg["split"]
     if split == "torchvision":
@@ -121,24 +136,34 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int) -> dict:
                           sgd_steps=cfg.get("sgd_steps") or (), sgd_num_nets=cfg.get("sgd_num_nets"),
                           sgd_lr=cfg.get("sgd_lr", 0.05), image_limit=cfg.get("image_limit"),
                           ve_cutoff=cfg.get("ve_cutoff", 50), device=cfg.get("device"), seed=seed,
-                          progress=cfg.get("progress", True))
+                          progress=cfg.get("progress", True),
+                          keep_classifier_init=bool(cfg.get("keep_classifier_init", False)))
     result["width"] = cfg.get("width")
     path = os.path.join(run_dir, "eval.json")
-    write_eval_json(path, result)
+    write_json(path, result)
     print(format_summary(result))
     print(f"wrote {path}")
     return result
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train (and evaluate) as configured; returns a summary dict. Used by :func:`train_main` and tests."""
+    """Train (and evaluate) as configured; returns a summary dict. Used by :func:`train_main` and tests.
+
+    Every value is checked, and the run folder too (checkpoints of another run, or a resumed run whose
+    configuration changed), before anything is written or computed.
+
+    Raises:
+        archspace.errors.UsageError: a bad value (:class:`train.config.ConfigError`), a missing or corrupt
+            dataset (``train.data.DataError``), a missing ``archspace.root``.
+    """
     import torch
 
-    from train.checkpoint import atomic_write_text
     from train.data import TrainBatches
     from train.loop import Trainer
 
     c = _to_dict(cfg)
+    set_threads(c.get("threads"))
+    check_train_config(c)
     run_dir = c.get("run_dir") or _run_dir()
     rank, world = _init_distributed(c.get("device"))
     if world > 1:
@@ -147,19 +172,18 @@ def train(cfg: DictConfig) -> dict:
         box = [run_dir]
         dist.broadcast_object_list(box, src=0)  # ranks may have resolved ${now:} a second apart
         run_dir = box[0]
-    set_threads(c.get("threads"))
+    check_run_dir(run_dir, c)
     seed = int(c["seed"])
     torch.manual_seed(seed)
-    if rank == 0:
-        os.makedirs(run_dir, exist_ok=True)
-        atomic_write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     data = load_data(c["data"], seed)
     archs = build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed)
     ghn = build_ghn(c["ghn"], data.num_classes)
-    t = c["train"]
-    o = c["optim"]
     images = TrainBatches(data, batch_size=c["data"].get("batch_size", 64), seed=seed,
                           num_workers=c["data"].get("num_workers", 0))
+    if rank == 0:
+        atomic_write(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
+    t = c["train"]
+    o = c["optim"]
     trainer = Trainer(
         ghn, archs, images, run_dir, steps=t["steps"], meta_batch_size=t["meta_batch_size"],
         max_nodes=t["max_nodes"], optimizer=o["name"], lr=o["lr"], weight_decay=o["weight_decay"],
@@ -189,31 +213,66 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
+def check_classes(ghn, num_classes: int, keep_classifier_init: bool, ckpt: str) -> str | None:
+    """Refuse, before any evaluation, a GHN trained for another number of classes than the data has.
+
+    Args:
+        ghn: the loaded GHN (``num_classes``: the classes it was trained for).
+        num_classes: classes of the evaluation data.
+        keep_classifier_init: ``eval.keep_classifier_init``: evaluate anyway, the classifier keeping its default
+            initialisation.
+        ckpt: the checkpoint path, for the message.
+
+    Returns:
+        A line to print when the classifier keeps its default initialisation, else ``None``.
+
+    Raises:
+        ConfigError: the numbers differ and ``keep_classifier_init`` is false.
+    """
+    if keep_classifier_init:
+        return (f"eval.keep_classifier_init=true: every net's classifier (last layer) keeps its default "
+                f"initialisation (GHN trained for {ghn.num_classes} classes, the data has {num_classes})")
+    if ghn.num_classes != num_classes:
+        raise ConfigError(f"ckpt={ckpt} was trained for {ghn.num_classes} classes but the data has {num_classes}; "
+                          f"pass eval.keep_classifier_init=true to evaluate with the classifier (last layer) at its "
+                          f"default initialisation, or use data with {ghn.num_classes} classes")
+    return None
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate a saved GHN as configured in ``conf/eval.yaml``; returns the eval dict."""
+    """Evaluate a saved GHN as configured in ``conf/eval.yaml``; returns the eval dict.
+
+    The configuration, the checkpoint (``ckpt``), the data and the GHN's number of classes are checked before
+    anything is written or evaluated.
+
+    Raises:
+        archspace.errors.UsageError: a bad value (:class:`train.config.ConfigError`), an unusable checkpoint
+            (``ghn.checkpoint.CheckpointError``), a missing or corrupt dataset, a GHN trained for another number
+            of classes (unless ``eval.keep_classifier_init=true``).
+    """
     from ghn import GHN
-    from train.checkpoint import atomic_write_text
 
     c = _to_dict(cfg)
-    run_dir = c.get("run_dir") or _run_dir()
-    os.makedirs(run_dir, exist_ok=True)
-    atomic_write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     set_threads(c.get("threads"))
-    data = load_data(c["data"], int(c["seed"]))
-    ghn = None
-    if c.get("ckpt"):
-        path = os.path.expanduser(c["ckpt"])
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"GHN checkpoint {path} not found (ckpt=...)")
-        ghn = GHN.load(path)
-    else:
-        print("no ckpt given: reporting default-initialisation (and SGD) accuracies only")
+    check_eval_config(c)
+    run_dir = c.get("run_dir") or _run_dir()
     ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
-    if ghn is not None and ev.get("width") is None and ev["split"] not in ("torchvision", "predefined"):
-        ev["width"] = trained_width(path)
-        if ev["width"] is not None:
-            print(f"evaluating nets of width {ev['width']}, the width this GHN was trained on (eval.width=... "
-                  f"to choose another)")
+    path = os.path.expanduser(c["ckpt"]) if c.get("ckpt") else None
+    ghn = GHN.load(path) if path else None  # CheckpointError (a UsageError) for a file that is not a GHN
+    data = load_data(c["data"], int(c["seed"]))
+    if ghn is None:
+        print("no ckpt given: reporting default-initialisation (and SGD) accuracies only")
+    else:
+        note = check_classes(ghn, data.num_classes, bool(ev.get("keep_classifier_init")), path)
+        if note:
+            print(note)
+        if ev.get("width") is None and ev["split"] not in ("torchvision", "predefined"):
+            ev["width"] = trained_width(path)
+            if ev["width"] is not None:
+                print(f"evaluating nets of width {ev['width']}, the width this GHN was trained on (eval.width=... "
+                      f"to choose another)")
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     return run_eval(ev, ghn, data, run_dir, int(c["seed"]))
 
 
@@ -229,29 +288,88 @@ def trained_width(ckpt: str) -> int | None:
     return int(lo) if lo == hi else None
 
 
-@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def _train_app(cfg: DictConfig) -> None:
+# -------------------------------------------------------------------------------------------------------------
+# Hydra entry points, inside the project's one error boundary
+# -------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _hydra_raises():
+    """Let exceptions leave Hydra unchanged for the block (Hydra's own ``HYDRA_FULL_ERROR`` switch), so that
+    :func:`archspace.errors.run_cli` decides how to report them; the environment is restored on the way out."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def _hydra_message(e: CompactHydraException) -> str:
+    """Hydra's short message for a composition error (unknown override, missing config option), with its cause
+    and without the config search path."""
+    cause = e.__cause__
+    extra = f" ({str(cause).splitlines()[0]})" if isinstance(cause, OmegaConfBaseException) else ""
+    return str(e).split("Config search path")[0].strip() + extra
+
+
+def _run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> int:
+    """Run ``task`` as a Hydra app on ``sys.argv`` inside :func:`archspace.errors.run_cli`.
+
+    A user error of the task is carried past Hydra (which would add its own "Error executing job" line) and
+    reported by ``run_cli``; so is a Hydra composition error (unknown override, missing config option).
+
+    Returns:
+        The exit status: 0, or 2 for a user error (one line on stderr).
+    """
+    debug = debug_enabled()  # read before _hydra_raises sets HYDRA_FULL_ERROR
+
+    def body() -> None:
+        caught: list[UsageError] = []
+
+        def job(cfg: DictConfig) -> None:
+            try:
+                task(cfg)
+            except UsageError as e:
+                if debug:
+                    raise
+                caught.append(e)
+
+        app = hydra.main(config_path=find_conf_dir(config_name), config_name=config_name, version_base="1.3")(job)
+        with _hydra_raises():
+            try:
+                app()
+            except CompactHydraException as e:
+                raise ConfigError(_hydra_message(e)) from e
+        if caught:
+            raise caught[0]
+
+    return run_cli(prog, body, debug=debug)
+
+
+def _train_task(cfg: DictConfig) -> None:
     train(cfg)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
-def _eval_app(cfg: DictConfig) -> None:
+def _eval_task(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
-def train_main() -> None:
-    """``ghn-train`` console script."""
-    _train_app()
+def train_main() -> int:
+    """``ghn-train`` console script (Hydra overrides from ``sys.argv``); returns the exit status."""
+    return _run_hydra_app("ghn-train", "train", _train_task)
 
 
-def eval_main() -> None:
-    """``ghn-eval`` console script."""
-    _eval_app()
+def eval_main() -> int:
+    """``ghn-eval`` console script (Hydra overrides from ``sys.argv``); returns the exit status."""
+    return _run_hydra_app("ghn-eval", "eval", _eval_task)
 
 
 if __name__ == "__main__":  # python -m train.cli [train|eval] overrides...
     if len(sys.argv) > 1 and sys.argv[1] in ("train", "eval"):
         which = sys.argv.pop(1)
-        (eval_main if which == "eval" else train_main)()
-    else:
-        train_main()
+        sys.exit((eval_main if which == "eval" else train_main)())
+    sys.exit(train_main())

@@ -9,7 +9,6 @@ of average ranks).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from scipy import stats
 class RankCorrelation:
     """Kendall's tau and Spearman's rho of two scorings, with two-sided p-values.
 
-    A coefficient is ``nan`` when one scoring is constant (every candidate tied): no ranking to compare.
+    A coefficient is ``nan`` when one scoring is constant (every candidate tied): no ranking to compare. Write it
+    as JSON with ``dataclasses.asdict`` and :func:`archspace.files.write_json` (``nan`` becomes ``null``).
     """
 
     kendall_tau: float
@@ -29,10 +29,6 @@ class RankCorrelation:
     spearman_rho: float
     spearman_p: float
     n: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        """A JSON-friendly dict (``nan`` becomes ``None``)."""
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
 
 
 def _as_scores(x: Sequence[float], name: str) -> np.ndarray:

@@ -15,12 +15,17 @@ Recipes (Knyazev et al., NeurIPS 2021, Sec. 5 and Appendix; reference ``ppuda/ut
   32x32 with 3 channels, a fixed stratified 1,437/360 train/test split; random crop with padding, no flip (digits
   are not mirror-symmetric).
 
+A dataset that is missing or corrupt, or a setting it cannot serve (an unknown name, a batch larger than the
+training set), raises :class:`DataError`, a :class:`archspace.errors.UsageError` that says which folder was expected
+and which override (``data.root=...``) points elsewhere.
+
 Shapes: images are ``(B, C, H, W)`` float tensors, normalised; labels are ``(B,)`` int64.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,12 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from archspace.errors import UsageError
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DATASETS = ("digits", "cifar10", "imagenet")
+
+
+class DataError(UsageError):
+    """An image dataset that is missing, corrupt or cannot serve the requested setting (one line, exit status 2)."""
 
 
 def mix_seed(*parts: int) -> int:
@@ -103,17 +114,17 @@ class ImageData:
         """The dataset of split ``name`` (``train``, ``heldout``/``val``, ``test``).
 
         Raises:
-            ValueError: unknown split, or a held-out split that this task does not have.
+            DataError: unknown split, or a held-out split that this task does not have.
         """
         if name == "train":
             return self.train
         if name in ("heldout", "val"):
             if self.heldout is None:
-                raise ValueError(f"dataset {self.name!r} has no held-out split")
+                raise DataError(f"dataset {self.name!r} has no held-out split; use the test split or set data.heldout")
             return self.heldout
         if name == "test":
             return self.test
-        raise ValueError(f"unknown image split {name!r}; expected train, heldout (val) or test")
+        raise DataError(f"unknown image split {name!r}; expected train, heldout (val) or test")
 
     def __repr__(self) -> str:
         held = len(self.heldout) if self.heldout is not None else 0
@@ -139,12 +150,15 @@ def load_digits(image_size: int = 32, test_size: int = 360, seed: int = 0) -> Im
 
     Returns:
         :class:`ImageData` with ``train`` (1,437), ``heldout`` = ``test`` (360) and no flip augmentation.
+
+    Raises:
+        DataError: ``image_size`` below 8.
     """
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
     if image_size < 8:
-        raise ValueError(f"image_size must be >= 8, got {image_size}")
+        raise DataError(f"data.image_size must be >= 8 for digits, got {image_size}")
     bunch = _sk_load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)  # (N, 1, 8, 8)
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)  # (N, 1, S, S)
@@ -198,8 +212,8 @@ def load_cifar10(root: str, heldout: int = 5000, seed: int = 0, verify_md5: bool
         :class:`ImageData` (augmentation: random crop 32 pad 4 + horizontal flip; CIFAR-10 mean/std).
 
     Raises:
-        FileNotFoundError: the batch files are missing; the message says where to put them.
-        ValueError: ``heldout`` is not smaller than the training set.
+        DataError: the batch files are missing (the message says where to put them) or cannot be read, or
+            ``heldout`` is not smaller than the training set.
     """
     from torchvision.datasets import CIFAR10
 
@@ -208,13 +222,18 @@ def load_cifar10(root: str, heldout: int = 5000, seed: int = 0, verify_md5: bool
     needed = [f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
     missing = [f for f in needed if not os.path.isfile(os.path.join(base, f))]
     if missing:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found: missing {missing} in {base}. This machine is offline: download "
-            f"{CIFAR10.url} elsewhere and extract it so that {base}/data_batch_1 ... test_batch and batches.meta "
-            f"exist (or set data.root=... to the folder that contains cifar-10-batches-py).")
+        what = f"{base} does not exist" if not os.path.isdir(base) else f"{base} lacks {', '.join(missing)}"
+        raise DataError(f"CIFAR-10 not found: {what}; extract {CIFAR10.url} (downloaded elsewhere if offline) so "
+                        f"that {base} holds data_batch_1..5, test_batch and batches.meta, or set data.root=... to "
+                        f"the folder that contains cifar-10-batches-py")
     cls = CIFAR10 if verify_md5 else _cifar10_class()
-    tr = cls(root, train=True, download=False)
-    te = cls(root, train=False, download=False)
+    try:
+        tr = cls(root, train=True, download=False)
+        te = cls(root, train=False, download=False)
+    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        detail = " ".join(str(e).split())[:120] or type(e).__name__
+        raise DataError(f"CIFAR-10 in {base} is corrupt ({detail}); extract {CIFAR10.url} there again, or set "
+                        f"data.root=... to another folder that contains cifar-10-batches-py") from e
 
     def to_tensors(ds) -> TensorImages:
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
@@ -223,7 +242,7 @@ def load_cifar10(root: str, heldout: int = 5000, seed: int = 0, verify_md5: bool
     full, test = to_tensors(tr), to_tensors(te)
     n = len(full)
     if not 0 <= heldout < n:
-        raise ValueError(f"heldout must be in [0, {n}), got {heldout}")
+        raise DataError(f"data.heldout must be in [0, {n}) for CIFAR-10, got {heldout}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     keep, held = perm[heldout:].sort().values, perm[:heldout].sort().values
     train = TensorImages(full.images[keep], full.labels[keep])
@@ -248,22 +267,29 @@ def load_imagenet(root: str, image_size: int = 224, heldout: int = 0, seed: int 
         :class:`ImageData` whose splits yield PIL images (transforms applied by the batch iterators).
 
     Raises:
-        FileNotFoundError: ``root/train`` or ``root/val`` is missing.
+        DataError: ``root/train`` or ``root/val`` is missing, holds no class folder of images, or the two
+            have different classes.
     """
     import torchvision.transforms as T
     from torch.utils.data import Subset
     from torchvision.datasets import ImageFolder
 
     root = os.path.expanduser(str(root))
+    layout = f"put the images as {root}/train/<class>/<image> and {root}/val/<class>/<image>, or set data.root=..."
     for sub in ("train", "val"):
         if not os.path.isdir(os.path.join(root, sub)):
-            raise FileNotFoundError(
-                f"ImageNet not found: {os.path.join(root, sub)} is missing. Put the images as "
-                f"{root}/train/<class>/<image> and {root}/val/<class>/<image> (set data.root=...).")
-    train = ImageFolder(os.path.join(root, "train"))
-    test = ImageFolder(os.path.join(root, "val"))
+            raise DataError(f"ImageNet not found: {os.path.join(root, sub)} does not exist; {layout}")
+    folders = {}
+    for sub in ("train", "val"):
+        try:
+            folders[sub] = ImageFolder(os.path.join(root, sub))
+        except (FileNotFoundError, OSError) as e:  # no class folder, or class folders without images
+            detail = " ".join(str(e).split())[:160]
+            raise DataError(f"ImageNet in {os.path.join(root, sub)} is corrupt ({detail}); {layout}") from e
+    train, test = folders["train"], folders["val"]
     if train.classes != test.classes:
-        raise ValueError(f"train and val class folders differ: {len(train.classes)} vs {len(test.classes)}")
+        raise DataError(f"ImageNet in {root}: train/ and val/ have different class folders "
+                        f"({len(train.classes)} vs {len(test.classes)}); both need the same classes")
     held = test
     if heldout:
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -291,19 +317,19 @@ def load_image_data(name: str, root: str | None = None, image_size: int | None =
         **kwargs: passed to the specific loader.
 
     Raises:
-        ValueError: unknown name, or a file dataset without ``root``.
+        DataError: unknown name, a file dataset without ``root``, or one that is missing or corrupt.
     """
     if name == "digits":
         return load_digits(image_size=image_size or 32, seed=seed, **kwargs)
     if name in ("cifar10", "imagenet") and not root:
-        raise ValueError(f"dataset {name!r} needs a root folder (data.root=...)")
+        raise DataError(f"dataset {name!r} needs a root folder: set data.root=...")
     if name == "cifar10":
         if image_size not in (None, 32):
-            raise ValueError(f"CIFAR-10 images are 32x32, got image_size={image_size}")
+            raise DataError(f"CIFAR-10 images are 32x32, got data.image_size={image_size}")
         return load_cifar10(root, heldout=5000 if heldout is None else heldout, seed=seed, **kwargs)
     if name == "imagenet":
         return load_imagenet(root, image_size=image_size or 224, heldout=heldout or 0, seed=seed, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,14 +412,14 @@ class TrainBatches:
             DDP run see disjoint parts of the same global batch); defaults: the whole batch.
 
     Raises:
-        ValueError: if ``batch_size`` exceeds the training set or is not divisible by ``world_size``.
+        DataError: ``batch_size`` is not in ``[1, training images]``.
     """
 
     def __init__(self, data: ImageData, batch_size: int = 64, seed: int = 0, augment: bool = True,
                  num_workers: int = 0, rank: int = 0, world_size: int = 1):
         n = len(data.train)
         if not 0 < batch_size <= n:
-            raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+            raise DataError(f"batch_size must be in [1, {n}] (the training images of {data.name}), got {batch_size}")
         self.data, self.batch_size, self.seed, self.augment = data, batch_size, seed, augment
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
         self.steps_per_epoch = n // batch_size

@@ -1,111 +1,62 @@
-"""Fine-tune a network with SGD, from GHN-predicted parameters or from its default initialisation.
+"""Train a network with SGD, from GHN-predicted parameters or from its default initialisation: the project's one
+SGD recipe, and the comparison of a warm-started run with a run from scratch.
 
 Predicted parameters are a starting point for training (Knyazev et al., NeurIPS 2021, Sec. 5.4 and Fig. 6:
-networks initialised by GHN-2 reach a given accuracy in fewer SGD steps). :func:`train_sgd` runs the same
-recipe for both starts: the same seeded batches (:class:`train.data.TrainBatches`, a function of
-``(seed, step)``), the same global RNG seed (dropout), SGD with momentum 0.9, weight decay 5e-4 and a cosine
-learning-rate schedule over the budget. :func:`speedup` then compares the two curves.
+networks initialised by GHN-2 reach a given accuracy in fewer SGD steps). Every "N SGD steps" figure of the project
+(``ghn-eval``'s ``sgd_steps`` baseline, ``ghn rank --validate N``, both runs of ``ghn finetune``) comes from
+:func:`train_sgd`, so the figures are comparable:
+
+- SGD with momentum 0.9 and weight decay 5e-4, the paper's setting for training the networks (Sec. 5.1);
+- a cosine schedule from ``lr`` down to 0 over the run's own ``N`` steps: an ``N``-step figure is a finished
+  short schedule, not a snapshot taken in the middle of a longer one (``ghn-eval`` therefore runs each requested
+  ``N`` separately);
+- the global gradient norm clipped at 5, the value the reference uses for GHN training: a network at its default
+  initialisation (no BatchNorm, deep) can take a huge first step at ``lr`` 0.05 and diverge, and clipping keeps
+  the few-step baselines finite;
+- the same seeded batches (:class:`train.data.TrainBatches`, a function of ``(seed, step)``) and the same global
+  RNG seed (dropout) for every run with the same ``seed``, so two starts differ only in their parameters.
+
+:func:`speedup` then compares a warm-started curve with one from scratch.
 
 BatchNorm at the start: a GHN predicts BN weights and biases but not running statistics, so a predicted network
 still carries mean 0 / variance 1 buffers. ``ghn finetune`` replaces them before step 0 by the exact average over
 a few training batches (:func:`ghn.batchnorm.recompute_bn_stats` on :func:`bn_batches`: no augmentation, a
-stream separate from the training order); evaluation uses these running statistics (``model.eval()``), and
+stream separate from the training order); held-out accuracy during training uses these running statistics, and
 training then updates them as usual.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+import copy
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from train.accuracy import Accuracy, accuracy, chance, main_logits
 from train.data import ImageData, TrainBatches, mix_seed
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
-
-def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)``; networks with auxiliary heads (GoogLeNet, Inception in train mode) return a tuple whose first
-    element holds the main logits ``(B, num_classes)``."""
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@contextlib.contextmanager
-def bn_batch_stats_mode(model: nn.Module):
-    """Within the block, the model is in evaluation mode except BatchNorm, which normalises with the statistics
-    of each batch; afterwards modes and BN running buffers are exactly as before (the block leaves no trace).
-
-    This is how the paper evaluates networks with predicted parameters (batches of 64): running statistics are
-    not predicted. Dropout and the like stay in evaluation mode.
-    """
-    modes = {m: m.training for m in model.modules()}
-    layers = _bn_layers(model)
-    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in layers]
-    model.eval()
-    for m in layers:
-        m.train()
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            for m, buffers in zip(layers, saved):
-                for k, b in buffers.items():
-                    getattr(m, k).copy_(b)
-        for m, mode in modes.items():
-            m.train(mode)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, *, bn_batch_stats: bool = False,
-             device: str | torch.device = "cpu") -> tuple[float, float]:
-    """Top-1 accuracy (%) and mean cross-entropy of a classifier on evaluation batches.
-
-    Args:
-        model: the network; its modes and BN buffers are restored afterwards.
-        batches: ``(images (B, C, H, W), labels (B,))`` pairs.
-        bn_batch_stats: normalise BatchNorm with batch statistics (predicted parameters, paper protocol)
-            instead of running statistics.
-        device: where to run.
-
-    Returns:
-        ``(accuracy in %, loss)``; the loss is ``inf`` when the network outputs non-finite logits.
-
-    Raises:
-        ValueError: if ``batches`` is empty.
-    """
-    correct, total, loss_sum = 0, 0, 0.0
-    with contextlib.ExitStack() as stack:
-        if bn_batch_stats:
-            stack.enter_context(bn_batch_stats_mode(model))
-        else:
-            stack.callback(model.train, model.training)
-            model.eval()
-        for x, y in batches:
-            x, y = x.to(device), y.to(device)
-            logits = _logits(model, x)  # (B, num_classes)
-            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.numel()
-    if total == 0:
-        raise ValueError("no evaluation images: the evaluation split or --eval-images is empty")
-    loss = loss_sum / total
-    return 100.0 * correct / total, (loss if math.isfinite(loss) else float("inf"))
+#: The SGD recipe (see the module docstring for why each value).
+SGD_LR = 0.05
+SGD_MOMENTUM = 0.9
+SGD_WEIGHT_DECAY = 5e-4
+SGD_GRAD_CLIP = 5.0
+SGD_RECIPE = (f"SGD momentum {SGD_MOMENTUM}, weight decay {SGD_WEIGHT_DECAY}, cosine decay to 0 over the run, "
+              f"gradient norm clipped at {SGD_GRAD_CLIP}")
 
 
 @dataclass
 class Curve:
-    """A training run: loss per step and held-out accuracy/loss at evaluation steps (step 0 = before training)."""
+    """A training run: loss per step and held-out accuracy/loss at evaluation steps (step 0 = before training).
+
+    ``dataclasses.asdict`` gives its JSON form (write it with :func:`archspace.files.write_json`, which turns
+    non-finite numbers into ``null``).
+    """
 
     loss_steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -115,21 +66,12 @@ class Curve:
     seconds: float = 0.0
     diverged_at: int | None = None  # first step with a non-finite loss (training stopped there)
 
-    def as_dict(self) -> dict:
-        """JSON-friendly dict (non-finite numbers become ``None``)."""
-        def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            return [clean(x) for x in v] if isinstance(v, list) else v
 
-        return {k: clean(v) for k, v in asdict(self).items()}
-
-
-def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05, batch_size: int = 64,
-              seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4, eval_batches: Batches | None = None,
-              eval_every: int = 0, grad_clip: float | None = None, device: str | torch.device = "cpu",
-              log=None) -> Curve:
-    """Train a classifier for ``steps`` SGD steps on seeded batches, evaluating every ``eval_every`` steps.
+def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_LR, batch_size: int = 64,
+              seed: int = 0, eval_batches: Batches | None = None, eval_every: int = 0,
+              device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> Curve:
+    """Train a classifier in place for ``steps`` steps of the project's SGD recipe (module docstring), evaluating
+    every ``eval_every`` steps.
 
     Two calls with the same ``seed`` see the same batches in the same order with the same augmentation and the
     same dropout draws, so a warm-started and a from-scratch run differ only in their starting parameters.
@@ -137,15 +79,13 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05
     Args:
         model: the network (trained in place).
         data: the task; batches come from ``TrainBatches(data, batch_size, seed)``.
-        steps: number of SGD steps (>= 0).
-        lr: peak learning rate (cosine decay to 0 over ``steps``).
+        steps: number of SGD steps (>= 0); the cosine schedule spans them.
+        lr: peak learning rate.
         batch_size: images per step.
         seed: seed of the data order, augmentation and dropout.
-        momentum, weight_decay: SGD settings.
         eval_batches: held-out batches; with ``eval_every > 0`` accuracy is measured at step 0, every
-            ``eval_every`` steps and at the last step (BN with running statistics).
+            ``eval_every`` steps and at the last step (BatchNorm with running statistics).
         eval_every: evaluation period in steps (0: never).
-        grad_clip: clip the gradient norm to this value (``None``: no clipping).
         device: where to train.
         log: optional ``callable(str)`` for progress lines.
 
@@ -166,23 +106,23 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05
     def eval_at(step: int) -> None:
         if eval_batches is None or eval_every <= 0:
             return
-        acc, loss = evaluate(model, eval_batches, device=device)
+        acc = accuracy(model, eval_batches, bn_mode="running", device=device)
         curve.eval_steps.append(step)
-        curve.accuracy.append(acc)
-        curve.eval_loss.append(loss)
+        curve.accuracy.append(acc.top1)
+        curve.eval_loss.append(acc.loss)
         if log:
-            log(f"step {step:>6}  held-out acc {acc:6.2f}%  loss {loss:.4f}")
+            log(f"step {step:>6}  held-out acc {acc.top1:6.2f}%  loss {acc.loss:.4f}")
 
     eval_at(0)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     torch.manual_seed(seed)  # dropout and any other in-model randomness
     model.train()
     batches = TrainBatches(data, batch_size=batch_size, seed=seed)
     for step, (x, y) in enumerate(batches.iterate(0, steps), 1):
         x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(_logits(model, x), y)  # logits (B, num_classes)
+        loss = F.cross_entropy(main_logits(model(x)), y)  # logits (B, num_classes)
         if not torch.isfinite(loss):
             curve.diverged_at = step
             if log:
@@ -190,8 +130,7 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
+        nn.utils.clip_grad_norm_(params, SGD_GRAD_CLIP)
         opt.step()
         sched.step()
         curve.loss_steps.append(step)
@@ -201,6 +140,31 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = 0.05
             model.train()
     curve.seconds = time.perf_counter() - t0
     return curve
+
+
+def accuracy_after_sgd(model: nn.Module, data: ImageData, eval_batches: Batches, *, steps: int,
+                       lr: float = SGD_LR, batch_size: int = 64, seed: int = 0, bn_mode: str = "batch",
+                       device: str | torch.device = "cpu") -> Accuracy:
+    """Accuracy of a copy of ``model`` after ``steps`` steps of :func:`train_sgd`: the "N SGD steps" baseline of
+    ``ghn-eval`` and ``ghn rank --validate``. ``model`` itself is not changed.
+
+    Args:
+        model: the starting point (e.g. a network at its default initialisation).
+        data: the task whose training images are used.
+        eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches.
+        steps, lr, batch_size, seed: the :func:`train_sgd` run.
+        bn_mode: how BatchNorm normalises during the evaluation (``"batch"`` or ``"running"``).
+        device: where to train and evaluate.
+
+    Returns:
+        The :class:`train.accuracy.Accuracy` after training; a run that diverged scores as chance
+        (:func:`train.accuracy.chance`, loss ``inf``).
+    """
+    net = copy.deepcopy(model)
+    curve = train_sgd(net, data, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
+    if curve.diverged_at is not None:
+        return chance(data.num_classes)
+    return accuracy(net, eval_batches, bn_mode=bn_mode, device=device)
 
 
 def bn_batches(data: ImageData, num_batches: int, batch_size: int = 64, seed: int = 0) -> Batches:

@@ -1,9 +1,9 @@
 """The GHN training loop (Knyazev et al., NeurIPS 2021, Sec. 4 and Eq. 2; reference ``experiments/train_ghn.py``).
 
-Each step draws a meta-batch of architectures, lets the GHN predict all of their parameters differentiably, runs
-every network on the same batch of images with ``torch.func.functional_call`` (the predicted tensors are used
-directly, never copied into the modules), averages the cross-entropy over the meta-batch and updates the GHN
-with Adam and gradient-norm clipping.
+Each step draws a meta-batch of architectures (:mod:`archspace.meta_batch`), lets the GHN predict all of their
+parameters differentiably and scores them on the same batch of images (:class:`train.meta_loss.MetaBatchLoss`),
+and updates the GHN with Adam and gradient-norm clipping. Metrics go to ``metrics.csv`` (:mod:`train.metrics`),
+complete checkpoints to ``checkpoints/`` (:mod:`train.checkpoint`).
 
 Everything random in a step is a function of ``(seed, step)``: the architectures, the images, their
 augmentation and the torch RNG used inside the networks. Together with complete checkpoints (weights, optimiser,
@@ -20,32 +20,33 @@ in ``DistributedDataParallel`` (gradients averaged), and only rank 0 writes file
 
 from __future__ import annotations
 
-import copy
-import csv
 import json
 import logging
 import math
 import os
 import time
-from collections import OrderedDict
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.func import functional_call
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch_geometric.data import Batch
 
-from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import TrainBatches, mix_seed
+from archspace.dataset import ArchDataset
+from archspace.errors import UsageError
+from archspace.meta_batch import ArchPairs, MetaBatchSampler, collate_meta_batch
+from archspace.seeding import mix_seed
+
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import TrainBatches
+from .meta_loss import MetaBatchLoss
+from .metrics import TENSORBOARD_FIELDS, append_metrics, tensorboard_writer, truncate_metrics
 from .optim import build_optimizer, build_progress_scheduler
 
 log = logging.getLogger(__name__)
-
-METRIC_FIELDS = ("step", "loss", "acc", "grad_norm", "lr", "nodes", "nets", "skipped_large", "skipped_nonfinite",
-                 "sec_per_step")
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,135 +67,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def net_logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Run ``model`` on ``x`` with predicted ``params`` substituted for its own (``torch.func.functional_call``).
-
-    Buffers (BatchNorm running statistics) stay the module's own. Networks with auxiliary heads return tuples;
-    the first element is taken.
-
-    Shapes:
-        x: ``(B, C, H, W)`` -> logits ``(B, num_classes)``.
-    """
-    out = functional_call(model, params, (x,), strict=False)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-class MetaBatchLoss(nn.Module):
-    """The GHN training objective on one meta-batch (Knyazev et al., 2021, Eq. 2): mean over the networks of the
-    cross-entropy of each network with GHN-predicted parameters on the same images.
-
-    A module so that ``DistributedDataParallel`` can wrap it; its only parameters are the GHN's.
-
-    Args:
-        ghn: the hypernetwork (``predict_parameters(graphs, models) -> list[dict[str, Tensor]]``).
-        label_smoothing: cross-entropy label smoothing (0.1 on ImageNet in the paper).
-        channels_last: run the networks on channels-last (NHWC) images, so that every convolution, BatchNorm and
-            pooling of the networks takes oneDNN's NHWC kernels: on CPU a GHN training step is 1.25-1.3x faster at the
-            paper's setting (``benchmarks/bench_train.py --compare``) and about 1.2x on the digits default. The
-            same step up to float rounding, though coarser rounding: PyTorch's NHWC BatchNorm kernels are 10-60x
-            less precise than the NCHW ones (still ~1e-6 relative on unit-scale inputs), so gradients of deep
-            networks differ from an NCHW step by up to ~1e-3 relative. ``False`` for bit-level comparisons.
-    """
-
-    def __init__(self, ghn: nn.Module, label_smoothing: float = 0.0, channels_last: bool = True):
-        super().__init__()
-        self.ghn = ghn
-        self.label_smoothing = label_smoothing
-        self.channels_last = channels_last
-
-    def forward(self, graphs: Batch, models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
-                seeds: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (mean loss, per-network top-1 accuracy ``(M,)``).
-
-        Args:
-            seeds: per network, a torch seed set before its forward pass (dropout masks then depend only on the
-                network's place in the meta-batch, not on which rank runs it).
-
-        Shapes:
-            x: ``(B, C, H, W)``; y: ``(B,)``.
-        """
-        params = self.ghn.predict_parameters(graphs, list(models))
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        losses, accs = [], []
-        for j, (model, p) in enumerate(zip(models, params)):
-            if seeds is not None:
-                torch.manual_seed(seeds[j])
-            logits = net_logits(model, p, x).float()  # (B, num_classes)
-            losses.append(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing))
-            accs.append((logits.detach().argmax(1) == y).float().mean())
-        return torch.stack(losses).mean(), torch.stack(accs)
-
-
-class ArchSource:
-    """Deterministic meta-batches from an indexable architecture dataset, with a cache of graphs and modules.
-
-    The networks of step ``t`` are drawn from a generator seeded by ``(seed, t)``; with ``max_net_nodes`` a
-    drawn network with more graph nodes is replaced by the next draw (a curriculum of smaller networks, cheap to
-    check with ``dataset.num_nodes_of``). A module is rebuilt from its index under a fixed seed (its own initial
-    parameters are never used, only its structure and buffers), so caching it does not change results.
-
-    Args:
-        dataset: ``__len__`` and ``get_pair(i) -> (ArchGraph, nn.Module)`` (or ``__getitem__`` + ``build_model``),
-            optionally ``num_nodes_of(i)`` (``archspace.dataset.ArchDataset``).
-        meta_batch_size: networks per step (8 in the paper).
-        seed: run seed.
-        cache_size: graphs/modules kept in memory (0: none).
-        max_net_nodes: only networks with at most this many graph nodes are drawn (0: all).
-
-    Raises:
-        ValueError: an empty dataset or a non-positive ``meta_batch_size``.
-    """
-
-    def __init__(self, dataset, meta_batch_size: int = 8, seed: int = 0, cache_size: int = 0,
-                 max_net_nodes: int = 0):
-        if meta_batch_size < 1:
-            raise ValueError(f"meta_batch_size must be >= 1, got {meta_batch_size}")
-        if len(dataset) < 1:
-            raise ValueError("the architecture dataset is empty")
-        if max_net_nodes and not hasattr(dataset, "num_nodes_of"):
-            raise ValueError("max_net_nodes needs a dataset with num_nodes_of(i)")
-        self.dataset, self.meta_batch_size, self.seed, self.cache_size = dataset, meta_batch_size, seed, cache_size
-        self.max_net_nodes = max_net_nodes
-        self._cache: OrderedDict[int, tuple] = OrderedDict()
-
-    def num_nodes(self, i: int) -> int | None:
-        """Graph nodes of item ``i`` if the dataset can tell without building the graph, else ``None``."""
-        return int(self.dataset.num_nodes_of(i)) if hasattr(self.dataset, "num_nodes_of") else None
-
-    def indices(self, step: int) -> list[int]:
-        """Dataset indices of the meta-batch of ``step`` (a pure function of ``(seed, step)``)."""
-        g = torch.Generator().manual_seed(mix_seed(self.seed, 3, step))
-        n = len(self.dataset)
-        out: list[int] = []
-        for _ in range(1000 * self.meta_batch_size):
-            i = int(torch.randint(0, n, (1,), generator=g))
-            if self.max_net_nodes and self.num_nodes(i) > self.max_net_nodes:
-                continue
-            out.append(i)
-            if len(out) == self.meta_batch_size:
-                return out
-        raise RuntimeError(f"could not draw {self.meta_batch_size} networks with at most {self.max_net_nodes} "
-                           f"nodes in {1000 * self.meta_batch_size} draws; raise max_net_nodes")
-
-    def get(self, i: int):
-        """(graph, module) of dataset item ``i``."""
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, 5, i))
-            if hasattr(self.dataset, "get_pair"):
-                item = tuple(self.dataset.get_pair(i))
-            else:
-                item = (self.dataset[i], self.dataset.build_model(i))
-        if self.cache_size > 0:
-            self._cache[i] = item
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return item
-
-
 def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -203,22 +75,25 @@ class Trainer:
     """Train a GHN on meta-batches of architectures (see the module docstring).
 
     Args:
-        ghn: the hypernetwork; needs ``predict_parameters``, ``save(path)`` and ``load(path)``.
-        archs: the architecture dataset (see :class:`ArchSource`).
+        ghn: the hypernetwork (:class:`ghn.GHN`).
+        archs: the training architectures; each step's meta-batch is drawn from them by the rule of
+            :mod:`archspace.meta_batch`.
         images: training image batches (:class:`train.data.TrainBatches`), the same for every rank.
         run_dir: where checkpoints, ``metrics.csv`` and ``ghn.safetensors`` go.
         steps: total number of steps of the run.
         meta_batch_size: networks per step over all ranks (8 in the paper).
-        max_nodes: a meta-batch with more nodes in total is skipped (2,200 in the paper); 0: no cap.
+        max_nodes: a meta-batch with more graph nodes in total is skipped, its step trains nothing and is counted
+            in ``skipped_large`` (2,200 in the paper); 0: no cap.
         optimizer: ``adam`` (paper), ``adamw`` or ``sgd``.
         lr, weight_decay: optimiser settings (paper: 1e-3, 1e-5).
         milestones, gamma: lr x ``gamma`` at these fractions of the run (paper: 200/300 and 250/300, x0.1).
         lr_schedule: ``step`` (the paper's, with ``milestones``) or ``linear`` (decay to 0 over the run); see
-            :func:`train.optim.build_progress_scheduler`.
+            :func:`train.optim.schedule_factor`.
         clip: gradient-norm clip (paper: 5); 0: off.
         label_smoothing: cross-entropy label smoothing.
         amp: autocast (bfloat16) on CUDA; ignored on CPU.
-        channels_last: run the networks in channels-last memory format (see :class:`MetaBatchLoss`).
+        channels_last: run the networks in channels-last memory format (see
+            :class:`train.meta_loss.MetaBatchLoss`).
         device: ``cpu``/``cuda``/``cuda:k``; default: CUDA if available.
         seed: run seed (architectures, images, augmentation and in-network randomness follow from it).
         ckpt_every: write a checkpoint every this many steps (and always at the end); 0: only at the end.
@@ -227,11 +102,11 @@ class Trainer:
         max_bad_steps: stop (:class:`TrainingDiverged`) after this many consecutive non-finite steps.
         inject_nan_steps: steps whose loss is multiplied by NaN (fault injection for tests).
         arch_cache: architectures kept in memory (useful with a small training pool).
-        max_net_nodes: draw only networks with at most this many graph nodes (0: all).
-        ema_decay: keep an exponential moving average of the GHN weights, ``ema = decay * ema + (1 - decay) * w``
-            after every applied step (Polyak averaging; it removes much of the step-to-step noise of a short run),
-            checkpointed with the run; the final ``ghn.safetensors`` and :attr:`final_ghn` then hold the average.
-            0: off (the paper).
+        max_net_nodes: a drawn network with more graph nodes is redrawn (0: no cap).
+        ema_decay: keep an exponential moving average of the GHN weights (``torch.optim.swa_utils.AveragedModel``),
+            ``ema = decay * ema + (1 - decay) * w`` after every applied step, starting from the initial weights
+            (Polyak averaging; it removes much of the step-to-step noise of a short run), checkpointed with the run;
+            the final ``ghn.safetensors`` and :attr:`final_ghn` then hold the average. 0: off (the paper).
         time_limit_s: stop (with a checkpoint and the final ``ghn.safetensors``) once this many seconds of training
             have passed, over all resumed segments; the lr schedule then follows the elapsed fraction of this
             budget (not bit-reproducible, unlike a step-limited run); 0: none.
@@ -240,10 +115,10 @@ class Trainer:
         on_step: called with the metrics dict after every step (rank 0).
 
     Raises:
-        ValueError: bad settings (e.g. a meta-batch that does not split over the ranks).
+        UsageError: bad settings (e.g. zero steps, or a meta-batch that does not split over the ranks).
     """
 
-    def __init__(self, ghn: nn.Module, archs, images: TrainBatches, run_dir: str, *, steps: int,
+    def __init__(self, ghn: nn.Module, archs: ArchDataset, images: TrainBatches, run_dir: str, *, steps: int,
                  meta_batch_size: int = 8, max_nodes: int = 2200, optimizer: str = "adam", lr: float = 1e-3,
                  weight_decay: float = 1e-5, milestones: Sequence[float] = (200 / 300, 250 / 300),
                  gamma: float = 0.1, lr_schedule: str = "step", clip: float = 5.0, label_smoothing: float = 0.0,
@@ -253,23 +128,29 @@ class Trainer:
                  arch_cache: int = 0, max_net_nodes: int = 0, ema_decay: float = 0.0, time_limit_s: float = 0.0,
                  progress: bool = True,
                  config: dict | None = None, on_step: Callable[[dict], None] | None = None):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if max_bad_steps < 1:
-            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        for name, value, least in (("steps", steps, 1), ("max_bad_steps", max_bad_steps, 1),
+                                   ("log_every", log_every, 1), ("keep_checkpoints", keep_checkpoints, 1),
+                                   ("ckpt_every", ckpt_every, 0), ("arch_cache", arch_cache, 0)):
+            if value < least:
+                raise UsageError(f"train.{name} must be >= {least}, got {value}")
         if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+            raise UsageError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+        if clip < 0:
+            raise UsageError(f"train.clip must be >= 0 (0: off), got {clip}")
         self.rank = dist.get_rank() if _is_dist() else 0
         self.world_size = dist.get_world_size() if _is_dist() else 1
         if meta_batch_size % self.world_size:
-            raise ValueError(f"meta_batch_size {meta_batch_size} must be divisible by the {self.world_size} ranks")
+            raise UsageError(f"meta_batch_size {meta_batch_size} must be divisible by the {self.world_size} ranks")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None and _is_dist():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.ghn = ghn.to(self.device)
-        self.archs = ArchSource(archs, meta_batch_size, seed, arch_cache, max_net_nodes)
+        self.archs = archs
+        self.sampler = MetaBatchSampler(len(archs), archs.num_nodes_of, meta_batch_size, max_nodes, max_net_nodes,
+                                        seed)
+        self.pairs = ArchPairs(archs, seed, arch_cache)
         self.images = images
         self.run_dir = run_dir
         self.steps, self.meta_batch_size, self.max_nodes = steps, meta_batch_size, max_nodes
@@ -288,10 +169,14 @@ class Trainer:
             self.model = self.objective
         self.optimizer = build_optimizer(self.ghn.parameters(), optimizer, lr=lr, weight_decay=weight_decay)
         self.ema_decay = float(ema_decay)
-        self.ema = [p.detach().clone() for p in self.ghn.parameters()] if self.ema_decay else None
-        self.scheduler = build_progress_scheduler(self.optimizer, lr_schedule, milestones, gamma)
+        self.ema: AveragedModel | None = None
+        if self.ema_decay:
+            self.ema = AveragedModel(self.ghn, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay))
+            self.ema.update_parameters(self.ghn)  # the first update copies: the average starts at the initial weights
         self.elapsed = 0.0  # training seconds over all segments of the run (resumes included)
         self.step = 0
+        self.lr_schedule = lr_schedule
+        self.scheduler = build_progress_scheduler(self.optimizer, self.run_fraction, lr_schedule, milestones, gamma)
         self.skipped_large = 0
         self.skipped_nonfinite = 0
         self.bad_in_a_row = 0
@@ -302,6 +187,7 @@ class Trainer:
 
     @property
     def is_writer(self) -> bool:
+        """Whether this process writes files (rank 0)."""
         return self.rank == 0
 
     def state(self) -> dict:
@@ -315,9 +201,10 @@ class Trainer:
             "bad_in_a_row": self.bad_in_a_row,
             "elapsed": self.elapsed,
             "seed": self.seed,
+            "lr_schedule": self.lr_schedule,
             "total_steps": self.steps,
             "config_json": json.dumps(self.config or {}, default=str),
-            "ema": [t.cpu() for t in self.ema] if self.ema is not None else [],
+            "ema": {k: v.cpu() for k, v in self.ema.state_dict().items()} if self.ema is not None else {},
         }
 
     def run_fraction(self) -> float:
@@ -338,11 +225,29 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded."""
+        """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded.
+
+        Raises:
+            UsageError: the checkpoint was trained with another seed, lr schedule or ``ema_decay`` (resuming would
+                not reproduce the run); ``ghn.checkpoint.CheckpointError`` (a ``UsageError``) for an unreadable one.
+        """
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return False
         ghn_path, state = load_checkpoint(path)
+        if int(state["seed"]) != self.seed:
+            raise UsageError(f"checkpoint {path} was trained with seed {state['seed']}, this run has {self.seed}; "
+                             f"resuming would not reproduce the run")
+        if "lr_schedule" not in state:
+            raise UsageError(f"checkpoint {path} was written by an older version of the trainer (its lr schedule "
+                             f"state differs); start a new run")
+        if state["lr_schedule"] != self.lr_schedule:
+            raise UsageError(f"checkpoint {path} was trained with lr schedule {state['lr_schedule']}, this run has "
+                             f"{self.lr_schedule}; resume with the optim.schedule it was started with")
+        saved_ema = state["ema"]
+        if bool(saved_ema) != (self.ema is not None):
+            raise UsageError(f"checkpoint {path} has {'a' if saved_ema else 'no'} weight average but this run has "
+                             f"ema_decay={self.ema_decay}; resume with the ema_decay it was trained with")
         loaded = type(self.ghn).load(ghn_path)
         self.ghn.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -354,58 +259,44 @@ class Trainer:
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.elapsed = float(state["elapsed"])
         if self.ema is not None:
-            saved = state.get("ema") or []
-            if len(saved) != len(self.ema):
-                raise ValueError(f"checkpoint {path} has no weight average for this run's ema_decay="
-                                 f"{self.ema_decay}; resume with the ema_decay it was trained with")
-            self.ema = [t.to(self.device) for t in saved]
-        if int(state["seed"]) != self.seed:
-            raise ValueError(f"checkpoint {path} was trained with seed {state['seed']}, this run has {self.seed}; "
-                             f"resuming would not reproduce the run")
+            self.ema.load_state_dict(saved_ema)
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
     def _training_metadata(self) -> dict[str, str]:
         """What ``ghn.safetensors`` records of the training nets, for ``ghn-eval`` to default to (their widths)."""
         meta = {"train_steps": str(self.step)}
-        width_range = getattr(self.archs.dataset, "width_range", None)
-        if width_range is not None:
-            meta["train_width_range"] = json.dumps([int(w) for w in width_range])
-            meta["train_width_policy"] = str(getattr(self.archs.dataset, "width_policy", "uniform"))
+        if self.archs.width_range is not None:
+            meta["train_width_range"] = json.dumps([int(w) for w in self.archs.width_range])
+            meta["train_width_policy"] = self.archs.width_policy
         return meta
 
     @property
     def final_ghn(self) -> nn.Module:
-        """The GHN the run delivers: the weight average when ``ema_decay`` is set (a copy), else the GHN itself."""
+        """The GHN the run delivers: the weight average when ``ema_decay`` is set (the averaged copy, in eval mode),
+        else the GHN itself."""
         if self.ema is None:
             return self.ghn
-        avg = copy.deepcopy(self.ghn)
-        with torch.no_grad():
-            torch._foreach_copy_(list(avg.parameters()), self.ema)
-        return avg.eval()
+        return self.ema.module.eval()
 
     # -------------------------------------------------------------------------------------------------------
     # One step
     # -------------------------------------------------------------------------------------------------------
 
-    def _meta_batch(self, step: int):
+    def _meta_batch(self, step: int) -> tuple[Batch | None, list[nn.Module] | None, int]:
         """This rank's share of the meta-batch of ``step``: (graphs on device, models on device, total nodes of
-        the whole meta-batch); graphs/models are ``None`` when the meta-batch exceeds ``max_nodes``."""
-        idx = self.archs.indices(step)
-        k = self.meta_batch_size // self.world_size
-        mine = idx[self.rank * k:(self.rank + 1) * k]
-        counts = [self.archs.num_nodes(i) for i in idx]
-        if self.max_nodes and None not in counts and sum(counts) > self.max_nodes:
-            return None, None, sum(counts)  # known to be too large without building anything
-        items = [self.archs.get(i) for i in mine]
-        graphs = Batch.from_data_list([g for g, _ in items])
-        nodes = self._all_sum([float(graphs.num_nodes)])[0] if None in counts else sum(counts)
-        if self.max_nodes and nodes > self.max_nodes:
+        the whole meta-batch); graphs/models are ``None`` when the meta-batch is skipped (over ``max_nodes``:
+        known from the node counts, before anything is built)."""
+        idx = self.sampler.draw(step)
+        nodes = self.sampler.total_nodes(idx)
+        if self.sampler.skipped(idx):
             return None, None, nodes
-        models = [m.to(self.device) for _, m in items]
-        return graphs.to(self.device), models, nodes
+        k = self.meta_batch_size // self.world_size
+        graphs, models = collate_meta_batch([self.pairs[i] for i in idx[self.rank * k:(self.rank + 1) * k]])
+        return graphs.to(self.device), [m.to(self.device) for m in models], nodes
 
     def _all_sum(self, values: list[float]) -> list[float]:
+        """``values`` summed over the ranks (unchanged in a single process)."""
         if not _is_dist():
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
@@ -413,6 +304,7 @@ class Trainer:
         return t.tolist()
 
     def _all_max(self, value: float) -> float:
+        """``value``'s maximum over the ranks."""
         t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
@@ -455,8 +347,7 @@ class Trainer:
             self.optimizer.step()
             self.bad_in_a_row = 0
             if self.ema is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(self.ema, [p.detach() for p in self.ghn.parameters()], 1.0 - self.ema_decay)
+                self.ema.update_parameters(self.ghn)
         row.update(loss=loss_v, acc=acc_v, grad_norm=float(grad_norm))
         return row
 
@@ -476,19 +367,21 @@ class Trainer:
 
         Raises:
             TrainingDiverged: ``max_bad_steps`` consecutive non-finite steps; the last checkpoint is kept.
+            UsageError: ``run_dir`` has checkpoints but ``resume`` is false, or they cannot be resumed by this
+                trainer (see :meth:`resume`).
         """
         if self.is_writer:
             os.makedirs(self.run_dir, exist_ok=True)
         if resume:
             self.resume()
         elif latest_checkpoint(self.run_dir) is not None:
-            raise FileExistsError(f"{self.run_dir} already has checkpoints; pass resume=True to continue it or "
-                                  f"use a new run directory")
+            raise UsageError(f"{self.run_dir} already has checkpoints; pass resume=True to continue that run or use a "
+                             f"new run directory")
         end = self.steps if stop_at is None else min(stop_at, self.steps)
         metrics_path = os.path.join(self.run_dir, "metrics.csv")
         if self.is_writer:
-            _truncate_metrics(metrics_path, self.step)
-        writer = _tensorboard(self.run_dir) if self.is_writer else None
+            truncate_metrics(metrics_path, self.step)
+        writer = tensorboard_writer(self.run_dir) if self.is_writer else None
         bar = None
         if self.progress and self.is_writer:
             from tqdm.auto import tqdm
@@ -510,7 +403,11 @@ class Trainer:
                 self.elapsed += time.time() - t0
                 if _is_dist() and self.time_limit_s:  # ranks must agree on the schedule and on stopping
                     self.elapsed = max(self._all_max(self.elapsed), self.elapsed)
-                self.scheduler.step(self.run_fraction())
+                with warnings.catch_warnings():
+                    # A skipped first step calls this before optimizer.step(); harmless here, as the factor follows
+                    # the run's progress, not the number of scheduler steps.
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                    self.scheduler.step()  # the lr for the fraction of the run now done
                 row.update(skipped_large=self.skipped_large, skipped_nonfinite=self.skipped_nonfinite,
                            sec_per_step=time.time() - t0)
                 if math.isfinite(row["loss"]):
@@ -525,9 +422,9 @@ class Trainer:
                         f"{latest_checkpoint(self.run_dir)}. Lower optim.lr or check the data.")
                 if self.is_writer:
                     if self.step % self.log_every == 0 or self.step == end:
-                        _append_metrics(metrics_path, row)
+                        append_metrics(metrics_path, row)
                         if writer is not None:
-                            for k in ("loss", "acc", "grad_norm", "lr", "sec_per_step"):
+                            for k in TENSORBOARD_FIELDS:
                                 writer.add_scalar(f"train/{k}", row[k], self.step)
                     if bar is not None:
                         bar.update(1)
@@ -559,30 +456,3 @@ class Trainer:
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,
                            self.skipped_nonfinite, time.time() - t_start, history)
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """Drop rows after ``step`` (left by a run that was stopped after its last checkpoint)."""
-    if not os.path.isfile(path):
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-    lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k, "") for k in METRIC_FIELDS) for r in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _append_metrics(path: str, row: dict) -> None:
-    new = not os.path.isfile(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def _tensorboard(run_dir: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard is optional
-        return None
-    return SummaryWriter(os.path.join(run_dir, "tb"))

@@ -1,13 +1,25 @@
 """Optimiser and learning-rate schedule of GHN training (Knyazev et al., NeurIPS 2021, Appendix; reference
-``experiments/train_ghn.py``: Adam, lr 1e-3, weight decay 1e-5, lr x0.1 at epochs 200 and 250 of 300)."""
+``experiments/train_ghn.py``: Adam, lr 1e-3, weight decay 1e-5, lr x0.1 at epochs 200 and 250 of 300).
+
+The schedule is a ``torch.optim.lr_scheduler.LambdaLR`` whose factor is a function of the fraction of the run
+done (``progress()``, read at every ``scheduler.step()``): ``step / total_steps`` for a run of a fixed number of
+steps, or, for a time-limited run, the larger of that and the elapsed fraction of the time budget, so that the
+schedule completes within the budget on any machine (not bit-reproducible across machines; issue 10 makes it
+step-based).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from archspace.errors import UsageError
+from archspace.models import suggest
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("step", "linear")
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", lr: float = 1e-3,
@@ -24,145 +36,62 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", lr
         momentum: SGD momentum.
 
     Raises:
-        ValueError: unknown name or a non-positive learning rate.
+        UsageError: unknown name, a non-positive learning rate or a negative weight decay.
     """
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if not lr > 0:
+        raise UsageError(f"optim.lr must be positive, got {lr}")
+    if weight_decay < 0:
+        raise UsageError(f"optim.weight_decay must be >= 0, got {weight_decay}")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    raise UsageError(f"unknown optimizer {name!r}{suggest(name, OPTIMIZERS)}")
 
 
-def milestone_steps(total_steps: int, milestones: Sequence[float]) -> list[int]:
-    """Turn milestones given as fractions of the run (0 < m < 1, e.g. 200/300) into step numbers.
-
-    Raises:
-        ValueError: a milestone outside (0, 1) or not increasing.
-    """
-    out = []
-    for m in milestones:
-        if not 0 < m < 1:
-            raise ValueError(f"milestones are fractions of the run in (0, 1), got {m}")
-        out.append(max(1, int(round(m * total_steps))))
-    if out != sorted(out):
-        raise ValueError(f"milestones must increase, got {list(milestones)}")
-    return out
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
-                    milestones: Sequence[float] = (200 / 300, 250 / 300),
-                    gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Step schedule stepped once per training step: lr x ``gamma`` at each milestone fraction of the run."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestone_steps(total_steps, milestones), gamma=gamma)
-
-
-class ProgressLR:
-    """A learning-rate schedule driven by the fraction of the run done: lr = base lr x :meth:`factor`.
-
-    With a fixed number of steps the fraction is ``step / total_steps``; a time-limited run passes
-    ``max(step / total_steps, elapsed / time_limit)`` so the schedule completes within the time budget on any
-    machine. Subclasses set ``kind`` and :meth:`factor`; the state (``kind``, base lrs, fraction, and the
-    subclass's ``_extra`` settings) is what a checkpoint stores.
+def schedule_factor(schedule: str = "step", milestones: Sequence[float] = (200 / 300, 250 / 300),
+                    gamma: float = 0.1) -> Callable[[float], float]:
+    """The lr factor of a schedule as a function of the fraction of the run done (0 at the start, 1 at the end).
 
     Args:
-        optimizer: the optimiser whose groups' ``lr`` is set.
-    """
-
-    kind = ""
-    _extra: tuple[str, ...] = ()
-
-    def __init__(self, optimizer: torch.optim.Optimizer):
-        self.optimizer = optimizer
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
-        self.progress = 0.0
-
-    def factor(self, progress: float) -> float:
-        raise NotImplementedError
-
-    def step(self, progress: float) -> None:
-        """Set the learning rate for the fraction ``progress`` of the run done."""
-        self.progress = float(progress)
-        f = self.factor(self.progress)
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base * f
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict:
-        return {"kind": self.kind, "base_lrs": self.base_lrs, "progress": self.progress,
-                **{k: getattr(self, k) for k in self._extra}}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Raises ``ValueError`` for the state of another schedule (checkpoints before ``kind``: step)."""
-        if state.get("kind", "step") != self.kind:
-            raise ValueError("the checkpoint was written with another lr schedule (optim.schedule); resume with the "
-                             "schedule it was started with")
-        self.base_lrs, self.progress = list(state["base_lrs"]), state["progress"]
-        for k in self._extra:
-            setattr(self, k, state[k])
-
-
-class ProgressStepLR(ProgressLR):
-    """Step schedule (the paper): lr = base lr x ``gamma`` ** (milestones passed); see :class:`ProgressLR`.
-
-    With a fixed number of steps this equals ``MultiStepLR`` on :func:`milestone_steps`; no milestones: constant.
-
-    Args:
-        optimizer: the optimiser whose groups' ``lr`` is set.
+        schedule: ``step`` (the paper: x ``gamma`` at each of ``milestones``; no milestones: constant) or
+            ``linear`` (1 - fraction: to 0 at the end of the run; milestones and gamma unused).
         milestones: increasing fractions of the run in (0, 1) (paper: 200/300, 250/300).
         gamma: factor per milestone (paper: 0.1).
 
+    Returns:
+        ``factor(progress) -> float``.
+
     Raises:
-        ValueError: milestones outside (0, 1) or not increasing.
+        UsageError: an unknown schedule, or milestones outside (0, 1) or not increasing.
     """
-
-    kind = "step"
-    _extra = ("milestones", "gamma")
-
-    def __init__(self, optimizer: torch.optim.Optimizer, milestones: Sequence[float] = (200 / 300, 250 / 300),
-                 gamma: float = 0.1):
-        milestone_steps(1000, milestones)  # validates
-        super().__init__(optimizer)
-        self.milestones, self.gamma = [float(m) for m in milestones], gamma
-
-    def factor(self, progress: float) -> float:
-        return self.gamma ** sum(progress >= m for m in self.milestones)
+    if schedule == "linear":
+        return lambda progress: max(0.0, 1.0 - progress)
+    if schedule != "step":
+        raise UsageError(f"unknown lr schedule {schedule!r}{suggest(schedule, SCHEDULES)}")
+    marks = [float(m) for m in milestones]
+    if not all(0 < m < 1 for m in marks) or marks != sorted(marks):
+        raise UsageError(f"optim.milestones must be increasing fractions of the run in (0, 1), got {list(milestones)}")
+    return lambda progress: gamma ** sum(progress >= m for m in marks)
 
 
-class ProgressLinearLR(ProgressLR):
-    """Linear decay: lr = base lr x (1 - fraction), reaching 0 at the end of the run; see :class:`ProgressLR`.
-
-    On the digits default it gave 48.1% top-1 on 100 unseen nets against 39.6% with a constant lr (README).
-    """
-
-    kind = "linear"
-
-    def factor(self, progress: float) -> float:
-        return max(0.0, 1.0 - progress)
-
-
-SCHEDULES = ("step", "linear")
-
-
-def build_progress_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "step",
-                             milestones: Sequence[float] = (200 / 300, 250 / 300), gamma: float = 0.1):
-    """The lr schedule of a run, driven by the fraction of the run done.
+def build_progress_scheduler(optimizer: torch.optim.Optimizer, progress: Callable[[], float],
+                             schedule: str = "step", milestones: Sequence[float] = (200 / 300, 250 / 300),
+                             gamma: float = 0.1) -> LambdaLR:
+    """The lr schedule of a run: lr = base lr x ``schedule_factor(...)(progress())``, set at every ``step()``.
 
     Args:
         optimizer: the GHN optimiser.
-        schedule: ``step`` (the paper: x ``gamma`` at ``milestones``; no milestones: constant) or ``linear``
-            (to 0 at the end; milestones and gamma unused).
+        progress: the fraction of the run done, read at construction and at every ``step()``.
+        schedule, milestones, gamma: see :func:`schedule_factor`.
+
+    Returns:
+        A ``LambdaLR``; its state dict holds no function, so it is weights-only loadable.
 
     Raises:
-        ValueError: an unknown schedule or bad milestones.
+        UsageError: an unknown schedule or bad milestones.
     """
-    if schedule == "step":
-        return ProgressStepLR(optimizer, milestones, gamma)
-    if schedule == "linear":
-        return ProgressLinearLR(optimizer)
-    raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {SCHEDULES}")
+    factor = schedule_factor(schedule, milestones, gamma)
+    return LambdaLR(optimizer, lambda _: factor(progress()))

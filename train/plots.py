@@ -5,23 +5,23 @@
 - :func:`plot_finetune_curves`: training loss and held-out accuracy against SGD steps for a warm-started run
   (predicted parameters) and a run from the default initialisation (paper Sec. 5.4, Fig. 6).
 
-Figures are written atomically: to a temporary file in the target folder, then renamed over the target.
+Figures are written atomically (:func:`archspace.files.atomic_path`): a reader never sees half a PNG.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 import matplotlib
+
+from archspace.files import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_figure(fig, path: str) -> str:
-    """Save a matplotlib figure as PNG atomically (temp file + ``os.replace``) and close it.
+    """Save a matplotlib figure as PNG atomically and close it.
 
     Args:
         fig: the figure.
@@ -30,17 +30,11 @@ def save_figure(fig, path: str) -> str:
     Returns:
         ``path``.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

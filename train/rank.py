@@ -11,8 +11,9 @@ steps, so that :func:`train.correlation.rank_correlation` can say how well the t
 mean-pooled GHN node embeddings, fitted to labelled architectures.
 
 Scoring takes the predictor and the embedder as plain callables (tests pass stubs); :func:`ghn_predictor` and
-:func:`ghn_embedder` make them from a :class:`ghn.GHN`, and :func:`load_ghn` loads one with a clear error when it
-was trained for another number of classes.
+:func:`ghn_embedder` make them from a :class:`ghn.GHN`. A GHN trained for another number of classes than the task
+has is refused (:class:`ghn.model.ClassMismatchError`) unless the classifier is kept at its default
+initialisation (``keep_classifier_init``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from archspace.errors import UsageError
+from archspace.files import atomic_write
+from ghn.model import ClassMismatchError
+from train.accuracy import accuracy
 from train.candidates import Candidate
-from train.checkpoint import atomic_write_text
 from train.data import ImageData
-from train.finetune import Batches, evaluate, train_sgd
+from train.finetune import SGD_LR, Batches, accuracy_after_sgd
 
 #: Sets a model's parameters in place (e.g. with a GHN) and returns it.
 Predictor = Callable[[nn.Module], nn.Module]
@@ -77,6 +81,10 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
 
     Returns:
         One :class:`RankRow` per candidate, in input order (call :func:`rank_rows` to sort).
+
+    Raises:
+        ghn.model.ClassMismatchError: the predictor refuses the task's number of classes (a setting of the whole
+            run, not a property of one candidate).
     """
     rows = []
     t_all = time.perf_counter()
@@ -91,7 +99,9 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
             with torch.no_grad():
                 model = predict(model)
             row.predict_seconds = time.perf_counter() - t1
-            row.accuracy, row.loss = evaluate(model.to(device), eval_batches, bn_batch_stats=True, device=device)
+            row.accuracy, _, row.loss = accuracy(model.to(device), eval_batches, bn_mode="batch", device=device)
+        except ClassMismatchError:
+            raise
         except (RuntimeError, ValueError, NotImplementedError, KeyError, IndexError, TypeError) as e:
             row.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         row.seconds = time.perf_counter() - t0
@@ -102,12 +112,14 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
 
 
 def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate], data: ImageData,
-                        eval_batches: Batches, *, steps: int, lr: float = 0.05, batch_size: int = 64,
+                        eval_batches: Batches, *, steps: int, lr: float = SGD_LR, batch_size: int = 64,
                         seed: int = 0, device: str | torch.device = "cpu",
                         log: Callable[[str], None] | None = None) -> None:
-    """Train each scored candidate from its default initialisation for ``steps`` SGD steps and record
+    """Train each scored candidate from its default initialisation for ``steps`` steps of the project's SGD recipe
+    (:func:`train.finetune.accuracy_after_sgd`, the same figure as ``ghn-eval``'s ``sgd_steps``) and record
     ``trained_accuracy``/``trained_loss`` on the same held-out batches (BN batch statistics, as for the predicted
-    parameters, so both rankings use one protocol). All candidates see the same batches in the same order.
+    parameters, so both rankings use one protocol). All candidates see the same batches in the same order; a run
+    that diverges scores as chance.
 
     Args:
         rows: rows from :func:`score_candidates` (updated in place; rows with an error are skipped, and a row
@@ -127,12 +139,9 @@ def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate]
         try:
             torch.manual_seed(seed)
             model = by_name[row.name].build(num_classes=data.num_classes, image_size=data.image_size)
-            curve = train_sgd(model, data, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device)
-            if curve.diverged_at is not None:
-                row.trained_accuracy, row.trained_loss = 100.0 / data.num_classes, float("inf")
-            else:
-                row.trained_accuracy, row.trained_loss = evaluate(model, eval_batches, bn_batch_stats=True,
-                                                                  device=device)
+            acc = accuracy_after_sgd(model, data, eval_batches, steps=steps, lr=lr, batch_size=batch_size,
+                                     seed=seed, bn_mode="batch", device=device)
+            row.trained_accuracy, row.trained_loss = acc.top1, acc.loss
         except (RuntimeError, ValueError) as e:  # keep the GHN score; the candidate just has no SGD score
             if log:
                 log(f"{row.name}: SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300])
@@ -191,7 +200,7 @@ def _present_columns(rows: Sequence[RankRow]) -> list[str]:
 
 
 def write_csv(rows: Sequence[RankRow], path: str) -> str:
-    """Write the ranking as CSV, atomically (temporary file in the same folder, then ``os.replace``).
+    """Write the ranking as CSV, atomically (:func:`archspace.files.atomic_write`).
 
     Columns: ``rank, name, params, accuracy, loss`` [``trained_rank, trained_accuracy, trained_loss``]
     [``embed_score``] ``seconds, predict_seconds`` [``error``]; bracketed groups only when present.
@@ -205,7 +214,7 @@ def write_csv(rows: Sequence[RankRow], path: str) -> str:
     w.writerow(cols)
     for r in rows:
         w.writerow([_fmt(getattr(r, c)) for c in cols])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -241,25 +250,25 @@ def read_labels(path: str) -> dict[str, float]:
     Names are candidate tokens (``deepnets:train/5``, ``torchvision:resnet18``); labels are e.g. accuracies.
 
     Raises:
-        ValueError: missing file, a row without two columns, a non-numeric label, or fewer than 2 labels.
+        UsageError: missing file, a row without two columns, a non-numeric label, or fewer than 2 labels.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"labels file {path!r} does not exist")
+        raise UsageError(f"labels file {path!r} does not exist; write name,label rows (deepnets:train/5,61.2)")
     out: dict[str, float] = {}
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
             if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                 continue
             if len(row) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'name,label', got {row}")
+                raise UsageError(f"{path}:{lineno}: expected 'name,label', got {row}")
             try:
                 out[row[0].strip()] = float(row[1])
             except ValueError:
                 if lineno == 1:
                     continue  # header
-                raise ValueError(f"{path}:{lineno}: label {row[1]!r} is not a number") from None
+                raise UsageError(f"{path}:{lineno}: label {row[1]!r} is not a number") from None
     if len(out) < 2:
-        raise ValueError(f"{path}: need at least 2 labelled architectures to fit a regressor, got {len(out)}")
+        raise UsageError(f"{path}: need at least 2 labelled architectures to fit a regressor, got {len(out)}")
     return out
 
 
@@ -302,67 +311,24 @@ def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_cl
 # ---- a GHN as predictor and embedder ----------------------------------------------------------------------------
 
 
-def load_ghn(path: str, num_classes: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a GHN checkpoint (:meth:`ghn.GHN.load`) and check that it predicts classifiers for the task.
-
-    Args:
-        path: checkpoint file (ours or a reference ``torch.save`` checkpoint).
-        num_classes: classes of the task; ``None`` skips the check (classifier kept at its default init).
-        device: where to put the GHN.
-
-    Returns:
-        The GHN in eval mode.
-
-    Raises:
-        ValueError: unreadable checkpoint, or a GHN trained for another number of classes.
-    """
-    from ghn import GHN, CheckpointError
-
-    if not os.path.isfile(path):
-        raise ValueError(f"GHN checkpoint {path!r} does not exist")
-    try:
-        ghn = GHN.load(path, device=device)
-    except (CheckpointError, RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot load GHN checkpoint {path!r}: {type(e).__name__}: {e}") from e
-    if num_classes is not None and ghn.num_classes != num_classes:
-        raise ValueError(
-            f"the GHN in {path!r} predicts {ghn.num_classes}-class classifiers but the data has {num_classes} "
-            "classes; use a GHN trained on this task, or (ghn finetune) pass --keep-classifier-init to leave the "
-            "classifier at its default initialisation")
-    return ghn
-
-
-def _graph(ghn: nn.Module, model: nn.Module, image_size: int):
-    from archspace import to_graph
-
-    return to_graph(model, image_size, ve_cutoff=50 if ghn.ve else 1)
-
-
-def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False,
-                  bn_mode: str = "batch") -> Predictor:
-    """A :data:`Predictor` that sets a model's parameters with ``ghn.predict`` (in place, graph built at
-    ``image_size``).
+def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False) -> Predictor:
+    """A :data:`Predictor` that sets a model's parameters in place with ``ghn.predict`` (graph traced at
+    ``image_size``); BatchNorm layers are left as they are (``bn_mode="running"``): evaluation chooses the mode.
 
     Args:
         ghn: the GHN.
         image_size: input side used to trace the network's graph.
-        keep_classifier_init: put the classifier weight and bias (graph nodes with ``cls_role > 0``) back to the
-            values they had before prediction (for tasks with another number of classes than the GHN's).
-        bn_mode: passed to ``ghn.predict`` (``"batch"``: BatchNorm uses batch statistics; ``"keep"``).
+        keep_classifier_init: leave the classifier (last layer) at its default initialisation instead of predicting
+            it; required when the task has another number of classes than the GHN was trained for.
+
+    Returns:
+        The predictor; calling it raises :class:`ghn.model.ClassMismatchError` for another number of classes
+        without ``keep_classifier_init``, and :class:`ghn.model.InputSizeError` when the model's forward pass
+        fails at ``image_size``.
     """
 
     def predict(model: nn.Module) -> nn.Module:
-        graph = _graph(ghn, model, image_size)
-        params = dict(model.named_parameters())
-        keep = {}
-        if keep_classifier_init:
-            names = [n for role, ns in zip(graph.cls_role.tolist(), graph.param_names) if role > 0 for n in ns]
-            keep = {n: params[n].detach().clone() for n in names}
-        model = ghn.predict(model, input_size=image_size, bn_mode=bn_mode, graph=graph)
-        with torch.no_grad():
-            for n, value in keep.items():
-                params[n].copy_(value)
-        return model
+        return ghn.predict(model, input_size=image_size, bn_mode="running", keep_classifier_init=keep_classifier_init)
 
     return predict
 
@@ -370,9 +336,11 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
 def ghn_embedder(ghn: nn.Module, image_size: int) -> Embedder:
     """An :data:`Embedder`: the mean over nodes of the GHN node embeddings of a model's graph, ``(D,)``."""
 
+    from archspace import to_graph
+
     def embed(model: nn.Module) -> np.ndarray:
         with torch.no_grad():
-            x = ghn.node_embeddings(_graph(ghn, model, image_size))  # (N, D)
+            x = ghn.node_embeddings(to_graph(model, image_size, ve_cutoff=50 if ghn.ve else 1))  # (N, D)
         return x.mean(0).cpu().numpy()  # (D,)
 
     return embed

@@ -1,5 +1,6 @@
 """``to_graph``: the reference's counts, graph invariants, parameter binding, special layers, batching."""
 
+import pickle
 import warnings
 
 import networkx as nx
@@ -11,7 +12,8 @@ import torchvision
 from torch_geometric.data import Batch
 
 from archspace import ArchGraph, adapt_small_input, to_graph
-from archspace.capture import Capture, RawNode, capture
+from archspace.capture import Capture, DisconnectedOutputError, ForwardError, RawNode, capture
+from archspace.errors import UsageError
 from archspace.graph import _edges_with_virtual, build_graph, input_shape
 from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
@@ -289,27 +291,34 @@ class Detached(nn.Module):
         return self.w * 2
 
 
-@pytest.mark.parametrize("bad, error", [
-    (dict(model="resnet", input_size=32), TypeError),
-    (dict(input_size=(2, 3, 32, 32)), ValueError),
-    (dict(input_size=(32, 32)), ValueError),
-    (dict(input_size=0), ValueError),
-    (dict(input_size=32, ve_cutoff=0), ValueError),
+@pytest.mark.parametrize("bad, error, message", [
+    (dict(model="resnet", input_size=32), TypeError, "expects an nn.Module"),
+    (dict(input_size=(2, 3, 32, 32)), UsageError, "one example"),
+    (dict(input_size=(32, 32)), UsageError, "must be an int H"),
+    (dict(input_size=0), UsageError, "must be positive"),
+    (dict(input_size=32, ve_cutoff=0), UsageError, "ve_cutoff must be an int >= 1"),
 ])
-def test_bad_arguments(bad, error):
+def test_bad_arguments(bad, error, message):
     args = dict(model=torchvision.models.resnet18(), input_size=32) | bad
-    with pytest.raises(error):
+    with pytest.raises(error, match=message):
         to_graph(**args)
 
 
 def test_output_without_input_is_an_error():
-    with pytest.raises(ValueError, match="does not depend on its input"):
+    with pytest.raises(DisconnectedOutputError, match="does not depend on its input"):
         to_graph(Detached(), 8)
+    assert issubclass(DisconnectedOutputError, UsageError)
 
 
 def test_failing_forward_is_reported():
-    with pytest.raises(RuntimeError, match="Wrong image height"):
+    with pytest.raises(ForwardError, match=r"on an input of shape \(1, 3, 64, 64\) failed: .*Wrong image height") as e:
         to_graph(meta_model("vit_b_16"), 64)
+    # A user error (the input size does not suit the model) that stays a RuntimeError for older callers.
+    assert isinstance(e.value, UsageError) and isinstance(e.value, RuntimeError)
+    assert e.value.input_shape == (1, 3, 64, 64) and e.value.reason.startswith("AssertionError: Wrong image height")
+    assert "\n" not in str(e.value)
+    restored = pickle.loads(pickle.dumps(e.value))  # crosses process boundaries intact (dataset workers)
+    assert (str(restored), restored.input_shape, restored.reason) == (str(e.value), (1, 3, 64, 64), e.value.reason)
 
 
 # ------------------------------------------------------------------ the fast path against a plain reference

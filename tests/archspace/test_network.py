@@ -6,19 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from archspace.genotype import DARTS_V2, Genotype
+from archspace.errors import UsageError
+from archspace.genotype import DARTS_V2, Genotype, GenotypeError
+from archspace.graph import to_graph
 from archspace.network import Network, num_graph_nodes, num_params, plan_network
 from archspace.ops import OP_NAMES, OPS, ChannelSE, PosEnc, SelfAttention2d, op_num_params
 from archspace.sampler import get_genotype
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops are much faster single-threaded on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def all_grads(model: nn.Module, x: torch.Tensor) -> list[str]:
@@ -55,24 +50,42 @@ def test_genotype_round_trips():
 
 
 def test_genotype_errors():
-    with pytest.raises(ValueError, match="unknown op"):
+    assert issubclass(GenotypeError, UsageError)  # a genotype in a user's candidate file is user input
+    with pytest.raises(GenotypeError, match="unknown op"):
         Genotype(normal=[("conv_9x9", 0), ("skip_connect", 1)], normal_concat=[2],
                  reduce=[("skip_connect", 0), ("skip_connect", 1)], reduce_concat=[2])
-    with pytest.raises(ValueError, match="input 3"):
+    with pytest.raises(GenotypeError, match="input 3"):
         Genotype(normal=[("conv_3x3", 3), ("skip_connect", 1)], normal_concat=[2],
                  reduce=[("skip_connect", 0), ("skip_connect", 1)], reduce_concat=[2])
-    with pytest.raises(ValueError, match="truncated|cannot decode"):
+    with pytest.raises(GenotypeError, match="truncated|cannot decode"):
         Genotype.from_bytes(DARTS_V2.to_bytes()[:-3])
 
 
-def test_every_variant_builds_and_trains():
+@pytest.mark.parametrize("split", ["train", "val", "test", "wide", "deep", "dense", "bnfree"])
+def test_every_variant_trains(split):
+    """One SGD step on a fixed batch lowers the loss and changes every parameter (all of them are used)."""
     torch.manual_seed(0)
-    for split in ("train", "val", "test", "wide", "deep", "dense", "bnfree"):
-        g = min((get_genotype(split, i) for i in range(5)), key=num_graph_nodes)  # the cheapest of five
-        model = Network(g, num_classes=5, image_size=8, width=4)
-        x = torch.randn(2, 3, 8, 8)
-        assert model(x).shape == (2, 5)
-        assert all_grads(model, x) == [], split
+    g = min((get_genotype(split, i) for i in range(5)), key=num_graph_nodes)  # the cheapest of five
+    model = Network(g, num_classes=5, image_size=8, width=4).double()  # float64: no update rounds away
+    x, y = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.arange(8) % 5
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(1)  # the same dropout masks in both passes: the batch is truly fixed
+        logits = model(x)
+        assert logits.shape == (8, 5)
+        return nn.functional.cross_entropy(logits, y)
+
+    first = loss()
+    first.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert no_grad == [], f"{split}: parameters without a gradient: {no_grad}"
+    opt.step()
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == [], f"{split}: parameters the step did not change: {unchanged}"
+    with torch.no_grad():
+        assert loss() < first.detach(), split
 
 
 def test_no_dead_parameters_with_none_edges():
@@ -93,7 +106,7 @@ def test_disconnected_raises():
     g = Genotype(normal=[("none", 0), ("none", 1), ("none", 0), ("none", 2)], normal_concat=[2, 3],
                  reduce=[("skip_connect", 0), ("skip_connect", 1)] * 2, reduce_concat=[2, 3])
     assert not plan_network(g).connected
-    with pytest.raises(ValueError, match="disconnected"):
+    with pytest.raises(GenotypeError, match="disconnected"):
         Network(g)
 
 
@@ -121,13 +134,12 @@ def test_darts_size():
 
 
 def test_graph_node_count_matches_to_graph():
-    graph = pytest.importorskip("archspace.graph")
     genotypes = [get_genotype(s, i) for s in ("train", "bnfree", "dense") for i in range(4)]
     genotypes += [DARTS_V2, get_genotype("predefined", 1)]
     for g in genotypes:
         with torch.device("meta"):
             model = Network(g, width=8)
-        arch = graph.to_graph(model, (1, 3, 32, 32), ve_cutoff=1)
+        arch = to_graph(model, (1, 3, 32, 32), ve_cutoff=1)
         assert num_graph_nodes(g) == arch.num_nodes, g
         # Every parameter is bound to exactly one node (no dead or unrecognised parameters).
         bound = sorted(name for names in arch.param_names for name in names)

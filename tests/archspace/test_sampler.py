@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from archspace.errors import UsageError
 from archspace.genotype import DARTS_V2
 from archspace.network import Network, num_params
 from archspace.sampler import (
@@ -24,14 +24,7 @@ from archspace.sampler import (
     structure_hash,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops are much faster single-threaded on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SAMPLED = [s for s in SPLITS if s != "predefined"]
@@ -122,14 +115,6 @@ def test_analytic_count_matches_built_net():
         assert sum(p.numel() for p in model.parameters()) == num_params(g), i
 
 
-def test_sampling_is_fast():
-    get_genotype("train", 0)
-    start = time.perf_counter()
-    for i in range(200):
-        get_genotype("train", i)
-    assert (time.perf_counter() - start) / 200 < 5e-3
-
-
 def test_predefined():
     assert get_genotype("predefined", 2) == DARTS_V2
     assert get_genotype("predefined", 2).C == 36 and DARTS_V2.n_cells == 20
@@ -148,7 +133,7 @@ def test_predefined():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(UsageError, match="unknown DeepNets-1M split 'trian'; did you mean train?"):
         get_genotype("trian", 0)
     with pytest.raises(IndexError, match="out of range"):
         get_genotype("val", 500)

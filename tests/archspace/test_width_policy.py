@@ -1,77 +1,148 @@
-"""Tests of archspace.width_policy: GHN-2's size-dependent width draw and its use by ArchDataset."""
+"""archspace.width_policy against the reference loader's rule (ppuda/deepnets1m/loader.py), on nets whose sizes are
+worked out by hand, and its use by ArchDataset."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import torch
 import torch.nn as nn
 
-from archspace.dataset import ArchDataset, num_params_at
+from archspace.dataset import ArchDataset
+from archspace.errors import UsageError
 from archspace.genotype import Genotype
-from archspace.network import num_params
-from archspace.width_policy import GHN2_FC_DIMS, ghn2_width_choices, net_size
+from archspace.network import Network, num_params
+from archspace.width_policy import ghn2_width_choices, net_size
 
-GRID = (32, 48, 64, 80, 96, 112, 128)
-# A small net: 6 cells of one sep conv, global pooling; 0.15M parameters at width 32.
-SMALL = Genotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1)), normal_concat=(2,),
-                 reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1)), reduce_concat=(2,), n_cells=6, fc_layers=2)
+ALL_FC = (64, 128, 192, 256, 320, 384, 448, 512)  # GHN-2's classifier hidden sizes
+FIRST_FC = (64, 128, 192, 256)  # the first four
 
 
-def test_rules_of_the_reference_loader():
-    assert num_params_at(SMALL) < 200_000
-    assert ghn2_width_choices(SMALL, num_params_at(SMALL)) is None
-    assert ghn2_width_choices(SMALL, 300_000) == 3
-    assert ghn2_width_choices(SMALL, 500_000) == 2
-    assert ghn2_width_choices(SMALL, 900_000) == 1
-    assert ghn2_width_choices(SMALL.replace(n_cells=9), 100_000) == 3
-    assert ghn2_width_choices(SMALL.replace(n_cells=11), 100_000) == 2
-    assert ghn2_width_choices(SMALL.replace(n_cells=13), 100_000) == 1
-    assert ghn2_width_choices(SMALL.replace(vgg_head=True), 100_000) == 1
-    dense = SMALL.replace(normal=(("conv_7x7", 0),) + SMALL.normal[1:])
-    assert ghn2_width_choices(dense, 100_000) == 1
+def plain(**changes) -> Genotype:
+    """A net whose size is easy to count by hand: no norm layers, no pre-processing, one 3x3 conv per normal cell
+    (plus a skip), two max-pools per reduction cell, width 32, a simple 3x3 stem; 6 cells (reductions at 2, 4)."""
+    fields = dict(normal=(("conv_3x3", 1), ("skip_connect", 1)), normal_concat=(2,),
+                  reduce=(("max_pool_3x3", 1), ("max_pool_3x3", 1)), reduce_concat=(2,), n_cells=6, C=32,
+                  C_mult=1, stem_kernel=3, stem_type=0, norm=None, preproc=False)
+    return Genotype(**{**fields, **changes})
 
 
-def test_draws_follow_the_tiers():
-    small = [net_size("ghn2", (32, 128), 0, i, SMALL, 100_000) for i in range(400)]
-    assert {w for w, _ in small} == set(GRID)
-    assert {f for w, f in small if w <= 64} == set(GHN2_FC_DIMS)
-    assert {f for w, f in small if w > 64} == set(GHN2_FC_DIMS[:4])
-    mid = [net_size("ghn2", (32, 128), 0, i, SMALL, 300_000) for i in range(200)]
-    assert {w for w, _ in mid} == {32, 48, 64} and {f for _, f in mid} == set(GHN2_FC_DIMS[:4])
-    large = [net_size("ghn2", (32, 128), 0, i, SMALL, 2_000_000) for i in range(50)]
-    assert {w for w, _ in large} == {32}
-    assert net_size("ghn2", (32, 128), 0, 5, SMALL, 100_000) == net_size("ghn2", (32, 128), 0, 5, SMALL, 100_000)
-    assert net_size("ghn2", (32, 128), 0, 5, None) == (32, None)  # nets without a genotype keep the base width
+# Parameters at width 32 with 10 classes, by hand: stem conv 3*32*9 = 864; four normal cells of one 3x3 conv
+# 32*32*9 = 9,216 each, 36,864; no parameters in reduction cells; classifier Linear(32, 10) = 330, or with a
+# hidden layer of f units Linear(32, f) + Linear(f, 10) = 33f + 10f + 10.
+HAND = [
+    # (net, parameters, widths the reference allows out of 32..128)
+    (plain(), 864 + 36_864 + 330, (32, 48, 64, 80, 96, 112, 128)),  # 38,058: all
+    (plain(fc_layers=2, fc_dim=4096), 864 + 36_864 + 43 * 4096 + 10, (32, 48, 64)),  # 213,866: over 0.2M
+    (plain(fc_layers=2, fc_dim=9000), 864 + 36_864 + 43 * 9000 + 10, (32, 48)),  # 424,738: over 0.4M
+    (plain(fc_layers=2, fc_dim=20000), 864 + 36_864 + 43 * 20000 + 10, (32,)),  # 897,738: over 0.8M
+]
 
 
-def test_uniform_policy_is_the_plain_draw():
-    for i in range(20):
-        expected = int(np.random.default_rng([7, i]).integers(32, 129))
-        assert net_size("uniform", (32, 128), 7, i) == (expected, None)
+def drawn(genotype: Genotype, base_params: int, width_range=(32, 128), n: int = 300) -> list[tuple[int, int]]:
+    """The ``(width, classifier size)`` drawn for nets 0..n-1 of seed 0."""
+    return [net_size("ghn2", width_range, 0, i, genotype, base_params) for i in range(n)]
+
+
+def widths(sizes: list[tuple[int, int]]) -> set[int]:
+    """The set of widths in ``sizes``."""
+    return {w for w, _ in sizes}
+
+
+@pytest.mark.parametrize("genotype, params, allowed", HAND)
+def test_hand_counted_nets_get_the_reference_widths(genotype, params, allowed):
+    assert num_params(genotype, 10, 32, 32) == params
+    with torch.device("meta"):
+        assert sum(p.numel() for p in Network(genotype).parameters()) == params
+    sizes = drawn(genotype, params)
+    assert widths(sizes) == set(allowed)
+    if len(allowed) == 7:
+        # The smallest nets: any classifier size when narrow (<= 64), the first four otherwise.
+        assert {f for w, f in sizes if w <= 64} == set(ALL_FC)
+        assert {f for w, f in sizes if w > 64} == set(FIRST_FC)
+    else:
+        assert {f for _, f in sizes} == set(FIRST_FC)
+
+
+def test_thresholds_are_strict():
+    g = plain()
+    # "over 0.2M / 0.4M / 0.8M": the threshold itself belongs to the tier below.
+    assert [ghn2_width_choices(g, p) for p in (200_000, 200_001, 400_000, 400_001, 800_000, 800_001)] == \
+        [None, 3, 3, 2, 2, 1]
+
+
+@pytest.mark.parametrize("n_cells, expected", [(8, None), (9, 3), (10, 3), (11, 2), (12, 2), (13, 1), (20, 1)])
+def test_deep_nets_stay_narrow(n_cells, expected):
+    g = plain(n_cells=n_cells)
+    # 20 cells, the largest here: 864 + 18 normal cells * 9,216 + 330 = 167,082, below 0.2M: depth decides.
+    assert num_params(g) <= 167_082
+    assert ghn2_width_choices(g, num_params(g)) == expected
+
+
+@pytest.mark.parametrize("changes", [dict(vgg_head=True), dict(normal=(("conv_5x5", 1), ("skip_connect", 1))),
+                                     dict(reduce=(("conv_7x7", 1), ("max_pool_3x3", 1)))])
+def test_vgg_heads_and_large_kernels_keep_the_base_width(changes):
+    assert widths(drawn(plain(**changes), 50_000)) == {32}
+
+
+def test_other_width_range():
+    # The grid steps by 16 from the low end: 16, 32, 48, 64.
+    assert widths(drawn(plain(), 38_058, (16, 64))) == {16, 32, 48, 64}
+    assert widths(drawn(plain(), 250_000, (16, 64))) == {16, 32, 48}
+    assert widths(drawn(plain(), 1_000_000, (16, 64))) == {16}
+
+
+def test_nets_without_a_genotype_keep_the_low_width():
+    assert net_size("ghn2", (32, 128), 0, 5, None) == (32, None)
+    assert net_size("ghn2", (48, 128), 3, 7, None) == (48, None)
+
+
+def test_uniform_policy():
+    draws = [net_size("uniform", (32, 40), 7, i) for i in range(200)]
+    assert {w for w, _ in draws} == set(range(32, 41))  # both ends included, every width reached
+    assert {f for _, f in draws} == {None}  # the genotype's classifier is kept
+    # A pure function of (seed, index): the same in any order, different for another seed.
+    assert [net_size("uniform", (32, 40), 7, i) for i in reversed(range(200))][::-1] == draws
+    assert [net_size("uniform", (32, 40), 8, i) for i in range(200)] != draws
+
+
+def test_ghn2_draws_are_a_function_of_seed_and_index():
+    a = [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in range(100)]
+    assert [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in reversed(range(100))][::-1] == a
+    assert [net_size("ghn2", (32, 128), 2, i, plain(), 38_058) for i in range(100)] != a
 
 
 def test_bad_policy():
-    with pytest.raises(ValueError, match="width policy"):
-        net_size("wide", (32, 128), 0, 0, SMALL, 1)
+    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, ghn2"):
+        net_size("wide", (32, 128), 0, 0, plain(), 1)
     with pytest.raises(ValueError, match="parameter count"):
-        net_size("ghn2", (32, 128), 0, 0, SMALL)
-    with pytest.raises(ValueError, match="width_policy"):
+        net_size("ghn2", (32, 128), 0, 0, plain())
+    with pytest.raises(UsageError, match="width_policy"):
         ArchDataset(split="train", num=5, width_range=(32, 128), width_policy="wide")
 
 
 def test_dataset_builds_nets_at_their_drawn_size():
-    ds = ArchDataset(split="train", num=300, width_range=(32, 128), width_policy="ghn2", seed=1)
-    uniform = ArchDataset(split="train", num=300, width_range=(32, 128), seed=1)
-    sizes = [ds.net_size(i) for i in range(300)]
-    assert all(w in GRID and f in GHN2_FC_DIMS for w, f in sizes)
+    n = 200
+    ds = ArchDataset(split="train", num=n, width_range=(32, 128), width_policy="ghn2", seed=1)
+    uniform = ArchDataset(split="train", num=n, width_range=(32, 128), seed=1)
+    sizes = [ds.net_size(i) for i in range(n)]
+    base = [num_params(ds.genotype(i)) for i in range(n)]  # at width 32, 10 classes, 32x32
+    # The table of the rule, checked on the sampled nets: large or deep nets stay narrow.
+    for i, (w, f) in enumerate(sizes):
+        g = ds.genotype(i)
+        assert w in range(32, 129, 16) and f in ALL_FC
+        if base[i] > 800_000 or g.n_cells > 12 or g.vgg_head:
+            assert w == 32, i
+        if base[i] > 200_000 or g.n_cells > 8:
+            assert w <= 64 and f in FIRST_FC, i
     # The paper's draw keeps most nets narrow: several times fewer parameters than a uniform draw.
     p_ghn2 = sum(num_params(ds.genotype(i), 10, 32, w) for i, (w, _) in enumerate(sizes))
-    p_uniform = sum(num_params(ds.genotype(i), 10, 32, uniform.width(i)) for i in range(300))
+    p_uniform = sum(num_params(ds.genotype(i), 10, 32, uniform.width(i)) for i in range(n))
     assert p_ghn2 * 3 < p_uniform
-    two_fc = [i for i in range(300) if ds.genotype(i).fc_layers == 2][:3]
+    # The built nets have the drawn width (stem channels) and classifier hidden size.
+    two_fc = [i for i in range(n) if ds.genotype(i).fc_layers == 2][:3]
     assert two_fc
     for i in two_fc:
         model = ds.build_model(i)
         linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
         assert linears[0].out_features == sizes[i][1]
-        assert sum(p.numel() for p in model.parameters()) == num_params(model.genotype, 10, 32, sizes[i][0])
+        assert model.plan.C == sizes[i][0]

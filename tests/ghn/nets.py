@@ -77,3 +77,17 @@ def tiny_resnet_graph(model: TinyResNet):
              ("gap", "glob_avg", ()), ("fc", "conv", ("fc.weight",)), ("fc.bias", "bias", ("fc.bias",))]
     edges = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (2, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
     return make_graph(nodes, edges, model)
+
+
+class FlatNet(nn.Module):
+    """A CNN whose classifier reads a flattened 8x8 feature map: it runs only on 8x8 images, and says so with
+    ``expected_input_sz`` (as ``archspace.adapt_small_input`` and DeepNets-1M nets do)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, num_classes)
+        self.expected_input_sz = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))

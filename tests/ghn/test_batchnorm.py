@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from archspace.errors import UsageError
 from ghn import recompute_bn_stats, set_bn_mode
+from ghn.batchnorm import BN_MODES, bn_mode
 
 
 def _net():
@@ -41,16 +43,36 @@ def test_recompute_restores_eval_correctness():
     assert not net[1].training
 
 
-def test_modes_keep_reset_and_errors():
+def test_running_mode_leaves_the_layers_and_unknown_modes_fail():
     net = _net()
     net.train()
     net(torch.randn(8, 3, 6, 6) + 5)
     before = net[1].running_mean.clone()
-    set_bn_mode(net, "keep")
+    set_bn_mode(net, "running")
+    assert torch.equal(net[1].running_mean, before) and net[1].track_running_stats
+    for old in ("keep", "reset", "train"):  # the old vocabulary is gone
+        with pytest.raises(UsageError, match=f"bn_mode must be one of batch, running, got '{old}'"):
+            set_bn_mode(net, old)
     assert torch.equal(net[1].running_mean, before)
-    set_bn_mode(net, "reset")
-    assert torch.equal(net[1].running_mean, torch.zeros(4))
-    with pytest.raises(ValueError, match="bn_mode"):
-        set_bn_mode(net, "train")
     with pytest.raises(ValueError, match="no batches"):
         recompute_bn_stats(net, [], 3)
+
+
+@pytest.mark.parametrize("mode", BN_MODES)
+def test_bn_mode_block_leaves_no_trace(mode):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.Linear(64, 2))
+    net.train()
+    net(torch.randn(8, 3, 6, 6) + 5)
+    net[4].eval()  # a mixed state that must come back as it was
+    flags = [m.training for m in net.modules()]
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(8, 3, 6, 6) * 2 + 3
+    with bn_mode(net, mode):
+        assert not net[2].training  # dropout off
+        assert net[1].training == (mode == "batch")
+        y = net[1](net[0](x))
+        if mode == "batch":  # batch statistics: each channel has the BN bias as its mean
+            torch.testing.assert_close(y.mean((0, 2, 3)), net[1].bias.detach(), atol=1e-5, rtol=0)
+    assert [m.training for m in net.modules()] == flags
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, buffers[k]), k

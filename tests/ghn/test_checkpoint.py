@@ -1,16 +1,27 @@
-"""Checkpoints: round trip of our format, the reference format, and clear errors for bad files."""
+"""Checkpoints: round trip of our format, the reference format, and one clear error for every bad file."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+import ghn.checkpoint
+from archspace.errors import UsageError
 from ghn import GHN, CheckpointError
-from ghn.checkpoint import read_metadata
+from ghn.checkpoint import FORMAT, atomic_save_safetensors, read_metadata
 
-from .conftest import REFERENCE_CKPT
+from .conftest import REFERENCE_CKPT, needs_reference
+
+SMALL = {"max_shape": [8, 8, 3, 3], "num_classes": 10, "hidden_dim": 8}
+
+
+def small_state() -> dict[str, torch.Tensor]:
+    """The state dict of a GHN with the :data:`SMALL` config."""
+    return GHN(**SMALL).state_dict()
 
 
 def test_round_trip(tmp_path):
@@ -23,12 +34,22 @@ def test_round_trip(tmp_path):
     for (k, a), (k2, b) in zip(ghn.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
     assert not back.training
-    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())  # the temp file is gone
+    assert [p.name for p in tmp_path.iterdir()] == ["ghn.safetensors"]  # no temporary file left behind
     meta = read_metadata(str(path))
-    assert meta["epoch"] == "3" and meta["format"] == "ghn-archspace/1" and "config" in meta
+    assert meta["epoch"] == "3" and meta["format"] == FORMAT and json.loads(meta["config"]) == ghn.config
 
 
-@pytest.mark.skipif(not os.path.exists(REFERENCE_CKPT), reason="reference checkpoint not present")
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "state.safetensors"
+    atomic_save_safetensors({"w": torch.ones(3)}, str(path))
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - safetensors' own error type for a non-string metadata value
+        atomic_save_safetensors({"w": torch.zeros(3)}, str(path), {"bad": 1})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.safetensors"]
+
+
+@needs_reference
 def test_reference_format_loads_as_is():
     ref = torch.load(REFERENCE_CKPT, weights_only=True)
     ghn = GHN.load(REFERENCE_CKPT)
@@ -38,55 +59,169 @@ def test_reference_format_loads_as_is():
         assert torch.equal(ghn.state_dict()[k], v), k
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
-        GHN.load(str(tmp_path / "nope.safetensors"))
+def test_reference_format_round_trip_and_no_metadata(tmp_path):
+    path = tmp_path / "ghn.pt"
+    state = small_state()
+    torch.save({"state_dict": state, "config": {"max_shape": (8, 8, 3, 3), "num_classes": 10, "hid": 8,
+                                                "debug_level": 0}}, path)
+    back = GHN.load(str(path))
+    assert back.hidden_dim == 8 and all(torch.equal(back.state_dict()[k], v) for k, v in state.items())
+    assert read_metadata(str(path)) == {}  # reference-format files carry no metadata
+
+
+def test_errors_are_usage_errors():
+    assert issubclass(CheckpointError, UsageError) and issubclass(CheckpointError, ValueError)
+
+
+# ---- every bad file: (how to make it, the start of the message) ---------------------------------------------------
+def make_directory(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    return d
+
+
+def make_missing(tmp_path):
+    return tmp_path / "nope.safetensors"
+
+
+def make_empty(tmp_path):
+    p = tmp_path / "empty.pt"
+    p.write_bytes(b"")
+    return p
+
+
+def make_truncated_safetensors(tmp_path):
+    p = tmp_path / "ghn.safetensors"
+    GHN(**SMALL).save(str(p))
+    p.write_bytes(p.read_bytes()[:-100])
+    return p
+
+
+def make_truncated_header(tmp_path):
+    p = tmp_path / "ghn.safetensors"
+    GHN(**SMALL).save(str(p))
+    p.write_bytes(p.read_bytes()[:100])
+    return p
+
+
+def make_truncated_torch(tmp_path):
+    p = tmp_path / "ghn.pt"
+    torch.save({"state_dict": small_state(), "config": SMALL}, p)
+    p.write_bytes(p.read_bytes()[:-200])
+    return p
+
+
+def make_text(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello, not a checkpoint")
+    return p
+
+
+def make_plain_state_dict(tmp_path):
+    p = tmp_path / "resnet.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), p)  # tensors, but no GHN config
+    return p
+
+
+def make_pickled_module(tmp_path):
+    p = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), p)  # a whole module: not loadable with weights_only
+    return p
+
+
+def make_plain_safetensors(tmp_path):
+    p = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p))  # safetensors without our metadata
+    return p
+
+
+def torch_with_config(**change):
+    def make(tmp_path):
+        p = tmp_path / "ghn.pt"
+        torch.save({"state_dict": small_state(), "config": {**SMALL, **change}}, p)
+        return p
+    return make
+
+
+def make_config_not_json(tmp_path):
+    p = tmp_path / "ghn.safetensors"
+    save_file(small_state(), str(p), metadata={"format": FORMAT, "config": "{max_shape: 8"})
+    return p
+
+
+def make_config_mismatch(tmp_path):
+    p = tmp_path / "ghn.pt"
+    torch.save({"state_dict": small_state(), "config": {**SMALL, "hidden_dim": 16}}, p)
+    return p
+
+
+BAD_FILES = {
+    "directory": (make_directory, "checkpoint is a directory, not a file"),
+    "missing": (make_missing, "checkpoint file not found"),
+    "empty": (make_empty, "empty checkpoint file"),
+    "truncated safetensors": (make_truncated_safetensors, "truncated or corrupt checkpoint"),
+    "truncated header": (make_truncated_header, "truncated or corrupt checkpoint"),
+    "truncated torch file": (make_truncated_torch, "truncated or corrupt checkpoint"),
+    "text file": (make_text, "not a GHN checkpoint"),
+    "plain state dict": (make_plain_state_dict, "not a GHN checkpoint"),
+    "pickled module": (make_pickled_module, "not a GHN checkpoint"),
+    "plain safetensors": (make_plain_safetensors, "not a GHN checkpoint"),
+    "3-entry max_shape": (torch_with_config(max_shape=[64, 64, 11]), "invalid GHN config"),
+    "negative hidden_dim": (torch_with_config(hidden_dim=-8), "invalid GHN config"),
+    "zero num_classes": (torch_with_config(num_classes=0), "invalid GHN config"),
+    "unknown key": (torch_with_config(colour="blue"), "invalid GHN config"),
+    "unknown hypernet": (torch_with_config(hypernet="transformer"), "invalid GHN config"),
+    "config not JSON": (make_config_not_json, "invalid GHN config"),
+    "config and weights disagree": (make_config_mismatch, "weights do not match the checkpoint's configuration"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_gives_one_clear_error(case, tmp_path):
+    make, message = BAD_FILES[case]
+    path = str(make(tmp_path))
+    with pytest.raises(CheckpointError) as info:
+        GHN.load(path)
+    text = str(info.value)
+    assert text.startswith(f"{message}: {path}"), text
+    assert "\n" not in text
+
+
+def test_invalid_config_names_the_value(tmp_path):
+    with pytest.raises(CheckpointError, match=r"max_shape must be 4 positive integers.*\[64, 64, 11\]"):
+        GHN.load(str(torch_with_config(max_shape=[64, 64, 11])(tmp_path)))
+    with pytest.raises(CheckpointError, match="hidden_dim must be an integer >= 4, got -8"):
+        GHN.load(str(torch_with_config(hidden_dim=-8)(tmp_path)))
+    with pytest.raises(CheckpointError, match="unknown key 'colour'"):
+        GHN.load(str(torch_with_config(colour="blue")(tmp_path)))
+    with pytest.raises(CheckpointError, match=r"2 tensor\(s\) missing.*of another shape"):
+        state = small_state()
+        del state["embed.weight"], state["ln.weight"]
+        path = tmp_path / "partial.pt"
+        torch.save({"state_dict": state, "config": {**SMALL, "hidden_dim": 16}}, path)
+        GHN.load(str(path))
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "ghn.safetensors"
+    GHN(**SMALL).save(str(path))
+    os.chmod(path, 0)
+    if os.access(path, os.R_OK):  # root reads any file: make the read itself fail as it would for a user
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(ghn.checkpoint, "open", refuse, raising=False)
+    try:
+        with pytest.raises(CheckpointError, match=f"cannot read checkpoint: {path} \\(Permission denied\\)"):
+            GHN.load(str(path))
+        with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+            read_metadata(str(path))
+    finally:
+        os.chmod(path, 0o644)
+
+
+def test_read_metadata_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         read_metadata(str(tmp_path / "nope.safetensors"))
-
-
-@pytest.mark.parametrize("cut", [0, 5, 100, -100])
-def test_truncated_safetensors(tmp_path, cut):
-    path = tmp_path / "ghn.safetensors"
-    GHN(max_shape=(8, 8, 3, 3), hidden_dim=8).save(str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[:cut] if cut >= 0 else data[:cut])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        GHN.load(str(path))
-
-
-def test_truncated_torch_file(tmp_path):
-    ghn = GHN(max_shape=(8, 8, 3, 3), hidden_dim=8)
-    path = tmp_path / "ghn.pt"
-    torch.save({"state_dict": ghn.state_dict(), "config": {"max_shape": (8, 8, 3, 3), "num_classes": 10,
-                                                            "hid": 8}}, path)
-    assert GHN.load(str(path)).hidden_dim == 8
-    assert read_metadata(str(path)) == {}  # reference-format files carry no metadata
-    path.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        GHN.load(str(path))
-
-
-def test_foreign_files(tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("hello, not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a GHN checkpoint"):
-        GHN.load(str(text))
-    other = tmp_path / "resnet.pt"
-    torch.save(torch.nn.Linear(2, 2).state_dict(), other)  # a plain state dict, no GHN config
-    with pytest.raises(CheckpointError, match="not a GHN checkpoint"):
-        GHN.load(str(other))
-    from safetensors.torch import save_file
-
-    plain = tmp_path / "plain.safetensors"
-    save_file({"w": torch.zeros(2)}, str(plain))  # safetensors without our metadata
-    with pytest.raises(CheckpointError, match="not a GHN checkpoint"):
-        GHN.load(str(plain))
-
-
-def test_config_state_mismatch(tmp_path):
-    path = tmp_path / "ghn.pt"
-    torch.save({"state_dict": GHN(max_shape=(8, 8, 3, 3), hidden_dim=8).state_dict(),
-                "config": {"max_shape": (8, 8, 3, 3), "num_classes": 10, "hid": 16}}, path)
-    with pytest.raises(CheckpointError, match="configuration"):
-        GHN.load(str(path))
+    with pytest.raises(CheckpointError, match="is a directory"):
+        read_metadata(str(tmp_path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ghn.encoder import ShapeEncoder, shape_to_4d
+from ghn.encoder import ShapeEncoder
 
 
 def _index(enc, shape):
@@ -27,10 +27,3 @@ def test_nearest_size_rules():
     assert _index(enc, [9000, 0, 17, 15]) == [ch[8192], ch[8192], sp[16], sp[14]]
     assert _index(enc, [0, 0, 0, 0]) == [len(ch), len(ch), len(sp), len(sp)]  # parameter-free node
 
-
-def test_shape_to_4d():
-    assert shape_to_4d((7,)) == (7, 1, 1, 1)
-    assert shape_to_4d((10, 512)) == (10, 512, 1, 1)
-    assert shape_to_4d((1, 197, 768)) == (1, 768, 14, 14)
-    assert shape_to_4d((96, 1, 1)) == (96, 1, 1, 1)
-    assert shape_to_4d(()) == (0, 0, 0, 0)

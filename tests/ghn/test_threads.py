@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from archspace.errors import UsageError
 from ghn.threads import auto_threads, set_threads
 
 
@@ -32,5 +33,5 @@ def test_integers_apply_and_null_leaves_the_setting():
 
 @pytest.mark.parametrize("bad", [0, -1, "many", 1.5j])
 def test_bad_values_say_what_is_allowed(bad):
-    with pytest.raises(ValueError, match="positive integer, 'auto' or null"):
+    with pytest.raises(UsageError, match="positive integer, 'auto' or null"):
         set_threads(bad)

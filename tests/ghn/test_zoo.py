@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import json
 
 import pytest
 import torch
 
 from ghn.cli import main
 
-from .conftest import REFERENCE_CKPT
+from .conftest import REFERENCE_CKPT, needs_reference
 
 ZOO = ["resnet18", "resnet50", "resnet152", "wide_resnet50_2", "resnext50_32x4d", "vgg11_bn", "densenet121",
        "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x1_0",
@@ -17,7 +17,7 @@ ZOO = ["resnet18", "resnet50", "resnet152", "wide_resnet50_2", "resnext50_32x4d"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(REFERENCE_CKPT), reason="reference checkpoint not present")
+@needs_reference
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_fully_predicted(name, tmp_path, capsys):
     from safetensors.torch import load_file
@@ -26,8 +26,6 @@ def test_zoo_model_fully_predicted(name, tmp_path, capsys):
     rc = main(["predict", f"torchvision:{name}", "--ckpt", REFERENCE_CKPT, "--num-classes", "10", "--small-input",
                "--out", str(out), "--report", "--json"])
     assert rc == 0
-    import json
-
     report = json.loads(capsys.readouterr().out)
     assert report["untouched"] == [], report["untouched"]
     assert report["num_params_predicted"] == report["num_params_total"]

@@ -132,5 +132,7 @@ def test_shrunk_ghn_eval_runs_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert saved["split"] == "val" and saved["num_nets"] == 2 == ev["num_nets"]
     assert saved["top1_mean"] == pytest.approx(ev["top1_mean"])
-    with pytest.raises(FileNotFoundError, match="not found"):
+    from ghn.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not found"):
         evaluate(compose_cfg("eval", [f"+run_dir={tmp_path / 'ev2'}", f"ckpt={tmp_path / 'missing.safetensors'}"]))

@@ -1,9 +1,12 @@
 """Tests for :mod:`train.correlation`: known answers for Kendall's tau and Spearman's rho."""
 
+import json
 import math
+from dataclasses import asdict
 
 import pytest
 
+from archspace.files import write_json
 from train.correlation import rank_correlation
 
 
@@ -34,10 +37,12 @@ def test_ties_use_tau_b():
     assert r.kendall_tau == pytest.approx(5 / math.sqrt(30))
 
 
-def test_constant_scoring_gives_nan_not_an_error():
+def test_constant_scoring_gives_nan_not_an_error(tmp_path):
     r = rank_correlation([0.1, 0.1, 0.1], [1, 2, 3])
     assert math.isnan(r.kendall_tau) and math.isnan(r.spearman_rho)
-    assert r.as_dict()["kendall_tau"] is None
+    write_json(tmp_path / "c.json", asdict(r))  # how the commands write it: strict JSON, NaN as null
+    assert json.loads((tmp_path / "c.json").read_text()) == {"kendall_tau": None, "kendall_p": None,
+                                                              "spearman_rho": None, "spearman_p": None, "n": 3}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from train.data import (
+    DataError,
     TensorImages,
     TrainBatches,
     augment_uint8,
@@ -123,10 +124,29 @@ def test_cifar10_loads_tiny_files_with_split(tmp_path):
 
 
 def test_cifar10_missing_files_say_where_to_put_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+    with pytest.raises(DataError, match="cifar-10-batches-py does not exist.*data.root="):
         load_cifar10(str(tmp_path))
-    with pytest.raises(ValueError, match="root"):
+    write_tiny_cifar10(tmp_path)
+    os.remove(tmp_path / "cifar-10-batches-py" / "test_batch")
+    with pytest.raises(DataError, match="cifar-10-batches-py lacks test_batch"):
+        load_cifar10(str(tmp_path))
+    with pytest.raises(DataError, match="data.root"):
         load_image_data("cifar10", root=None)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong content"])
+def test_corrupt_cifar10_is_a_data_error(damage, tmp_path):
+    write_tiny_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a pickle at all")
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({"labels": [1, 2]}, f)
+    with pytest.raises(DataError, match=f"CIFAR-10 in {tmp_path / 'cifar-10-batches-py'} is corrupt"):
+        load_cifar10(str(tmp_path))
 
 
 def test_imagefolder_loads_tiny_tree(tmp_path):
@@ -141,17 +161,27 @@ def test_imagefolder_loads_tiny_tree(tmp_path):
     assert sum(len(y) for _, y in ev) == 12 and ev[0][0].shape[-1] == 16
 
 
-def test_imagefolder_missing_says_where(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train"):
+def test_imagefolder_missing_or_corrupt_says_where(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path / 'train'} does not exist.*data.root="):
         load_imagenet(str(tmp_path))
+    for split in ("train", "val"):
+        os.makedirs(tmp_path / split / "cat")  # a class folder without images
+    with pytest.raises(DataError, match=f"ImageNet in {tmp_path / 'train'} is corrupt"):
+        load_imagenet(str(tmp_path))
+    write_tiny_imagefolder(tmp_path / "other", classes=3)
+    os.rename(tmp_path / "other" / "val" / "class2", tmp_path / "other" / "val" / "dog")
+    with pytest.raises(DataError, match="different class folders"):
+        load_imagenet(str(tmp_path / "other"))
 
 
 def test_bad_input_is_explained(digits):
     with pytest.raises(ValueError, match="uint8"):
         TensorImages(torch.zeros(2, 3, 4, 4), torch.zeros(2))
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(DataError, match=r"batch_size must be in \[1, 1437\]"):
         TrainBatches(digits, 5000)
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; expected one of digits, cifar10, imagenet"):
         load_image_data("mnist")
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(DataError, match="unknown image split 'dev'"):
         digits.split("dev")
+    with pytest.raises(DataError, match="CIFAR-10 images are 32x32"):
+        load_image_data("cifar10", root="somewhere", image_size=64)

@@ -1,13 +1,21 @@
-"""Tests for :mod:`train.evaluate`: accuracies with predicted parameters agree with the GHN's own in-place
-prediction, summaries are what the per-network results say, BatchNorm modes behave as documented."""
+"""Tests for :mod:`train.evaluate` and :mod:`train.accuracy`: accuracies with predicted parameters agree with the
+GHN's own in-place prediction, summaries are what the per-network results say, the SGD baseline is the project's
+one recipe, BatchNorm modes behave as documented, and the one accuracy function gives hand-computed values."""
 
+import copy
+import json
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from train.evaluate import accuracy, evaluate_ghn, set_bn_mode, split_nets, write_eval_json
+from archspace.errors import UsageError
+from archspace.files import write_json
+from train.accuracy import Accuracy, accuracy
+from train.data import eval_batches, mix_seed
+from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
+from train.finetune import accuracy_after_sgd
 
 from .conftest import make_ghn
 
@@ -23,50 +31,111 @@ def test_split_nets_are_unseen_test_nets_and_reproducible(two_nets):
     for (_, a), (_, b) in zip(two_nets, again):
         for pa, pb in zip(a.parameters(), b.parameters()):
             assert torch.equal(pa, pb)
-    with pytest.raises(ValueError, match="unknown architecture split"):
-        split_nets("nope", 1)
+    with pytest.raises(UsageError, match="unknown architecture split 'tset'; did you mean test"):
+        split_nets("tset", 1)
+    with pytest.raises(UsageError, match="has nets 0-99"):
+        split_nets("wide", 5, start=98)
+
+
+def test_torchvision_nets_suggest_a_name():
+    with pytest.raises(UsageError, match="did you mean resnet18"):
+        torchvision_nets(["resnet18", "resnet19"])
 
 
 def test_predicted_accuracy_matches_in_place_prediction(two_nets, small_digits):
-    import copy
-
     ghn = make_ghn(0)
-    res = evaluate_ghn(ghn, two_nets, small_digits, split_name="test", sgd_steps=[1], progress=False,
-                       device="cpu")
+    res = evaluate_ghn(ghn, two_nets, small_digits, split_name="test", progress=False, device="cpu")
     assert res["num_nets"] == 2 and res["bn_mode"] == "batch" and res["num_images"] == 64
+    assert res["classifier"] == "predicted"
     top1 = [r["top1"] for r in res["nets"]]
     assert res["top1_mean"] == pytest.approx(sum(top1) / 2)
-    assert res["top1_stderr"] == pytest.approx(abs(top1[0] - top1[1]) / 2)
-    assert res["top1_sgd"]["1"]["num_nets"] == 2
-    # The same numbers through GHN.predict (parameters copied into the module, BN in batch mode).
-    from train.data import eval_batches
-
+    assert res["top1_stderr"] == pytest.approx(abs(top1[0] - top1[1]) / 2)  # sample sd / sqrt(n), n = 2
+    # The same numbers through GHN.predict (parameters set in the module, BN in batch mode).
     batches = eval_batches(small_digits, "test", 64)
     for (_, net), r in zip(two_nets, res["nets"]):
-        m = copy.deepcopy(net)
-        ghn.predict(m, 32, bn_mode="batch")
-        assert accuracy(m, batches, bn_mode="batch")[0] == pytest.approx(r["top1"])
+        m = ghn.predict(copy.deepcopy(net), 32, bn_mode="batch")
+        assert accuracy(m, batches, bn_mode="batch").top1 == pytest.approx(r["top1"])
+        assert accuracy(net, batches, bn_mode="batch").top1 == pytest.approx(r["top1_default_init"])
+
+
+def test_each_sgd_figure_is_its_own_run_of_the_one_recipe(small_digits):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    res = evaluate_ghn(None, [("tiny", net)], small_digits, split_name="test", sgd_steps=[2, 1], batch_size=16,
+                       progress=False, device="cpu")
+    batches = eval_batches(small_digits, "test", 16)
+    for steps in (1, 2):  # not a snapshot of the 2-step run at step 1: a finished 1-step schedule
+        expected = accuracy_after_sgd(net, small_digits, batches, steps=steps, batch_size=16, seed=mix_seed(0, 7, 0))
+        assert res["top1_sgd"][str(steps)]["mean"] == pytest.approx(expected.top1)
+        assert res["nets"][0]["top1_sgd"][steps] == pytest.approx(expected.top1)
+    assert "cosine" in res["sgd_recipe"] and "SGD" in format_summary(res)
+
+
+def test_another_number_of_classes_needs_keep_classifier_init(two_nets, small_digits):
+    from ghn import GHN
+    from ghn.model import ClassMismatchError
+
+    torch.manual_seed(0)
+    ghn5 = GHN(max_shape=(16, 16, 7, 7), num_classes=5, hidden_dim=8)
+    with pytest.raises(ClassMismatchError, match="keep_classifier_init"):
+        evaluate_ghn(ghn5, two_nets, small_digits, split_name="test", sgd_steps=[1], progress=False, device="cpu")
+    res = evaluate_ghn(ghn5, two_nets[:1], small_digits, split_name="test", progress=False, device="cpu",
+                       keep_classifier_init=True)
+    assert res["classifier"].startswith("default init") and "default initialisation" in format_summary(res)
+    m = ghn5.predict(copy.deepcopy(two_nets[0][1]), 32, bn_mode="batch", keep_classifier_init=True)
+    expected = accuracy(m, eval_batches(small_digits, "test", 64), bn_mode="batch").top1
+    assert res["nets"][0]["top1"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bn_mode="keep"), "bn_mode must be one of batch, running"),
+    (dict(sgd_steps=[10, 0]), "sgd_steps must be positive"),
+    (dict(batch_size=0), "batch_size must be >= 1"),
+    (dict(sgd_lr=-1.0), "sgd_lr must be > 0"),
+])
+def test_bad_arguments_are_usage_errors(two_nets, small_digits, kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        evaluate_ghn(None, two_nets, small_digits, split_name="test", progress=False, device="cpu", **kwargs)
 
 
 def test_default_init_only_without_ghn(two_nets, small_digits, tmp_path):
     res = evaluate_ghn(None, two_nets, small_digits, split_name="test", progress=False, device="cpu")
     assert math.isnan(res["top1_mean"]) and 0 <= res["top1_default_init_mean"] <= 100
-    write_eval_json(str(tmp_path / "eval.json"), res)
-    import json
-
-    assert json.loads((tmp_path / "eval.json").read_text())["top1_mean"] is None  # NaN -> null
+    write_json(tmp_path / "eval.json", res)  # as ghn-eval writes it
+    assert json.loads((tmp_path / "eval.json").read_text())["top1_mean"] is None  # NaN -> null, strict JSON
 
 
-def test_bn_modes():
+def test_accuracy_is_hand_computed_top1_top5_and_loss():
+    # A "network" that returns its input as logits: 7 classes, 3 images with known scores.
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 0],    # label 0: top-1 hit
+                           [0.0, 9, 8, 7, 6, 5, 4],    # label 5: 5th highest, top-5 hit
+                           [5.0, 4, 3, 2, 1, 0, 9]])   # label 5: 6th highest, miss
+    labels = torch.tensor([0, 5, 5])
+    got = accuracy(nn.Identity(), [(logits[:2], labels[:2]), (logits[2:], labels[2:])], bn_mode="running")
+    expected_loss = float(nn.functional.cross_entropy(logits, labels))
+    assert got == pytest.approx(Accuracy(100 / 3, 200 / 3, expected_loss))
+    with pytest.raises(ValueError, match="no evaluation images"):
+        accuracy(nn.Identity(), [], bn_mode="running")
+
+
+def test_bn_modes_of_the_accuracy_leave_no_trace():
+    torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten(), nn.Linear(4, 10))
-    set_bn_mode(net, "batch")
-    assert net[1].training and not net[2].training
-    set_bn_mode(net, "running")
-    assert not net[1].training
+    with torch.no_grad():
+        net[1].running_mean.fill_(5.0)  # wrong running statistics, as after parameter prediction
+    batches = [(torch.randn(8, 3, 8, 8), torch.arange(8))]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batch = accuracy(net, batches, bn_mode="batch")
+    running = accuracy(net, batches, bn_mode="running")
+    assert net.training and all(m.training for m in net.modules())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert batch.loss != pytest.approx(running.loss)
+    ref = copy.deepcopy(net).eval()
+    ref[1].train()  # by hand: batch statistics in BN, dropout off
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(ref(batches[0][0]), batches[0][1]))
+    assert batch.loss == pytest.approx(expected)
     with pytest.raises(ValueError, match="bn_mode"):
-        set_bn_mode(net, "frozen")
-    # accuracy() in batch mode leaves the BatchNorm buffers as they were.
-    before = net[1].running_mean.clone()
-    top1, top5 = accuracy(net, [(torch.randn(8, 3, 8, 8) + 3, torch.zeros(8).long())], bn_mode="batch")
-    assert torch.equal(net[1].running_mean, before) and 0 <= top1 <= top5 <= 100
+        accuracy(net, batches, bn_mode="keep")

@@ -1,29 +1,23 @@
-"""Tests for :mod:`train.finetune` and ``ghn finetune`` (:mod:`train.finetune_cli`) at debug size on digits."""
+"""Tests for :mod:`train.finetune` (the SGD recipe, the speed-up report) and ``ghn finetune``
+(:mod:`train.finetune_cli`) at debug size on digits."""
 
 import copy
 import json
-import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from train.data import eval_batches, load_digits
-from train.finetune import Curve, evaluate, speedup, train_sgd
+from train.accuracy import accuracy
+from train.data import eval_batches
+from train.finetune import SGD_GRAD_CLIP, Curve, accuracy_after_sgd, speedup, train_sgd
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads can make small nets many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .helpers import SMALL, assert_usage_error, break_plot, one_thread, run_ghn, save_tiny_ghn  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits()
+def ghn_ckpt(tmp_path_factory) -> str:
+    return save_tiny_ghn(tmp_path_factory.mktemp("ghn") / "ghn.safetensors")
 
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
@@ -48,30 +42,53 @@ def test_training_reduces_loss(digits):
     torch.manual_seed(0)
     model = tiny_cnn()
     held = eval_batches(digits, "heldout")
-    before = evaluate(model, held)
+    before = accuracy(model, held, bn_mode="running")
     train_sgd(model, digits, steps=30, lr=0.05, batch_size=64)
-    after = evaluate(model, held)
-    assert after[1] < before[1] and after[0] > before[0] + 30
+    after = accuracy(model, held, bn_mode="running")
+    assert after.loss < before.loss and after.top1 > before.top1 + 30
 
 
-def test_batch_stats_evaluation_leaves_no_trace(digits):
+def test_the_recipe_is_sgd_momentum_cosine_and_clipped(digits, monkeypatch):
+    """What every "N SGD steps" figure runs: SGD(momentum 0.9, wd 5e-4), lr cosine-decayed to 0 over the N steps
+    of the run, gradient norm clipped at 5 before every step."""
+    seen = {"lr": [], "clip": []}
+    step = torch.optim.SGD.step
+
+    def record_step(self, *args, **kwargs):
+        seen["lr"].append(self.param_groups[0]["lr"])
+        seen["momentum"], seen["wd"] = self.param_groups[0]["momentum"], self.param_groups[0]["weight_decay"]
+        return step(self, *args, **kwargs)
+
+    clip = nn.utils.clip_grad_norm_
+
+    def record_clip(params, max_norm, *args, **kwargs):
+        seen["clip"].append(max_norm)
+        return clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", record_step)
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", record_clip)
+    torch.manual_seed(0)
+    train_sgd(tiny_cnn(), digits, steps=4, lr=0.08, batch_size=16)
+    # cosine over 4 steps: lr_t = 0.08 * (1 + cos(pi t / 4)) / 2 at steps t = 0..3
+    assert seen["lr"] == pytest.approx([0.08, 0.08 * (1 + 2 ** -0.5) / 2, 0.04, 0.08 * (1 - 2 ** -0.5) / 2])
+    assert (seen["momentum"], seen["wd"]) == (0.9, 5e-4)
+    assert seen["clip"] == [SGD_GRAD_CLIP] * 4
+
+
+def test_accuracy_after_sgd_trains_a_copy_and_scores_a_diverged_run_as_chance(digits):
+    held = eval_batches(digits, "heldout", limit=128)
     torch.manual_seed(0)
     model = tiny_cnn()
-    with torch.no_grad():
-        model[1].running_mean.fill_(5.0)  # wrong running statistics, as after parameter prediction
-    held = eval_batches(digits, "heldout", limit=128)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    batch_acc, batch_loss = evaluate(model, held, bn_batch_stats=True)
-    assert model.training and all(m.training for m in model.modules())
+    before = copy.deepcopy(model.state_dict())
+    got = accuracy_after_sgd(model, digits, held, steps=3, batch_size=16, bn_mode="running")
     for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    running_acc, running_loss = evaluate(model, held)
-    assert batch_loss != pytest.approx(running_loss)
-    ref = copy.deepcopy(model).eval()
-    ref[1].train()  # by hand: batch statistics in BN, dropout off
+        assert torch.equal(v, before[k]), k  # the model itself is untouched
+    ref = copy.deepcopy(model)
+    train_sgd(ref, digits, steps=3, batch_size=16)
+    assert got == accuracy(ref, held, bn_mode="running")
     with torch.no_grad():
-        correct = sum(int((ref(x).argmax(1) == y).sum()) for x, y in held)
-    assert batch_acc == pytest.approx(100 * correct / 128)
+        model[-1].bias.fill_(float("nan"))
+    assert accuracy_after_sgd(model, digits, held, steps=3, batch_size=16) == (10.0, 50.0, float("inf"))
 
 
 def test_speedup_counts_scratch_steps_to_match():
@@ -86,56 +103,42 @@ def test_speedup_counts_scratch_steps_to_match():
         speedup(warm, scratch, [5])
 
 
-def test_curve_json_has_no_nan():
-    c = Curve(eval_steps=[0], accuracy=[10.0], eval_loss=[math.inf])
-    assert json.loads(json.dumps(c.as_dict()))["eval_loss"] == [None]
-
-
 # ---- ghn finetune end to end ----------------------------------------------------------------------------------
 
 
-#: Debug size: DeepNets-1M nets of width 8 on 16x16 digits.
-SMALL = ["--width", "8", "--image-size", "16"]
-
-
-def save_tiny_ghn(path, num_classes: int = 10) -> str:
-    """An untrained debug-size GHN saved with ``GHN.save``."""
-    from ghn import GHN
-
-    torch.manual_seed(0)
-    GHN(max_shape=(16, 16, 3, 3), num_classes=num_classes, hidden_dim=8).save(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def ghn_ckpt(tmp_path_factory):
-    return save_tiny_ghn(tmp_path_factory.mktemp("ghn") / "ghn.safetensors")
-
-
 def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, capsys):
-    from train.finetune_cli import main
-
     out, png = tmp_path / "ft.json", tmp_path / "ft.png"
-    rc = main(["deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--compare", "--steps", "6", "--eval-every", "3",
-               "--batch-size", "32", "--bn-batches", "2", "--eval-images", "128", "--plot", str(png),
-               "--out", str(out)])
-    captured = capsys.readouterr()
-    assert rc == 0, captured.err
+    status, _, err = run_ghn(["finetune", "deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--compare", "--steps", "6",
+                              "--eval-every", "3", "--batch-size", "32", "--bn-batches", "2", "--eval-images", "128",
+                              "--plot", str(png), "--out", str(out)], capsys)
+    assert status == 0, err
     report = json.loads(out.read_text())
     warm, scratch = report["runs"]["predicted init"], report["runs"]["default init"]
     assert warm["eval_steps"] == scratch["eval_steps"] == [0, 3, 6]
     assert warm["loss_steps"] == scratch["loss_steps"] == list(range(1, 7))
     assert warm["loss"] != scratch["loss"]  # different starting points
     assert [r["step"] for r in report["speedup"]] == [0, 3, 6]
-    assert "recomputed from 2" in report["bn_init"] and "recomputed from 2" in captured.err
+    assert "recomputed from 2" in report["bn_init"] and "recomputed from 2" in err
+    assert report["classifier"] == "predicted" and "cosine" in report["optimizer"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetune_cli_writes_the_report_before_a_plot_that_fails(ghn_ckpt, tmp_path, capsys, monkeypatch):
+    break_plot(monkeypatch, "plot_finetune_curves")
+    out = tmp_path / "ft.json"
+    with pytest.raises(RuntimeError, match="no display"):
+        run_ghn(["finetune", "deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--compare", "--steps", "2",
+                 "--eval-every", "2", "--batch-size", "16", "--bn-batches", "1", "--eval-images", "64",
+                 "--plot", str(tmp_path / "ft.png"), "--out", str(out)], capsys)
+    assert json.loads(out.read_text())["runs"]["default init"]["eval_steps"] == [0, 2]
 
 
 def test_keep_classifier_init_predicts_all_but_the_classifier(tmp_path):
     from archspace.sampler import get_net
-    from train.rank import ghn_predictor, load_ghn
+    from ghn import GHN
+    from train.rank import ghn_predictor
 
-    ghn = load_ghn(save_tiny_ghn(tmp_path / "g.safetensors", num_classes=5))
+    ghn = GHN.load(save_tiny_ghn(tmp_path / "g.safetensors", num_classes=5))
     torch.manual_seed(0)
     model = get_net("test", 0, num_classes=10, width=8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -148,25 +151,47 @@ def test_keep_classifier_init_predicts_all_but_the_classifier(tmp_path):
 
 
 def test_finetune_cli_other_classes_needs_keep_classifier_init(tmp_path, capsys):
-    from train.finetune_cli import main
-
     ckpt = save_tiny_ghn(tmp_path / "g5.safetensors", num_classes=5)
-    base = ["deepnets:test/0", "--ckpt", ckpt, *SMALL, "--steps", "2", "--eval-every", "2", "--bn-batches", "1",
-            "--eval-images", "64"]
-    assert main(base) == 2
-    err = capsys.readouterr().err
-    assert "--keep-classifier-init" in err and "Traceback" not in err
-    assert main([*base, "--keep-classifier-init"]) == 0
+    base = ["finetune", "deepnets:test/0", "--ckpt", ckpt, *SMALL, "--steps", "2", "--eval-every", "2",
+            "--bn-batches", "1", "--eval-images", "64", "--batch-size", "16"]
+    line = assert_usage_error(*run_ghn(base, capsys)[::2], "--keep-classifier-init")
+    assert "5 classes" in line and "10 outputs" in line
+    out = tmp_path / "ft.json"
+    status, printed, err = run_ghn([*base, "--keep-classifier-init", "--out", str(out)], capsys)
+    assert status == 0, err
+    assert "kept at its default initialisation" in err and "classifier default init" in printed
+    assert json.loads(out.read_text())["classifier"] == "default init (--keep-classifier-init)"
 
 
 @pytest.mark.parametrize("argv, message", [
     (["torchvision:resnet19"], "did you mean resnet18"),
+    (["deepnets:test/0-3"], "names 4 architectures"),
     (["deepnets:test/0", "--checkpoints", "5", "--steps", "10", "--eval-every", "2"], "not evaluation steps"),
-    (["deepnets:test/0", "--lr", "0"], "--lr must be > 0"),
+    (["deepnets:test/0", "--checkpoints", "a,b"], "comma list of steps"),
+    (["deepnets:test/0", "--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["deepnets:test/0", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["deepnets:test/0", "--steps", "-5"], "--steps must be >= 1, got -5"),
+    (["deepnets:test/0", "--width", "-1"], "--width must be >= 1, got -1"),
+    (["deepnets:test/0", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["deepnets:test/0", "--eval-images", "0"], "--eval-images must be >= 1, got 0"),
+    (["deepnets:test/0", "--bn-batches", "0"], "--bn-batches must be >= 1, got 0"),
+    (["deepnets:test/0", "--batch-size", "5000"], "larger than the 1437 training images"),
+    (["deepnets:test/0", "--out", "."], "--out . is a directory"),
+    (["deepnets:test/0", "--plot", "."], "--plot . is a directory"),
+    (["deepnets:test/0", "--data", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
 ])
-def test_finetune_cli_bad_input_exits_2(ghn_ckpt, argv, message, capsys):
-    from train.finetune_cli import main
+def test_finetune_cli_bad_input_is_one_line(ghn_ckpt, argv, message, capsys):
+    assert_usage_error(*run_ghn(["finetune", *argv, "--ckpt", ghn_ckpt], capsys)[::2], message)
 
-    assert main([*argv, "--ckpt", ghn_ckpt]) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and err.startswith("ghn finetune: error:")
+
+def test_finetune_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "truncated.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    for ckpt in (tmp_path, tmp_path / "missing.safetensors", tmp_path / "truncated.safetensors"):
+        status, _, err = run_ghn(["finetune", "deepnets:test/0", "--ckpt", str(ckpt)], capsys)
+        assert str(ckpt) in assert_usage_error(status, err, "checkpoint")
+
+
+def test_finetune_cli_model_that_does_not_run_at_the_input_size(ghn_ckpt, capsys):
+    status, _, err = run_ghn(["finetune", "tests.train.helpers:cnn_32", "--ckpt", ghn_ckpt, "--image-size", "16",
+                              "--steps", "1"], capsys)
+    assert_usage_error(status, err, "does not run at input size 16")

@@ -1,16 +1,18 @@
 """Tests for :mod:`train.loop` with the real GHN, architecture space and digits, shrunk: training lowers the loss,
 a stopped (or crashed mid-checkpoint) run resumes to bit-identical weights, non-finite steps never reach the
-weights."""
+weights, over-cap meta-batches are skipped."""
 
 import os
 
 import pytest
 import torch
 
+from archspace.errors import UsageError
+from archspace.meta_batch import MetaBatchSampler
 from train import checkpoint as ckpt_mod
 from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.data import TrainBatches
-from train.loop import ArchSource, Trainer, TrainingDiverged
+from train.loop import Trainer, TrainingDiverged
 
 from .conftest import TINY, assert_same_state, ghn_state, make_ghn
 
@@ -22,17 +24,38 @@ def make_trainer(run_dir, archs, data, steps=4, seed=0, ghn_seed=0, **kw):
     return Trainer(make_ghn(ghn_seed), archs, images, str(run_dir), steps=steps, seed=seed, **kw)
 
 
-def test_meta_batches_are_a_function_of_seed_and_step(archs):
-    a, b = ArchSource(archs, 4, seed=1, max_net_nodes=40), ArchSource(archs, 4, seed=1, max_net_nodes=40)
-    assert a.indices(5) == b.indices(5) and a.indices(5) != a.indices(6)
-    assert all(archs.num_nodes_of(i) <= 40 for s in range(5) for i in a.indices(s))
+def test_each_step_trains_on_the_meta_batch_of_the_shared_rule(tmp_path, archs, small_digits):
+    trainer = make_trainer(tmp_path, archs, small_digits, seed=1)
+    rule = MetaBatchSampler(len(archs), archs.num_nodes_of, 2, max_net_nodes=TINY["max_net_nodes"], seed=1)
+    for step in (0, 5):
+        graphs, models, nodes = trainer._meta_batch(step)
+        assert graphs.net_index.tolist() == rule.draw(step)
+        assert nodes == graphs.num_nodes == sum(archs.num_nodes_of(i) for i in rule.draw(step))
+        assert [m.genotype for m in models] == [archs.genotype(i) for i in rule.draw(step)]
+
+
+def test_meta_batches_over_max_nodes_are_skipped_and_counted(tmp_path, archs, small_digits):
+    cap = 70  # two nets of at most 40 nodes: some meta-batches fit, some do not
+    rule = MetaBatchSampler(len(archs), archs.num_nodes_of, 2, max_nodes=cap, max_net_nodes=TINY["max_net_nodes"])
+    over = [s for s in range(6) if rule.skipped(rule.draw(s))]
+    assert 0 < len(over) < 6
+    trainer = make_trainer(tmp_path, archs, small_digits, steps=6, max_nodes=cap, ckpt_every=0)
+    before = ghn_state(trainer.ghn)
+    moved = []
+    trainer.on_step = lambda row: moved.append(any(not torch.equal(v, before[k])
+                                                   for k, v in ghn_state(trainer.ghn).items()))
+    res = trainer.fit()
+    assert res.skipped_large == len(over)
+    assert [r["step"] - 1 for r in res.history if r["loss"] != r["loss"]] == over  # NaN loss: nothing trained
+    first_trained = min(set(range(6)) - set(over))
+    assert moved[:first_trained] == [False] * first_trained and moved[first_trained]
 
 
 def test_training_lowers_the_loss(tmp_path, archs, small_digits):
     # Repeating one meta-batch and one image batch must be fitted: a real gradient signal through the GHN.
     trainer = make_trainer(tmp_path, archs, small_digits, steps=25, lr=3e-3, milestones=(0.9,), ckpt_every=0)
-    fixed = trainer.archs.indices(0)
-    trainer.archs.indices = lambda step: fixed
+    fixed = trainer.sampler.draw(0)
+    trainer.sampler.draw = lambda step: fixed
     x, y = trainer.images.batch(0)
     losses = [trainer.train_step(s, x, y)["loss"] for s in range(25)]
     assert losses[-1] < losses[0] - 0.2, losses
@@ -41,14 +64,17 @@ def test_training_lowers_the_loss(tmp_path, archs, small_digits):
 def test_run_writes_checkpoints_metrics_and_final_ghn(tmp_path, archs, small_digits):
     from ghn import GHN
 
-    res = make_trainer(tmp_path, archs, small_digits, steps=4).fit()
+    trainer = make_trainer(tmp_path, archs, small_digits, steps=4)
+    res = trainer.fit()
     assert res.step == 4 and os.path.isfile(res.ghn_path)
-    loaded = GHN.load(res.ghn_path)
-    assert_same_state(ghn_state(loaded), res and ghn_state(loaded))
+    # The file holds the run's final weights, which training moved away from the initial ones.
+    assert_same_state(ghn_state(trainer.ghn), ghn_state(GHN.load(res.ghn_path)))
+    assert any(not torch.equal(v, ghn_state(make_ghn(0))[k]) for k, v in ghn_state(trainer.ghn).items())
     path = latest_checkpoint(str(tmp_path))
     assert path.endswith("step_00000004")
     ghn_path, state = load_checkpoint(path)  # weights_only load
     assert state["step"] == 4 and "optimizer" in state and "rng" in state
+    assert_same_state(ghn_state(trainer.ghn), ghn_state(GHN.load(ghn_path)))
     rows = open(tmp_path / "metrics.csv").read().strip().splitlines()
     assert rows[0].startswith("step,loss,acc") and len(rows) == 5
 
@@ -118,11 +144,21 @@ def test_consecutive_non_finite_steps_stop_the_run_and_keep_the_checkpoint(tmp_p
 
 
 def test_bad_settings_are_explained(tmp_path, archs, small_digits):
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(UsageError, match="train.steps must be >= 1, got 0"):
         make_trainer(tmp_path, archs, small_digits, steps=0)
+    with pytest.raises(UsageError, match="train.clip must be >= 0"):
+        make_trainer(tmp_path, archs, small_digits, clip=-1.0)
+    with pytest.raises(UsageError, match="unknown lr schedule 'cosine'"):
+        make_trainer(tmp_path, archs, small_digits, lr_schedule="cosine")
     make_trainer(tmp_path, archs, small_digits, steps=2).fit()
-    with pytest.raises(FileExistsError, match="resume"):
+    with pytest.raises(UsageError, match="already has checkpoints; pass resume=True"):
         make_trainer(tmp_path, archs, small_digits, steps=2).fit()
+    with pytest.raises(UsageError, match="trained with seed 0, this run has 1"):
+        make_trainer(tmp_path, archs, small_digits, steps=2, seed=1).fit(resume=True)
+    with pytest.raises(UsageError, match="lr schedule step, this run has linear"):
+        make_trainer(tmp_path, archs, small_digits, steps=2, lr_schedule="linear").fit(resume=True)
+    with pytest.raises(UsageError, match="no weight average but this run has ema_decay=0.5"):
+        make_trainer(tmp_path, archs, small_digits, steps=2, ema_decay=0.5).fit(resume=True)
 
 
 def test_weight_average_follows_its_definition_and_resumes_exactly(tmp_path, archs, small_digits):
@@ -149,7 +185,7 @@ def test_weight_average_follows_its_definition_and_resumes_exactly(tmp_path, arc
     resumed = make_trainer(tmp_path / "part", archs, small_digits, steps=3, ema_decay=decay, ghn_seed=9)
     resumed.fit(resume=True)
     assert_same_state(ghn_state(full.final_ghn), ghn_state(resumed.final_ghn))
-    with pytest.raises(ValueError, match="ema_decay"):
+    with pytest.raises(UsageError, match="ema_decay must be in"):
         make_trainer(tmp_path / "x", archs, small_digits, steps=3, ema_decay=1.0)
 
 
@@ -160,8 +196,10 @@ def test_resume_is_exact_with_the_linear_schedule(tmp_path, archs, small_digits)
     resumed = make_trainer(tmp_path / "part", archs, small_digits, steps=5, ghn_seed=123, lr_schedule="linear")
     resumed.fit(resume=True)
     assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
-    lrs = [float(r.split(",")[4]) for r in open(tmp_path / "full" / "metrics.csv").read().split()[1:]]
-    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1] > 0  # decaying, zero only after the last step
+    # The lr of step s (0-based) is 1e-3 * (1 - s / 5), in the uninterrupted and in the resumed run alike.
+    for run in ("full", "part"):
+        lrs = [float(r.split(",")[4]) for r in open(tmp_path / run / "metrics.csv").read().split()[1:]]
+        assert lrs == pytest.approx([1e-3 * (1 - s / 5) for s in range(5)], rel=1e-5)
 
 
 def test_channels_last_runs_the_nets_in_nhwc_with_the_same_step(tmp_path, archs, small_digits):
@@ -178,7 +216,7 @@ def test_channels_last_runs_the_nets_in_nhwc_with_the_same_step(tmp_path, archs,
         loss.backward()
         for h in handles:
             h.remove()
-        losses[cl] = float(loss)
+        losses[cl] = float(loss.detach())
         grads[cl] = torch.cat([p.grad.flatten() for p in trainer.ghn.parameters() if p.grad is not None])
     assert {f for cl, f in formats if cl} == {True} and {f for cl, f in formats if not cl} == {False}
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)

@@ -1,48 +1,87 @@
-"""Learning-rate schedules driven by the fraction of the run done."""
+"""The optimiser and the learning-rate schedule driven by the fraction of the run done (a ``LambdaLR``)."""
+
+import io
 
 import pytest
 import torch
 
-from train.optim import ProgressLinearLR, build_progress_scheduler
+from archspace.errors import UsageError
+from train.optim import build_optimizer, build_progress_scheduler
+
+# These tests step the schedule without training; the trainer silences the same warning (see train.loop).
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 
 
 def _opt(lr=0.1):
     return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
 
 
+class Progress:
+    """A settable fraction of the run done, read by the scheduler at every step."""
+
+    def __init__(self):
+        self.value = 0.0
+
+    def __call__(self) -> float:
+        return self.value
+
+
+def lrs_at(opt, sched, progress, fractions):
+    out = []
+    for p in fractions:
+        progress.value = p
+        sched.step()
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
 def test_linear_decays_to_zero_at_the_end():
-    opt = _opt(0.1)
-    sched = build_progress_scheduler(opt, "linear")
-    got = []
-    for p in (0.0, 0.25, 0.5, 0.9, 1.0, 1.2):
-        sched.step(p)
-        got.append(opt.param_groups[0]["lr"])
-    assert got == pytest.approx([0.1, 0.075, 0.05, 0.01, 0.0, 0.0])
+    opt, progress = _opt(0.1), Progress()
+    sched = build_progress_scheduler(opt, progress, "linear")
+    assert opt.param_groups[0]["lr"] == 0.1  # set at construction, for progress 0
+    got = lrs_at(opt, sched, progress, (0.25, 0.5, 0.9, 1.0, 1.2))
+    assert got == pytest.approx([0.075, 0.05, 0.01, 0.0, 0.0])
 
 
 def test_step_schedule_drops_at_milestones_and_constant_without_them():
-    opt = _opt(1.0)
-    sched = build_progress_scheduler(opt, "step", milestones=(0.5, 0.75), gamma=0.1)
-    for p, lr in ((0.0, 1.0), (0.49, 1.0), (0.5, 0.1), (0.8, 0.01)):
-        sched.step(p)
-        assert opt.param_groups[0]["lr"] == pytest.approx(lr)
-    opt = _opt(1.0)
-    const = build_progress_scheduler(opt, "step", milestones=())
-    const.step(0.99)
-    assert opt.param_groups[0]["lr"] == 1.0
+    opt, progress = _opt(1.0), Progress()
+    sched = build_progress_scheduler(opt, progress, "step", milestones=(0.5, 0.75), gamma=0.1)
+    assert lrs_at(opt, sched, progress, (0.49, 0.5, 0.8)) == pytest.approx([1.0, 0.1, 0.01])
+    opt, progress = _opt(1.0), Progress()
+    const = build_progress_scheduler(opt, progress, "step", milestones=())
+    assert lrs_at(opt, const, progress, (0.5, 0.99)) == [1.0, 1.0]
 
 
-def test_state_round_trip_and_a_schedule_mismatch_is_explained():
-    a = ProgressLinearLR(_opt(0.2))
-    a.step(0.3)
-    b = ProgressLinearLR(_opt(0.5))
-    b.load_state_dict(a.state_dict())
-    b.step(0.3)
-    assert b.get_last_lr() == pytest.approx([0.14])
-    step = build_progress_scheduler(_opt(), "step")
-    with pytest.raises(ValueError, match="another lr schedule"):
-        step.load_state_dict(a.state_dict())
-    with pytest.raises(ValueError, match="another lr schedule"):
-        a.load_state_dict(step.state_dict())
-    with pytest.raises(ValueError, match="unknown lr schedule 'cosine'"):
-        build_progress_scheduler(_opt(), "cosine")
+def test_state_round_trip_is_weights_only_and_continues_the_schedule():
+    # A run checkpointed at 30% and resumed in fresh objects sets the same lrs as the uninterrupted one.
+    opt, progress = _opt(0.2), Progress()
+    sched = build_progress_scheduler(opt, progress, "linear")
+    lrs_at(opt, sched, progress, (0.1, 0.3))
+    buf = io.BytesIO()
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    opt2, progress2 = _opt(0.5), Progress()
+    sched2 = build_progress_scheduler(opt2, progress2, "linear")
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.14)
+    assert lrs_at(opt2, sched2, progress2, (0.6, 0.9)) == lrs_at(opt, sched, progress, (0.6, 0.9))
+    assert sched2.get_last_lr() == pytest.approx([0.02])
+
+
+def test_bad_settings_are_usage_errors():
+    with pytest.raises(UsageError, match="unknown lr schedule 'cosine'"):
+        build_progress_scheduler(_opt(), Progress(), "cosine")
+    with pytest.raises(UsageError, match="unknown lr schedule 'linaer'; did you mean linear"):
+        build_progress_scheduler(_opt(), Progress(), "linaer")
+    with pytest.raises(UsageError, match="milestones must be increasing fractions"):
+        build_progress_scheduler(_opt(), Progress(), "step", milestones=(0.8, 0.5))
+    with pytest.raises(UsageError, match="milestones must be increasing fractions"):
+        build_progress_scheduler(_opt(), Progress(), "step", milestones=(200, 250))
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(UsageError, match="unknown optimizer 'adma'; did you mean adam"):
+        build_optimizer(params, "adma")
+    with pytest.raises(UsageError, match="optim.lr must be positive, got 0"):
+        build_optimizer(params, "adam", lr=0)
+    assert isinstance(build_optimizer(params, "adamw", lr=1e-3), torch.optim.AdamW)

@@ -1,0 +1,102 @@
+"""The options that ``ghn rank`` and ``ghn finetune`` share, and the checks of their arguments that argparse cannot
+make, each failing with a one-line :class:`archspace.errors.UsageError` before any long work (the ``ghn`` command's
+error boundary prints it as ``ghn: error: MESSAGE`` and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from archspace.errors import UsageError
+from archspace.files import check_writable
+from train.data import DATASETS
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """Add the options every GHN-using subcommand takes: the checkpoint, the image task, the network's width and
+    classifier, the seed and where to run.
+
+    Args:
+        p: the subcommand's parser.
+    """
+    p.add_argument("--ckpt", required=True, help="trained GHN checkpoint (GHN.load)")
+    p.add_argument("--data", default="digits", choices=DATASETS, help="image task: training and held-out images")
+    p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
+    p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width C of DeepNets-1M nets (default: each genotype's own, 32)")
+    p.add_argument("--keep-classifier-init", action="store_true",
+                   help="keep the classifier (last layer) at its default init instead of predicting it; needed "
+                        "when the GHN was trained for another number of classes than the data has")
+    p.add_argument("--seed", type=int, default=0, help="seed of default initialisations, data order and dropout")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_numbers(args: argparse.Namespace, at_least: dict[str, float], above: dict[str, float] | None = None
+                  ) -> None:
+    """Check numeric options against their bounds; an option left at ``None`` (unset) is not checked.
+
+    Args:
+        args: the parsed arguments.
+        at_least: option (attribute name) -> smallest allowed value.
+        above: option -> a bound the value must exceed (e.g. ``{"lr": 0}``).
+
+    Raises:
+        UsageError: the first option out of bounds, e.g. ``--width must be >= 1, got 0``.
+    """
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UsageError(f"{_flag(name)} must be >= {low}, got {value}")
+    for name, low in (above or {}).items():
+        value = getattr(args, name)
+        if value is not None and not value > low:
+            raise UsageError(f"{_flag(name)} must be > {low}, got {value}")
+
+
+def check_outputs(args: argparse.Namespace, names: tuple[str, ...] = ("out", "plot")) -> None:
+    """Check that every output file option that is set can be written (:func:`archspace.files.check_writable`).
+
+    Raises:
+        UsageError: an output that is a directory or lies in a folder that cannot be written.
+    """
+    for name in names:
+        if getattr(args, name) is not None:
+            check_writable(getattr(args, name), _flag(name))
+
+
+def check_device(device: str) -> None:
+    """Check a ``--device`` value: a torch device name, and a CUDA device only where one is available.
+
+    Raises:
+        UsageError: an unknown device name, or a CUDA device without a usable GPU.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {device}: there are only {count} CUDA device(s) (cuda:0-{count - 1})")
+
+
+def check_batch_size(value: int, num_train: int, flag: str) -> None:
+    """Check a training batch size against the size of the training set.
+
+    Raises:
+        UsageError: ``value`` exceeds ``num_train``.
+    """
+    if value > num_train:
+        raise UsageError(f"{flag} {value} is larger than the {num_train} training images; choose at most "
+                         f"{num_train}")

@@ -1,0 +1,276 @@
+"""The run configuration of ``ghn-train`` and ``ghn-eval``: where the Hydra config folder is, and the checks that
+turn a bad value into one clear line before any work starts.
+
+The configuration is edited in ``conf/`` at the repository root; the wheel ships the same files as
+``train/conf`` (``pyproject.toml`` maps one onto the other). :func:`find_conf_dir` looks, in this order, at
+``$GHN_CONF_DIR``, the checkout's ``conf/`` (an editable install) and the packaged ``train/conf``.
+
+Every check works on the resolved configuration as a plain dict (``OmegaConf.to_container(cfg, resolve=True)``)
+and raises :class:`ConfigError` naming the key as the user would override it (``train.steps must be a positive
+integer, got 0``). This module reads YAML with OmegaConf but does not import Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from archspace.errors import UsageError
+
+#: Environment variable naming a configuration folder to use instead of the checkout's or the packaged one.
+CONF_ENV = "GHN_CONF_DIR"
+
+#: Keys that may change when a run is resumed (``resume=true``): they change how the run is watched, where it runs
+#: or what is evaluated afterwards, not the weights it trains. Any other difference from the run's saved
+#: config.yaml (seed, data, GHN, optimiser, training settings, ``train.time_limit_min`` excepted) is refused.
+RESUME_MAY_CHANGE = (
+    "resume",                   # the flag itself
+    "run_dir",                  # tests name the folder with +run_dir
+    "device", "threads",        # where and how fast: a run may continue on another machine
+    "data.num_workers",         # loader processes only
+    "train.progress",           # the progress bar
+    "train.time_limit_min",     # a stopped run may be given more (or less) time
+    "train.log_every", "train.ckpt_every", "train.keep_checkpoints",  # bookkeeping, not the weights
+    "eval",                     # the evaluation after training (every eval.* key)
+)
+
+
+class ConfigError(UsageError):
+    """A configuration value of ``ghn-train`` / ``ghn-eval`` that cannot work (reported as one line, exit 2)."""
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The configuration folder
+# -------------------------------------------------------------------------------------------------------------
+
+
+def find_conf_dir(config_name: str = "train") -> str:
+    """The folder holding ``<config_name>.yaml`` and its groups: ``$GHN_CONF_DIR``, else the checkout's ``conf/``,
+    else the one packaged as ``train/conf``.
+
+    Args:
+        config_name: the primary config (``train`` or ``eval``).
+
+    Returns:
+        An absolute path.
+
+    Raises:
+        ConfigError: ``$GHN_CONF_DIR`` is set but has no ``<config_name>.yaml``, or no folder has it.
+    """
+    want = f"{config_name}.yaml"
+    env = os.environ.get(CONF_ENV)
+    if env:
+        folder = Path(env).expanduser().resolve()
+        if not (folder / want).is_file():
+            raise ConfigError(f"{CONF_ENV}={env} has no {want}; point it at a copy of the repository's conf/ "
+                              f"folder or unset it")
+        return str(folder)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / want).is_file():
+        return str(checkout / "conf")
+    packaged = Path(str(importlib.resources.files(__package__).joinpath("conf")))
+    if (packaged / want).is_file():
+        return str(packaged)
+    raise ConfigError(f"configuration folder not found: no {want} in {checkout / 'conf'} or {packaged}; reinstall "
+                      f"ghn-archspace or set {CONF_ENV} to the repository's conf/ folder")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Values
+# -------------------------------------------------------------------------------------------------------------
+
+
+_ABSENT = object()
+
+
+def _get(c: dict, key: str, default=None):
+    """``c["a"]["b"]`` for ``key="a.b"``; ``default`` where a level is missing."""
+    for part in key.split("."):
+        if not isinstance(c, dict) or part not in c:
+            return default
+        c = c[part]
+    return c
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_int(c: dict, key: str, least: int, allow_none: bool = False) -> None:
+    v = _get(c, key, _ABSENT)
+    if v is _ABSENT or (v is None and allow_none):  # an absent key takes the code's default
+        return
+    if not _is_int(v) or v < least:
+        what = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ConfigError(f"{key} must be {what}{' or null' if allow_none else ''}, got {v!r}")
+
+
+def _check_number(c: dict, key: str, positive: bool) -> None:
+    v = _get(c, key, _ABSENT)
+    if v is _ABSENT:
+        return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or
+                                                                                           (not positive and v == 0))
+    if not ok:
+        raise ConfigError(f"{key} must be a {'positive' if positive else 'non-negative'} number, got {v!r}")
+
+
+def check_device(device) -> None:
+    """Check a ``device`` value against this machine: ``null``, ``cpu``, or a CUDA device torch can see.
+
+    Raises:
+        ConfigError: an unknown device name, or ``cuda`` without a CUDA device.
+    """
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={device} is not a torch device; use cpu, cuda, cuda:N or null") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but torch sees no CUDA device; use device=cpu or null")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA device(s); use "
+                              f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+
+
+def _check_eval_section(c: dict) -> None:
+    from ghn.batchnorm import BN_MODES
+
+    _check_int(c, "eval.num_nets", 1, allow_none=True)
+    _check_int(c, "eval.start", 0)
+    _check_int(c, "eval.width", 1, allow_none=True)
+    _check_int(c, "eval.batch_size", 1)
+    _check_int(c, "eval.sgd_num_nets", 0, allow_none=True)
+    _check_int(c, "eval.image_limit", 1, allow_none=True)
+    _check_number(c, "eval.sgd_lr", positive=True)
+    steps = _get(c, "eval.sgd_steps") or []
+    if not isinstance(steps, list) or not all(_is_int(s) and s >= 1 for s in steps):
+        raise ConfigError(f"eval.sgd_steps must be a list of positive integers (e.g. [10,100]), got {steps!r}")
+    bn = _get(c, "eval.bn_mode", "batch")
+    if bn not in BN_MODES:
+        raise ConfigError(f"eval.bn_mode must be one of {', '.join(BN_MODES)}, got {bn!r}")
+
+
+def _check_common(c: dict) -> None:
+    if not _is_int(c.get("seed")):
+        raise ConfigError(f"seed must be an integer, got {c.get('seed')!r}")
+    check_device(c.get("device"))
+    _check_int(c, "data.batch_size", 1)
+    _check_int(c, "data.num_workers", 0)
+    _check_eval_section(c)
+
+
+def check_train_config(c: dict) -> None:
+    """Check the values of a resolved ``ghn-train`` configuration (``conf/train.yaml``) before any work
+    (``threads`` is checked where it is applied, :func:`ghn.threads.set_threads`).
+
+    Args:
+        c: the configuration as a plain dict.
+
+    Raises:
+        ConfigError: the first value that cannot work, named as its override (``train.steps``).
+    """
+    _check_common(c)
+    for key in ("train.steps", "train.meta_batch_size", "train.ckpt_every", "train.keep_checkpoints",
+                "train.log_every", "train.max_bad_steps", "ghn.hidden_dim", "ghn.num_steps"):
+        _check_int(c, key, 1)
+    for key in ("train.max_nodes", "train.max_net_nodes", "train.arch_cache"):  # 0: no cap / no cache
+        _check_int(c, key, 0)
+    _check_int(c, "archspace.num", 1, allow_none=True)
+    _check_int(c, "data.heldout", 0, allow_none=True)
+    _check_number(c, "train.time_limit_min", positive=False)
+    _check_number(c, "optim.lr", positive=True)
+    shape = _get(c, "ghn.max_shape")
+    if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(s) and s >= 1 for s in shape):
+        raise ConfigError(f"ghn.max_shape must be 4 positive integers (out, in, height, width), got {shape!r}")
+    width = _get(c, "archspace.width_range")
+    if width is not None and (not isinstance(width, list) or len(width) != 2 or
+                              not all(_is_int(w) and w >= 1 for w in width) or width[0] > width[1]):
+        raise ConfigError(f"archspace.width_range must be [low, high] with 1 <= low <= high, got {width!r}")
+
+
+def check_eval_config(c: dict) -> None:
+    """Check the values of a resolved ``ghn-eval`` configuration (``conf/eval.yaml``) before any work
+    (``threads`` is checked where it is applied, :func:`ghn.threads.set_threads`).
+
+    Raises:
+        ConfigError: the first value that cannot work, named as its override (``eval.width``).
+    """
+    _check_common(c)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Resuming
+# -------------------------------------------------------------------------------------------------------------
+
+
+def _flat(c, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """``(dotted key, value)`` of every leaf of a nested dict, in order."""
+    if isinstance(c, dict) and c:
+        for k, v in c.items():
+            yield from _flat(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], c
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def config_difference(saved: dict, new: dict) -> tuple[str, object, object] | None:
+    """The first key whose value differs between a run's saved configuration and a new one, ignoring
+    :data:`RESUME_MAY_CHANGE`.
+
+    Returns:
+        ``(key, saved value, new value)`` (a missing key's value is ``"<absent>"``), or ``None`` if they agree.
+    """
+    a, b = dict(_flat(saved)), dict(_flat(new))
+    for key in list(b) + [k for k in a if k not in b]:
+        if _may_change(key):
+            continue
+        old, now = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if old != now:
+            return key, old, now
+    return None
+
+
+def check_run_dir(run_dir: str, c: dict) -> None:
+    """Check that a ``ghn-train`` run may write into ``run_dir``, before anything there is overwritten.
+
+    A folder with checkpoints is continued only with ``resume=true``, and then only with the configuration it
+    was started with (:data:`RESUME_MAY_CHANGE` excepted), compared with its ``config.yaml``.
+
+    Args:
+        run_dir: the run folder (``hydra.run.dir``).
+        c: the new resolved configuration.
+
+    Raises:
+        ConfigError: checkpoints there without ``resume=true``, or a key that differs from the saved config.
+    """
+    from omegaconf import OmegaConf
+
+    from train.checkpoint import latest_checkpoint
+
+    if not os.path.isdir(run_dir):
+        return
+    if not c.get("resume"):
+        if latest_checkpoint(run_dir) is not None:
+            raise ConfigError(f"{run_dir} already has checkpoints; pass resume=true to continue that run or choose "
+                              f"another hydra.run.dir")
+        return
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    diff = config_difference(saved, c)
+    if diff is not None:
+        key, old, now = diff
+        raise ConfigError(f"resume=true but {key} differs from the run's config.yaml ({old!r} there, {now!r} now); "
+                          f"resume with the same configuration or start a new run in another hydra.run.dir")
