@@ -71,24 +71,31 @@ def check_outputs(args: argparse.Namespace, names: tuple[str, ...] = ("out", "pl
             check_writable(getattr(args, name), _flag(name))
 
 
-def check_device(device: str) -> None:
-    """Check a ``--device`` value: a torch device name, and a CUDA device only where one is available.
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """Check a device setting against this machine: ``None`` (the default), a torch device name, and a CUDA device
+    only where torch sees one. The one device check of the ``ghn`` subcommands and the Hydra entry points.
+
+    Args:
+        device: the value given, e.g. ``"cpu"``, ``"cuda:1"``, or ``None``.
+        flag: how the user spelt the option, for the message (``--device`` or ``device``).
 
     Raises:
-        UsageError: an unknown device name, or a CUDA device without a usable GPU.
+        UsageError: an unknown device name, or a CUDA device that torch does not see.
     """
+    if device is None:
+        return
     import torch
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise UsageError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda") from None
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag}={device} is not a torch device; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+            raise UsageError(f"{flag}={device} but torch sees no CUDA device; use {flag}=cpu")
         if dev.index is not None and dev.index >= count:
-            raise UsageError(f"--device {device}: there are only {count} CUDA device(s) (cuda:0-{count - 1})")
+            raise UsageError(f"{flag}={device} but torch sees only {count} CUDA device(s) (cuda:0-{count - 1})")
 
 
 def check_batch_size(value: int, num_train: int, flag: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from archspace.errors import UsageError
+from train.cli_args import check_device
 
 #: Environment variable naming a configuration folder to use instead of the checkout's or the packaged one.
 CONF_ENV = "GHN_CONF_DIR"
@@ -118,28 +119,6 @@ def _check_number(c: dict, key: str, positive: bool) -> None:
         raise ConfigError(f"{key} must be a {'positive' if positive else 'non-negative'} number, got {v!r}")
 
 
-def check_device(device) -> None:
-    """Check a ``device`` value against this machine: ``null``, ``cpu``, or a CUDA device torch can see.
-
-    Raises:
-        ConfigError: an unknown device name, or ``cuda`` without a CUDA device.
-    """
-    if device is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(str(device))
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device={device} is not a torch device; use cpu, cuda, cuda:N or null") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={device} but torch sees no CUDA device; use device=cpu or null")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA device(s); use "
-                              f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-
-
 def _check_eval_section(c: dict) -> None:
     from ghn.batchnorm import BN_MODES
 
@@ -161,7 +140,7 @@ def _check_eval_section(c: dict) -> None:
 def _check_common(c: dict) -> None:
     if not _is_int(c.get("seed")):
         raise ConfigError(f"seed must be an integer, got {c.get('seed')!r}")
-    check_device(c.get("device"))
+    check_device(c.get("device"), flag="device")
     _check_int(c, "data.batch_size", 1)
     _check_int(c, "data.num_workers", 0)
     _check_eval_section(c)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from archspace.errors import UsageError
+from archspace.seeding import mix_seed
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -46,12 +47,6 @@ DATASETS = ("digits", "cifar10", "imagenet")
 
 class DataError(UsageError):
     """An image dataset that is missing, corrupt or cannot serve the requested setting (one line, exit status 2)."""
-
-
-def mix_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (``numpy.random.SeedSequence``), e.g. ``mix_seed(seed, step)``."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,10 +24,11 @@ import torch.nn as nn
 from scipy import stats
 
 from archspace.errors import UsageError
+from archspace.seeding import mix_seed
 from ghn.batchnorm import BN_MODES
 
 from .accuracy import accuracy
-from .data import ImageData, eval_batches, mix_seed
+from .data import ImageData, eval_batches
 from .finetune import SGD_LR, SGD_RECIPE, accuracy_after_sgd
 
 

@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from archspace.seeding import mix_seed
 from train.accuracy import Accuracy, accuracy, chance, main_logits
-from train.data import ImageData, TrainBatches, mix_seed
+from train.data import ImageData, TrainBatches
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from archspace.dataset import ArchDataset
 from archspace.errors import UsageError
@@ -11,14 +10,7 @@ from archspace.network import num_graph_nodes
 from archspace.sampler import get_genotype
 from archspace.shards import ShardError, build_split
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops are much faster single-threaded on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stored_and_sampled_nets_are_the_same(tmp_path):

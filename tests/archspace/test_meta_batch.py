@@ -10,14 +10,7 @@ from archspace.dataset import ArchDataset
 from archspace.errors import UsageError
 from archspace.meta_batch import ArchPairs, MetaBatchSampler, meta_batches
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops are much faster single-threaded on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def nodes_of(i: int) -> int:

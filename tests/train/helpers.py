@@ -3,7 +3,6 @@ runs at one input size only, and a runner of the real ``ghn`` entry point."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn as nn
 
@@ -18,16 +17,6 @@ def save_tiny_ghn(path, num_classes: int = 10) -> str:
     torch.manual_seed(0)
     GHN(max_shape=(16, 16, 3, 3), num_classes=num_classes, hidden_dim=8).save(str(path))
     return str(path)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads can make small nets many times slower (import it
-    into a test module to apply it there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cnn_32(num_classes: int = 10) -> nn.Module:

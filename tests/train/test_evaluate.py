@@ -12,8 +12,9 @@ import torch.nn as nn
 
 from archspace.errors import UsageError
 from archspace.files import write_json
+from archspace.seeding import mix_seed
 from train.accuracy import Accuracy, accuracy
-from train.data import eval_batches, mix_seed
+from train.data import eval_batches
 from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
 from train.finetune import accuracy_after_sgd
 

@@ -12,7 +12,9 @@ from train.accuracy import accuracy
 from train.data import eval_batches
 from train.finetune import SGD_GRAD_CLIP, Curve, accuracy_after_sgd, speedup, train_sgd
 
-from .helpers import SMALL, assert_usage_error, break_plot, one_thread, run_ghn, save_tiny_ghn  # noqa: F401
+from .helpers import SMALL, assert_usage_error, break_plot, run_ghn, save_tiny_ghn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
