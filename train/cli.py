@@ -110,7 +110,7 @@ def load_data(data_cfg: dict, seed: int):
                            seed=seed, heldout=data_cfg.get("heldout"), **kwargs)
 
 
-def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int) -> dict:
+def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | None = None) -> dict:
     """Evaluate ``ghn`` as configured in ``cfg`` (the ``eval`` section) and write ``run_dir/eval.json``.
 
     Args:
@@ -119,9 +119,11 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int) -> dict:
         data: the image task.
         run_dir: where ``eval.json`` goes.
         seed: seed of the SGD baseline.
+        training: how the evaluated GHN was trained (``ghn-train``: steps done and planned, whether the safety
+            time limit cut the run short), stored under ``training`` in ``eval.json``.
 
     Returns:
-        The evaluation dict written to ``eval.json`` (plus ``width``).
+        The evaluation dict written to ``eval.json`` (plus ``width`` and ``training``).
     """
     from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
 
@@ -139,6 +141,8 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int) -> dict:
                           progress=cfg.get("progress", True),
                           keep_classifier_init=bool(cfg.get("keep_classifier_init", False)))
     result["width"] = cfg.get("width")
+    if training is not None:
+        result["training"] = training
     path = os.path.join(run_dir, "eval.json")
     write_json(path, result)
     print(format_summary(result))
@@ -197,11 +201,16 @@ def train(cfg: DictConfig) -> dict:
     result = trainer.fit(resume=bool(c.get("resume")))
     summary = {"run_dir": run_dir, "step": result.step, "loss": result.last_loss, "acc": result.last_acc,
                "skipped_large": result.skipped_large, "skipped_nonfinite": result.skipped_nonfinite,
-               "train_seconds": result.seconds, "ghn": result.ghn_path}
+               "train_seconds": result.seconds, "ghn": result.ghn_path, "planned_steps": result.planned_steps,
+               "cut_short": result.cut_short}
     if rank == 0:
         print(f"trained {result.step} steps in {result.seconds:.0f} s: loss {result.last_loss:.3f}, "
               f"train acc {result.last_acc:.3f}; skipped {result.skipped_large} large and "
               f"{result.skipped_nonfinite} non-finite meta-batches; GHN: {result.ghn_path}")
+        if result.cut_short:
+            print(f"WARNING: the safety time limit (train.time_limit_min={t.get('time_limit_min')}) cut the run short "
+                  f"at step {result.step} of {result.planned_steps} ({100.0 * result.step / result.planned_steps:.1f}%"
+                  f"); its GHN is not the reproducible result of this configuration")
     if world > 1:
         import torch.distributed as dist
 
@@ -209,7 +218,9 @@ def train(cfg: DictConfig) -> dict:
         dist.destroy_process_group()
     if rank == 0 and c["eval"].get("enabled", True) and result.ghn_path:
         ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
-        summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed)
+        training = {"steps": result.step, "planned_steps": result.planned_steps, "cut_short": result.cut_short,
+                    "train_seconds": round(result.seconds, 1)}
+        summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed, training)
     return summary
 
 

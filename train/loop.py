@@ -65,6 +65,8 @@ class TrainResult:
     skipped_nonfinite: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    planned_steps: int = 0  #: ``steps`` of the configuration
+    cut_short: bool = False  #: the safety time limit stopped the run before ``planned_steps``
 
 
 def _is_dist() -> bool:
@@ -107,9 +109,10 @@ class Trainer:
             ``ema = decay * ema + (1 - decay) * w`` after every applied step, starting from the initial weights
             (Polyak averaging; it removes much of the step-to-step noise of a short run), checkpointed with the run;
             the final ``ghn.safetensors`` and :attr:`final_ghn` then hold the average. 0: off (the paper).
-        time_limit_s: stop (with a checkpoint and the final ``ghn.safetensors``) once this many seconds of training
-            have passed, over all resumed segments; the lr schedule then follows the elapsed fraction of this
-            budget (not bit-reproducible, unlike a step-limited run); 0: none.
+        time_limit_s: a safety stop: once this many seconds of training have passed (over all resumed segments)
+            the run stops with a checkpoint and the final ``ghn.safetensors``, and :class:`TrainResult` says it was
+            cut short and by how much. The lr schedule follows steps, never the clock, so a run that is not cut
+            short is the same on a loaded machine as on an idle one; 0: no limit.
         progress: show a tqdm bar.
         config: the resolved run configuration (stored in checkpoints).
         on_step: called with the metrics dict after every step (rank 0).
@@ -208,12 +211,9 @@ class Trainer:
         }
 
     def run_fraction(self) -> float:
-        """Fraction of the run done: ``step / steps``, or the elapsed fraction of ``time_limit_s`` if larger
-        (a time-limited run then completes its learning-rate schedule within the time budget)."""
-        p = self.step / self.steps
-        if self.time_limit_s:
-            p = max(p, self.elapsed / self.time_limit_s)
-        return min(p, 1.0)
+        """Fraction of the run done, ``step / steps`` (the lr schedule's clock: steps, not seconds, so that the
+        same seed and configuration give the same weights whatever the machine's load)."""
+        return min(self.step / self.steps, 1.0)
 
     def save(self) -> str | None:
         """Write a checkpoint of the current step (rank 0 only); returns its path."""
@@ -435,8 +435,10 @@ class Trainer:
                         self.on_step(row)
                 timed_out = bool(self.time_limit_s) and self.elapsed >= self.time_limit_s
                 if timed_out:
-                    log.warning("time limit of %.0f s reached at step %d of %d; stopping early", self.time_limit_s,
-                                self.step, self.steps)
+                    log.warning("safety time limit of %.0f s reached: run CUT SHORT at step %d of %d (%.1f%% of the "
+                                "planned steps; the lr had not decayed to its end); its result is not the "
+                                "reproducible one of this configuration", self.time_limit_s, self.step, self.steps,
+                                100.0 * self.step / self.steps)
                 if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < end:
                     self.save()
                 if timed_out:
@@ -455,4 +457,5 @@ class Trainer:
             if _is_dist():
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,
-                           self.skipped_nonfinite, time.time() - t_start, history)
+                           self.skipped_nonfinite, time.time() - t_start, history, planned_steps=self.steps,
+                           cut_short=timed_out and self.step < self.steps)

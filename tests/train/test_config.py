@@ -65,8 +65,9 @@ def test_experiments_carry_the_paper_hyper_parameters():
 def test_default_is_the_offline_digits_run():
     c = compose_cfg("train", [])
     assert c.data.name == "digits" and c.data.batch_size == 64 and c.eval.split == "test"
-    # Training plus the evaluation of 100 nets (about 2 minutes) must stay within the 20 minutes.
-    assert c.eval.num_nets >= 100 and 0 < c.train.time_limit_min <= 16
+    # A run of a fixed number of steps (reproducible); the time limit is only a safety stop beyond its expected
+    # length (about 15 minutes on 2 idle cores).
+    assert c.eval.num_nets >= 100 and c.train.steps == 3600 and c.train.time_limit_min >= 16
     assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
     assert c.archspace.width_policy == "uniform" and list(c.archspace.width_range) == [8, 8]
     assert c.train.channels_last is True

@@ -221,3 +221,40 @@ def test_channels_last_runs_the_nets_in_nhwc_with_the_same_step(tmp_path, archs,
     assert {f for cl, f in formats if cl} == {True} and {f for cl, f in formats if not cl} == {False}
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
     assert float((grads[True] - grads[False]).norm() / grads[False].norm()) < 1e-2
+
+
+def test_two_runs_of_the_same_configuration_give_identical_weights(tmp_path, archs, small_digits, monkeypatch):
+    """The default run is defined by steps: the lr follows steps, not the clock, so a slow (loaded) machine gives
+    the same weights as a fast one. In the second run the first step seems to take 90% of the time limit (a
+    schedule that followed the clock would then be nearly at its end after one step)."""
+    a = make_trainer(tmp_path / "a", archs, small_digits, steps=5, lr_schedule="linear", time_limit_s=1e6)
+    a.fit()
+    import train.loop as loop_mod
+
+    real_time = loop_mod.time.time
+    calls = iter(range(10**6))
+    # calls 0 and 1 are t_start and the t0 of step 0; from the end of step 0 on, the clock is 900,000 s ahead
+    monkeypatch.setattr(loop_mod.time, "time", lambda: real_time() + (0.0 if next(calls) < 2 else 9e5))
+    b = make_trainer(tmp_path / "b", archs, small_digits, steps=5, lr_schedule="linear", time_limit_s=1e6)
+    result = b.fit()
+    assert not result.cut_short and result.step == result.planned_steps == 5 and b.elapsed > 8e5
+    assert_same_state(ghn_state(a.ghn), ghn_state(b.ghn))
+    # The delivered files hold the same tensors and metadata (safetensors may order its JSON header differently).
+    from safetensors.torch import load_file, safe_open
+
+    fa, fb = (str(tmp_path / run / "ghn.safetensors") for run in "ab")
+    assert_same_state(load_file(fa), load_file(fb))
+    with safe_open(fa, "pt") as ma, safe_open(fb, "pt") as mb:
+        assert ma.metadata() == mb.metadata()
+
+
+def test_the_safety_time_limit_cuts_the_run_short_and_says_so(tmp_path, archs, small_digits, caplog):
+    trainer = make_trainer(tmp_path, archs, small_digits, steps=50, lr_schedule="linear", time_limit_s=1e-9)
+    with caplog.at_level("WARNING"):
+        result = trainer.fit()
+    assert result.cut_short and result.step == 1 and result.planned_steps == 50
+    assert os.path.exists(result.ghn_path)
+    assert "CUT SHORT at step 1 of 50 (2.0%" in caplog.text
+    # The lr schedule of a cut run is the step schedule, truncated: the one step ran at the initial lr.
+    lrs = [float(r.split(",")[4]) for r in open(tmp_path / "metrics.csv").read().split()[1:]]
+    assert lrs == pytest.approx([1e-3])
