@@ -8,9 +8,21 @@ graph builder of GHN-2 (``ppuda/deepnets1m/graph.py``, Knyazev et al., NeurIPS 2
 autograd: a parameter consumed by an op together with activations gives a node (conv/linear weight, then a
 separate bias node; one node for a norm layer's weight and bias); parameter-free ops give a node kept or dropped
 by :data:`archspace.primitives.FUNCTION_PRIMITIVES`; tensors without a path from the input or a parameter
-(constants, masks, integer indices) are not followed. Unlike the reference it does not depend on autograd node
-offsets, so attention and squeeze-excitation are found through module *units*
-(:data:`archspace.primitives.UNIT_PRIMITIVES`) and ``multi_head_attention_forward``.
+(constants, masks, integer indices) are not followed.
+
+Unlike the reference it does not depend on autograd node offsets, and it reads the operations rather than the
+module names:
+
+- *free* parameters (owned by no layer type of :mod:`archspace.primitives`: layer scales, class tokens, position
+  embeddings, relative-position tables, attention biases) are bound by the op that first combines them with
+  activations (:data:`archspace.primitives.FREE_PARAM_PRIMITIVES`), however they were reshaped, indexed or
+  interpolated before;
+- attention (Vaswani et al., NeurIPS 2017, Sec. 3.2) is one ``msa`` node, found three ways: ``nn.MultiheadAttention``
+  (``multi_head_attention_forward``, with its projections as the reference's transformer op), the fused
+  ``scaled_dot_product_attention``, and the explicit ``softmax(q k^T) v``: a product of two activations opens a score
+  map, element-wise ops on it (scaling, masks, position biases) stay in it and bind their parameters to it, the
+  softmax makes it ``msa``, and the product with the values joins it;
+- squeeze-excitation modules are found as *units* (:data:`archspace.primitives.UNIT_PRIMITIVES`).
 
 The result keeps dropped ops that join two or more branches (``primitive is None``); :mod:`archspace.graph`
 contracts them, prunes to the output's ancestors and orders the nodes.
@@ -30,8 +42,10 @@ from torch.overrides import TorchFunctionMode
 from .errors import UsageError
 from .meta_shapes import FAST_RULES, fast_output
 from .primitives import (
+    ATTENTION_NORMALISERS,
+    ATTENTION_PRODUCTS,
+    FREE_PARAM_PRIMITIVES,
     FUNCTION_PRIMITIVES,
-    PARAM_PRIMITIVES,
     primitive_of_module,
     unit_primitive,
 )
@@ -58,6 +72,13 @@ _UNTRACKED = frozenset({
     "new_ones", "new_empty", "new_full", "new_tensor", "detach", "detach_",
 })
 _POOLS = ("max_pool", "avg_pool")
+#: Ops that read only the type or shape of their other tensor arguments (``w.type_as(x)``): only the first is data.
+_FIRST_ARG_ONLY = frozenset({"type_as", "expand_as", "view_as", "reshape_as", "to"})
+#: Fused attention functions (``scaled_dot_product_attention``): one ``msa`` node.
+_FUSED_ATTENTION = frozenset(n for n, p in FUNCTION_PRIMITIVES.items() if p == "msa")
+#: Layer functions: one of them reading an attention map ends the attention (talking-heads projections, outputs).
+_LAYER_OPS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "layer_norm", "group_norm", "rms_norm",
+                        "batch_norm", "instance_norm"})
 
 
 class DisconnectedOutputError(UsageError):
@@ -130,9 +151,10 @@ class ParamRule(NamedTuple):
     Attributes:
         name: name in ``model.named_parameters()``.
         kind: ``weight`` / ``bias`` / ``norm`` / ``chain`` (a node in the data path), ``source`` (a node without
-            inputs feeding the consuming op, e.g. ``pos_enc``), ``attach`` (bound to the enclosing unit's node), or
-            ``unknown`` (no rule: left unbound and reported).
-        primitive: primitive of its node, ``None`` for ``unknown``.
+            inputs feeding the consuming op, e.g. ``pos_enc``), ``attention`` (bound to an ``msa`` node), or
+            ``free`` (owned by no layer type of :mod:`archspace.primitives`: decided where the forward pass first
+            combines it with activations, see :data:`archspace.primitives.FREE_PARAM_PRIMITIVES`).
+        primitive: primitive of its node, ``None`` for ``free``.
         key: nodes are shared by parameters with the same key (a norm layer's weight and bias).
         module_type: class name of the owning module.
         shape: shape of the node's main parameter.
@@ -177,26 +199,20 @@ def param_rules(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = 
 def _rule(name: str, local: str, mod_name: str, module: nn.Module, primitive: str | None,
           shape: tuple[int, ...]) -> ParamRule:
     mtype = type(module).__name__
-    if primitive in _CONV_LIKE and local in ("weight", "bias"):
-        return ParamRule(name, local, primitive if local == "weight" else "bias", name, mtype, shape)
+    if primitive == "msa" and local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        return ParamRule(name, "weight", "conv", name, mtype, shape)
+    if primitive == "msa" and local == "in_proj_bias":
+        return ParamRule(name, "bias", "bias", name, mtype, shape)
+    if primitive in _CONV_LIKE and local.startswith(("weight", "bias")):  # also an LSTM's weight_ih_l0, bias_hh_l0
+        kind = "weight" if local.startswith("weight") else "bias"
+        return ParamRule(name, kind, primitive if kind == "weight" else "bias", name, mtype, shape)
     if primitive in _NORMS and local in ("weight", "bias"):
         main = getattr(module, "weight", None)
         main_shape = tuple(main.shape) if isinstance(main, torch.Tensor) else shape
         return ParamRule(name, "norm", primitive, f"{mod_name}#norm", mtype, main_shape)
     if primitive == "pos_enc":
         return ParamRule(name, "source", "pos_enc", name, mtype, shape)
-    if primitive == "msa" and local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
-        return ParamRule(name, "weight", "conv", name, mtype, shape)
-    if primitive == "msa" and local == "in_proj_bias":
-        return ParamRule(name, "bias", "bias", name, mtype, shape)
-    free = PARAM_PRIMITIVES.get(local)
-    if free == "pos_enc":
-        return ParamRule(name, "source", free, name, mtype, shape)
-    if free in ("msa", "cse"):
-        return ParamRule(name, "attach", free, name, mtype, shape)
-    if free is not None:
-        return ParamRule(name, "chain", free, name, mtype, shape)
-    return ParamRule(name, "unknown", None, name, mtype, shape)
+    return ParamRule(name, "free", None, name, mtype, shape)
 
 
 @dataclass
@@ -205,8 +221,6 @@ class _Unit:
     name: str
     start: int
     node: int | None = None
-    absorbed: bool = False  # msa: whether the product of the attention with the values joined the msa node
-    attached: list[str] = field(default_factory=list)
 
 
 def _leaves(obj: Any) -> list[torch.Tensor]:
@@ -244,6 +258,10 @@ class _Tracer(TorchFunctionMode):
         self.unsupported: dict[str, str] = {}
         self.modules: list[str] = []
         self.units: list[_Unit] = []
+        self.free: dict[str, ParamRule] = {}  # free parameters: the rule decided at their first use
+        # attention nodes still open: node id -> whether it is already ``msa`` (after the softmax) rather than a
+        # score map waiting for one
+        self.open: dict[int, bool] = {}
 
     # ---------------------------------------------------------------- bookkeeping
     def _set(self, tensors: list[torch.Tensor], value: int | tuple[str, ...]) -> None:
@@ -272,30 +290,43 @@ class _Tracer(TorchFunctionMode):
             node.params.append(rule.name)
         return idx
 
-    def _chain(self, params: list[str], preds: list[int]) -> tuple[list[int], bool]:
+    def _chain(self, params: list[str], preds: list[int], op: tuple[str, tuple, dict] | None = None
+               ) -> tuple[list[int], bool]:
         """Make the nodes of ``params`` consumed by an op whose activation inputs come from ``preds``.
+
+        Args:
+            params: names of the parameters the op reads (directly or through tensors computed from them).
+            preds: producers of its activation inputs.
+            op: ``(name, args, kwargs)`` of the op, to decide the free parameters met for the first time.
 
         Returns:
             The op's producers: ``[last layer node]`` and ``True`` when a layer node was made, else ``preds`` plus
             the source nodes (``pos_enc``) feeding the op, and ``False``.
         """
-        sources, chain = [], []
+        sources, chain, free = [], [], []
         for name in params:
             rule = self.rules.get(name)
             if rule is None:
                 continue
+            if rule.kind == "free":
+                rule = self.free.get(name)
+                if rule is None:
+                    free.append(name)
+                    continue
+                if rule.kind != "source":
+                    # Bound at its first use. Later uses are often other slices of it (four gates in one tensor)
+                    # or a scale shared by several heads: linking them all to one node would make cycles.
+                    continue
             if rule.kind == "source":
                 sources.append(self._param_node(rule, []))
-            elif rule.kind == "attach":
-                unit = next((u for u in reversed(self.units) if u.primitive == rule.primitive), None)
-                if unit is None:
-                    self.unsupported[name] = rule.module_type
-                elif name not in unit.attached:
-                    unit.attached.append(name)
-            elif rule.kind == "unknown":
-                self.unsupported[name] = rule.module_type
             else:
                 chain.append(rule)
+        if free:
+            for rule in self._decide_free(free, op):
+                if rule.kind == "source":
+                    sources.append(self._param_node(rule, []))
+                else:
+                    chain.append(rule)
         if not chain:
             return preds + [s for s in sources if s not in preds], False
         chain.sort(key=lambda r: r.kind == "bias")  # weight (or norm) first, then its bias
@@ -305,6 +336,142 @@ class _Tracer(TorchFunctionMode):
             if node != last:
                 current, last = [node], node
         return current, True
+
+    def _decide_free(self, free: list[str], op: tuple[str, tuple, dict] | None) -> list[ParamRule]:
+        """Rules for free parameters met for the first time, from the op that reads them and the tensor each
+        arrives in (:data:`archspace.primitives.FREE_PARAM_PRIMITIVES`); remembered for their later uses.
+        Parameters that no rule covers are recorded as unsupported."""
+        name, args, kwargs = op if op is not None else ("", (), {})
+        role = FREE_PARAM_PRIMITIVES.get(name)
+        todo = dict.fromkeys(free)
+        out: list[ParamRule] = []
+        group: str | None = None  # ln/bn: one node for all free parameters of the op
+        for t in _leaves(args) + _leaves(kwargs):
+            value = self.values.get(id(t))
+            if type(value) is not tuple:
+                continue
+            names = [n for n in value if n in todo]
+            if not names:
+                continue
+            for n in names:
+                del todo[n]
+            first = self.rules[names[0]]
+            layer = next((self.rules[n] for n in value if self.rules[n].kind not in ("free", "source")), None)
+            if layer is not None:  # computed together with a layer's weight (a gain): part of that node
+                kind, prim, key, shape = layer.kind, layer.primitive, layer.key, layer.shape
+            elif role is None:
+                for n in names:
+                    self.unsupported[n] = self.rules[n].module_type
+                continue
+            elif role == "pos_enc" or role == "sum" and sum(s > 1 for s in t.shape) > 1:
+                out += [self._remember(n, "source", "pos_enc", n, self.rules[n].shape) for n in names]
+                continue
+            elif role in ("sum", "conv") and (role == "sum" or t.dim() < 2):
+                kind, prim, key, shape = "bias", "bias", f"free#{first.name}", first.shape
+            elif role == "conv":
+                kind, prim, key, shape = "weight", "conv", f"free#{first.name}", first.shape
+            else:
+                group = group or first.name
+                kind, prim, key, shape = "chain", role, f"free#{group}", self.rules[group].shape
+            out += [self._remember(n, kind, prim, key, shape) for n in names]
+        for n in todo:  # not found among the operands (nested in an unusual container)
+            self.unsupported[n] = self.rules[n].module_type
+        return out
+
+    def _remember(self, name: str, kind: str, primitive: str | None, key: str, shape: tuple[int, ...]) -> ParamRule:
+        rule = ParamRule(name, kind, primitive, key, self.rules[name].module_type, shape)
+        self.free[name] = rule
+        return rule
+
+    # ---------------------------------------------------------------- attention
+    def _attention_inputs(self, params: list[str], preds: list[int]) -> tuple[list[int], list[str]]:
+        """Parameters that enter an attention score map (or the mask of a fused attention).
+
+        Layers among them (a small MLP on relative coordinates) get their nodes, fed by the attention's inputs
+        ``preds``; free parameters (relative-position tables, attention biases, temperatures, gates) are bound to
+        the ``msa`` node itself.
+
+        Returns:
+            The producers to add to the attention node's inputs, and the free parameters to bind to it.
+        """
+        layers, bind = [], []
+        for name in params:
+            rule = self.rules.get(name)
+            if rule is None:
+                continue
+            if rule.kind == "free":
+                if name not in self.free:
+                    bind.append(name)
+            else:
+                layers.append(name)
+        extra = []
+        if layers:
+            producers, made = self._chain(layers, list(preds))
+            extra = producers if made else [p for p in producers if p not in preds]
+        return extra, bind
+
+    def _bind_to_attention(self, node_id: int, names: list[str]) -> None:
+        node = self.nodes[node_id]
+        for name in names:
+            self._remember(name, "attention", "msa", f"attention#{node_id}", self.rules[name].shape)
+            node.params.append(name)
+        if names and not node.shape:
+            node.shape = self.rules[names[0]].shape
+
+    def _fused_attention(self, acts: list[int], params: list[str]) -> int:
+        """``scaled_dot_product_attention``: one ``msa`` node fed by the producers of ``q``, ``k``, ``v`` (and of
+        an additive mask computed from activations); parameters in the mask are bound to it."""
+        extra, bind = self._attention_inputs(params, acts) if params else ([], [])
+        node = self._new("msa", acts + [e for e in extra if e not in acts], self._label("msa"))
+        self._bind_to_attention(node, bind)
+        return node
+
+    def _attention_step(self, name: str, attn: int, acts: list[int], params: list[str], n_acts: int,
+                        outs: list[torch.Tensor]) -> bool:
+        """An op reading the open attention node ``attn``; returns whether it was handled here.
+
+        Scaling, masks, biases, reshapes and dropout stay in the node (their parameters are bound to it, and
+        activations computed since it opened, such as relative-position logits of ``q``, become its inputs); the
+        softmax of a score map makes it ``msa``; the product of the ``msa`` weights with another activation (the
+        values) joins it and closes it; a layer op, or an activation from before the attention (a residual), closes
+        it.
+        """
+        node = self.nodes[attn]
+        is_msa = self.open[attn]
+        if name in ATTENTION_PRODUCTS and n_acts >= 2:
+            if not is_msa:  # a product of the scores with another activation (k^T v of linear attention)
+                self._close(attn)
+                return False
+            del self.open[attn]
+            node.preds.extend(a for a in acts if a != attn and a not in node.preds)
+            self._set(outs, attn)
+            return True
+        if name in ATTENTION_NORMALISERS:
+            if not is_msa:
+                node.primitive, node.label = "msa", self._label("msa")
+                self.open[attn] = True
+            self._set(outs, attn)
+            return True
+        if name in _LAYER_OPS or any(a < attn for a in acts):
+            # a layer reads the map, or it meets an activation from before the attention (a residual): it ends
+            self._close(attn)
+            return False
+        if params:
+            extra, bind = self._attention_inputs(params, [p for p in node.preds if p != attn])
+            node.preds.extend(e for e in extra if e != attn and e not in node.preds)
+            self._bind_to_attention(attn, bind)
+        node.preds.extend(a for a in acts if a != attn and a not in node.preds)
+        self._set(outs, attn)
+        return True
+
+    def _close(self, attn: int) -> None:
+        """End an attention region without the softmax-and-values pattern. A score map that bound parameters
+        (a learned temperature or bias on a product of activations) is kept as ``msa``; one without stays a join
+        of its inputs (linear or factorised attention, a Gram matrix)."""
+        del self.open[attn]
+        node = self.nodes[attn]
+        if node.primitive is None and node.params:
+            node.primitive = "msa"
 
     # ---------------------------------------------------------------- module hooks
     def pre_hook(self, module: nn.Module, args: Any) -> None:
@@ -335,17 +502,11 @@ class _Tracer(TorchFunctionMode):
             else:  # the unit's output comes straight from a layer: add the unit node after it
                 unit.node = self._new(unit.primitive, [value], f"{unit.name}:{unit.primitive}")
                 self._set([t for t in leaves if self.values.get(id(t)) == value], unit.node)
-        if unit.attached:
-            if unit.node is None:
-                for name in unit.attached:
-                    self.unsupported[name] = self.rules[name].module_type
-            else:
-                node = self.nodes[unit.node]
-                for name in unit.attached:
-                    if name not in node.params:
-                        node.params.append(name)
-                if not node.shape:
-                    node.shape = self.rules[unit.attached[0]].shape
+
+    def finish(self) -> None:
+        """Close the attention regions still open at the end of the pass (see :meth:`_close`)."""
+        for attn in list(self.open):
+            self._close(attn)
 
     # ---------------------------------------------------------------- torch functions
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -375,7 +536,10 @@ class _Tracer(TorchFunctionMode):
             return out
         acts: list[int] = []
         params: list[str] = []
+        n_acts = 0  # activation operands, counted with repeats (q and k of one projection share a producer)
         values = self.values
+        if name in _FIRST_ARG_ONLY:
+            args, kwargs = args[:1], {}
         for a in (*args, *kwargs.values()) if kwargs else args:
             if isinstance(a, torch.Tensor):
                 tensors: Any = (a,)
@@ -388,6 +552,7 @@ class _Tracer(TorchFunctionMode):
                 if v is None:
                     continue
                 if type(v) is int:  # made by node v
+                    n_acts += 1
                     if v not in acts:
                         acts.append(v)
                 else:  # parameter names
@@ -396,19 +561,23 @@ class _Tracer(TorchFunctionMode):
             if params:  # computed from parameters only (e.g. a transposed weight): follow it to its consumer
                 self._set(outs, tuple(params))
             return out
+        if self.open:
+            attn = max((a for a in acts if a in self.open), default=None)
+            if attn is not None and self._attention_step(name, attn, acts, params, n_acts, outs):
+                return out
+        if name in _FUSED_ATTENTION:
+            self._set(outs, self._fused_attention(acts, params))
+            return out
         if params:
-            producers, made_layer = self._chain(params, acts)
+            producers, made_layer = self._chain(params, acts, (name, args, kwargs))
             if made_layer:
                 self._set(outs, producers[0])
                 return out
             acts = producers
-        unit = self.units[-1] if self.units else None
-        if unit is not None and unit.primitive == "msa" and unit.node in acts and len(acts) > 1 and not unit.absorbed:
-            # softmax(q k^T) times v: the msa node stands for the whole attention, as the reference's does
-            unit.absorbed = True
-            node = self.nodes[unit.node]
-            node.preds.extend(a for a in acts if a < unit.node and a not in node.preds)
-            self._set(outs, unit.node)
+        if n_acts >= 2 and name in ATTENTION_PRODUCTS:  # q k^T: a score map, open until softmax and values
+            node = self._new(None, acts, self._label(name))
+            self.open[node] = False
+            self._set(outs, node)
             return out
         primitive, shape = self._op_primitive(name, args, kwargs)
         if primitive is None or primitive in ("sum", "concat"):
@@ -416,8 +585,6 @@ class _Tracer(TorchFunctionMode):
                 self._set(outs, acts[0])
                 return out
         node = self._new(primitive, acts, self._label(primitive or name), shape)
-        if primitive == "msa" and self.units and self.units[-1].primitive == "msa" and self.units[-1].node is None:
-            self.units[-1].node = node
         self._set(outs, node)
         return out
 
@@ -425,8 +592,6 @@ class _Tracer(TorchFunctionMode):
         unit = self.units[-1] if self.units else None
         if unit is not None and unit.primitive == "cse":
             return None, ()  # everything inside a squeeze-excitation collapses into its cse node
-        if unit is not None and unit.primitive == "msa" and name == "softmax" and unit.node is None:
-            return "msa", ()
         primitive = FUNCTION_PRIMITIVES.get(name)
         if primitive == "glob_avg" and name == "mean" and not _is_spatial_mean(args, kwargs):
             return None, ()
@@ -465,10 +630,7 @@ class _Tracer(TorchFunctionMode):
             current = self._chain(params("in_proj_weight"), qkv)[0]
         current = self._chain(params("in_proj_bias"), current)[0]
         msa = self._new("msa", current, self._label("msa"))
-        for key in ("bias_k", "bias_v"):
-            for p in params(key):
-                self.nodes[msa].params.append(p)
-                self.nodes[msa].shape = self.nodes[msa].shape or self.rules[p].shape
+        self._bind_to_attention(msa, [p for key in ("bias_k", "bias_v") for p in params(key) if p not in self.free])
         current = self._chain(params("out_proj_weight") + params("out_proj_bias"), [msa])[0]
         self._set(outs, current[0])
 
@@ -594,19 +756,50 @@ def _run(model: nn.Module, modules: list[tuple[str, nn.Module]], input_shape: tu
     for n, t in params.items():
         tracer._set([t], (n,))
     tracer._set([x], 0)
+    caches = _caches(modules, rules)
     pre = nn.modules.module.register_module_forward_pre_hook(tracer.pre_hook)
     post = nn.modules.module.register_module_forward_hook(tracer.post_hook)
     try:
         with torch.no_grad(), tracer:
             out = model(x)
+        tracer.finish()
     finally:
         pre.remove()
         post.remove()
         for store, key, t in reversed(swapped):
             store[key] = t
+        _drop_new_entries(caches, tracer.values)
     y = _first_tensor(out)
     value = tracer.values.get(id(y)) if y is not None else None
     if type(value) is not int or value == 0 and len(tracer.nodes) == 1:
         raise DisconnectedOutputError(f"to_graph: the output of {type(model).__name__} does not depend on its input "
                                       "through any operation; nothing to build a graph from")
+    last = tracer.nodes[value]
+    if last.primitive is None and len(last.preds) > 1:  # heads averaged (torch.stack(...).mean(0)): one sum node
+        last.primitive, last.label = "sum", "output:sum"
     return Capture(tracer.nodes, value, tracer.unsupported, "meta" if meta else str(x.device), rules)
+
+
+def _caches(modules: list[tuple[str, nn.Module]], rules: dict[str, ParamRule]) -> list[tuple[dict, set]]:
+    """The dict attributes of the modules that own free parameters, with their keys before the pass.
+
+    Such modules may cache tensors computed from their parameters in eval mode, keyed by device (LeViT's and
+    EfficientFormer's ``attention_bias_cache``): an entry made during the pass would hold a meta tensor and hide the
+    parameter from every later capture, so :func:`_drop_new_entries` removes it again.
+    """
+    owners = {name.rpartition(".")[0] for name, rule in rules.items() if rule.kind == "free"}
+    if not owners:
+        return []
+    out = []
+    for mod_name, m in modules:
+        if mod_name in owners:
+            out += [(v, set(v)) for k, v in vars(m).items() if type(v) is dict and not k.startswith("_")]
+    return out
+
+
+def _drop_new_entries(caches: list[tuple[dict, set]], values: dict[int, Any]) -> None:
+    """Remove the cache entries added during the pass that hold tensors the pass computed (see :func:`_caches`)."""
+    for cache, before in caches:
+        for key in [k for k in cache if k not in before]:
+            if any(id(t) in values for t in _leaves(cache[key])):
+                del cache[key]

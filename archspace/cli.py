@@ -50,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("graph", help="print the computational graph of a network",
                        description="Print the GHN-2 computational graph of a network. " + SPEC_HELP + ".")
-    g.add_argument("model", help="torchvision:NAME, deepnets:SPLIT/INDEX or package.module:callable")
+    g.add_argument("model", help="torchvision:NAME, timm:NAME, deepnets:SPLIT/INDEX or package.module:callable")
     g.add_argument("--input-size", type=_positive_int, default=None,
-                   help="square image size H (default: 32 with --small-input or for deepnets, else 224)")
+                   help="square image size H (default: 32 with --small-input or for deepnets, else the size the "
+                        "model declares, e.g. a timm model's default configuration, else 224)")
     g.add_argument("--small-input", action="store_true",
                    help="apply the CIFAR recipe (3x3 stride-1 stem, no stem max-pool) before building the graph")
     g.add_argument("--ve-cutoff", type=_positive_int, default=50,
@@ -99,8 +100,9 @@ def _graph(args: argparse.Namespace) -> int:
 
         check_plot_path(args.plot)
     small = args.small_input or args.model.startswith("deepnets:")
-    size = args.input_size or (32 if small else 224)
-    model = load_model(args.model, num_classes=args.num_classes, small_input=args.small_input, image_size=size)
+    model = load_model(args.model, num_classes=args.num_classes, small_input=args.small_input,
+                       image_size=args.input_size or (32 if small else 224))
+    size = args.input_size or (32 if small else getattr(model, "expected_input_sz", 224))
     start = time.perf_counter()
     try:
         graph = to_graph(model, size, ve_cutoff=args.ve_cutoff)

@@ -9,6 +9,7 @@ clause at each entry point covers them all.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -55,3 +56,31 @@ def run_cli(prog: str, fn: Callable[[], int | None], debug: bool = False) -> int
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors (unknown option, bad choice, a value of the wrong type) raise
+    :class:`UsageError`, so that :func:`run_cli` reports them like every other bad input: one line, exit status 2,
+    instead of a usage block. Subcommand parsers made with ``add_subparsers`` inherit the class.
+
+    Parse inside the body given to :func:`run_cli`.
+    """
+
+    def error(self, message: str):
+        """Raise the argparse message as a :class:`UsageError` pointing to ``--help``."""
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type of an option that takes an integer >= 1 (widths, sizes, steps, thread counts).
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not an integer >= 1 (argparse names the option).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

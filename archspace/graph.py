@@ -15,12 +15,17 @@ Where the reference is silent or breaks, the choices made here:
 - a conv bias is a node *in* the data path (weight -> bias -> next op), as the reference does for linear layers
   (its conv biases are dead ends that fail its own connectivity check);
 - attention: ``nn.MultiheadAttention`` gives in-projection weight and bias, an ``msa`` node, out-projection weight
-  and bias; attention modules in :data:`archspace.primitives.UNIT_PRIMITIVES` (Swin, MaxViT) give their linear
-  layers plus one ``msa`` node standing for ``softmax(q k^T) v``, which also owns their relative-position tables;
+  and bias; ``scaled_dot_product_attention`` and the explicit ``softmax(q k^T) v`` (Swin, MaxViT, timm's ViTs,
+  LeViT, ...) give one ``msa`` node between the projections, which also owns the parameters added to or
+  multiplied with the scores (relative-position tables, attention biases, temperatures; see
+  :mod:`archspace.capture`);
 - squeeze-excitation modules give their two conv/linear layers plus one ``cse`` node for the gating product (the
   pooling inside is absorbed, like the reference's DeepNets ``cse``);
-- ``pos_enc`` parameters (ViT class token and position embedding, ``archspace.ops.PosEnc``) are source nodes
-  feeding the ``concat``/``sum`` that consumes them; ConvNeXt's ``layer_scale`` is an ``ln`` node in the path;
+- parameters of no layer type are bound where they are used
+  (:data:`archspace.primitives.FREE_PARAM_PRIMITIVES`): class tokens and position embeddings (ViT, timm) are
+  ``pos_enc`` source nodes feeding the ``concat``/``sum`` that consumes them, as are ``archspace.ops.PosEnc``
+  parameters; layer scales (ConvNeXt's ``layer_scale``/``gamma``) are ``ln`` nodes in the path;
+- when the output averages several heads (``torch.stack(heads).mean(0)``) it is one ``sum`` node;
 - ``mean`` over the two spatial dims of a feature map is ``glob_avg`` (the reference required ``keepdim=True``);
 - pooling nodes carry their kernel as ``param_shape = (1, 1, kh, kw)`` with ``param_ndim = 0``, the reference's
   shape feature for them;
@@ -136,11 +141,15 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
     nodes = cap.nodes
     n_raw = len(nodes)
     kept = [n.primitive is not None for n in nodes]
-    # A dropped op becomes the set of kept nodes feeding it; its preds were all made before it, so one pass works.
-    expand: list[list[int]] = [[] for _ in range(n_raw)]
+    # A dropped op becomes the set of kept nodes feeding it. Its preds were made before it (one pass in creation
+    # order works) except where an attention node gained inputs after it was made: those are expanded first.
+    expand: list[list[int] | None] = [None] * n_raw
     for i, node in enumerate(nodes):
-        if not kept[i]:
-            expand[i] = _union(kept, expand, node.preds)
+        if not kept[i] and expand[i] is None:
+            if any(p > i and not kept[p] for p in node.preds):
+                _expand_depth_first(i, nodes, kept, expand)
+            else:
+                expand[i] = _union(kept, expand, node.preds)
     preds = [_union(kept, expand, n.preds) if kept[i] else [] for i, n in enumerate(nodes)]
     sinks = [cap.output] if kept[cap.output] else expand[cap.output]
 
@@ -184,17 +193,34 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
     )
 
 
-def _union(kept: list[bool], expand: list[list[int]], preds: list[int]) -> list[int]:
+def _union(kept: list[bool], expand: list, preds: list[int]) -> list[int]:
     out: list[int] = []
     for p in preds:
         if kept[p]:
             if p not in out:
                 out.append(p)
         else:
-            for q in expand[p]:
+            for q in expand[p] or ():
                 if q not in out:
                     out.append(q)
     return out
+
+
+def _expand_depth_first(start: int, nodes, kept: list[bool], expand: list) -> None:
+    """Fill ``expand`` for the dropped node ``start`` after the dropped nodes it reads (an edge back to a node on
+    the stack, a cycle, is ignored)."""
+    stack, on_stack = [start], {start}
+    while stack:
+        v = stack[-1]
+        waiting = [p for p in nodes[v].preds if not kept[p] and expand[p] is None and p not in on_stack]
+        if waiting:
+            stack.extend(waiting)
+            on_stack.update(waiting)
+            continue
+        stack.pop()
+        on_stack.discard(v)
+        if expand[v] is None:
+            expand[v] = _union(kept, expand, nodes[v].preds)
 
 
 def _order_nodes(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:

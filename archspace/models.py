@@ -1,9 +1,12 @@
 """Model specs: name a network in a short string, check the name, build the network. The one spec parser.
 
-Three spellings, shared by ``archspace graph``, ``ghn predict`` and ``ghn rank``:
+Four spellings, shared by ``archspace graph``, ``ghn predict``, ``ghn rank``, ``ghn finetune`` and ``ghn-eval``:
 
 - ``torchvision:NAME`` -- a torchvision classification model built with ``weights=None`` (nothing is downloaded),
   e.g. ``torchvision:resnet50``;
+- ``timm:NAME`` -- a model of PyTorch Image Models (Wightman, ``timm``; an optional extra:
+  ``pip install 'ghn-archspace[timm]'``) built with ``pretrained=False`` (nothing is downloaded), e.g.
+  ``timm:convnext_atto``; it declares the input size of its default configuration as ``expected_input_sz``;
 - ``deepnets:SPLIT/INDEX`` -- net ``INDEX`` of a DeepNets-1M split (Knyazev et al., NeurIPS 2021, Sec. 3), e.g.
   ``deepnets:test/0`` (:func:`archspace.sampler.get_net`);
 - ``package.module:callable`` -- any importable callable returning an ``nn.Module``; it receives
@@ -26,11 +29,15 @@ import torch.nn as nn
 
 from .errors import UsageError
 
-SPEC_HELP = ("spell a model as torchvision:NAME (e.g. torchvision:resnet50), deepnets:SPLIT/INDEX (e.g. "
-             "deepnets:test/0) or package.module:callable (e.g. mypkg.nets:build_net)")
+SPEC_HELP = ("spell a model as torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:convnext_atto), "
+             "deepnets:SPLIT/INDEX (e.g. deepnets:test/0) or package.module:callable (e.g. mypkg.nets:build_net)")
 #: Where a user finds the torchvision names (the hint when no name is close).
 TORCHVISION_LISTING = "list the names with: python -c 'import torchvision; print(torchvision.models.list_models())'"
-_SCHEMES = ("torchvision", "deepnets")
+#: Where a user finds the timm names.
+TIMM_LISTING = "list the names with: python -c 'import timm; print(timm.list_models())'"
+#: How to install the optional timm extra.
+TIMM_INSTALL = "pip install 'ghn-archspace[timm]'"
+_SCHEMES = ("torchvision", "timm", "deepnets")
 
 
 class ModelSpecError(UsageError):
@@ -42,8 +49,8 @@ class ModelSpec:
     """A parsed, checked model spec (from :func:`check_spec`).
 
     Attributes:
-        kind: ``"torchvision"``, ``"deepnets"`` or ``"callable"``.
-        name: the torchvision model name, the DeepNets-1M split, or the module of the callable.
+        kind: ``"torchvision"``, ``"timm"``, ``"deepnets"`` or ``"callable"``.
+        name: the torchvision or timm model name, the DeepNets-1M split, or the module of the callable.
         index: the net's index in the split (``deepnets`` only).
         attr: the callable's name in its module (``callable`` only).
     """
@@ -86,18 +93,32 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def import_timm():
+    """The ``timm`` module, an optional dependency.
+
+    Raises:
+        ModelSpecError: timm is not installed; the message names the extra that installs it.
+    """
+    try:
+        import timm
+    except ImportError as error:
+        raise ModelSpecError(f"timm models need timm: {TIMM_INSTALL}") from error
+    return timm
+
+
 def check_spec(spec: str) -> ModelSpec:
-    """Check a model spec without building the model: the torchvision name exists, the DeepNets-1M split exists
-    and holds the index, the module imports and has the callable.
+    """Check a model spec without building the model: the torchvision or timm name exists, the DeepNets-1M split
+    exists and holds the index, the module imports and has the callable.
 
     Args:
-        spec: ``torchvision:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
+        spec: ``torchvision:NAME``, ``timm:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
 
     Returns:
         The parsed :class:`ModelSpec`.
 
     Raises:
-        ModelSpecError: malformed spec or unknown name; the message says how to spell one and suggests close names.
+        ModelSpecError: malformed spec, unknown name, or ``timm:NAME`` without timm installed; the message says how
+            to spell one and suggests close names (or how to install timm).
     """
     if not isinstance(spec, str) or ":" not in spec:
         hint = suggest(spec, torchvision_names(), listing="", prefix="torchvision:") if isinstance(spec, str) else ""
@@ -110,11 +131,23 @@ def check_spec(spec: str) -> ModelSpec:
             raise ModelSpecError(f"unknown torchvision model {name!r}"
                                  + suggest(name, torchvision_names(), TORCHVISION_LISTING))
         return ModelSpec("torchvision", name)
+    if kind == "timm":
+        return _check_timm(name)
     if kind == "deepnets":
         return _check_deepnets(name)
     if not all(part.isidentifier() for part in kind.split(".")):
         raise ModelSpecError(f"cannot parse model {spec!r}: {SPEC_HELP}")
     return _check_callable(kind, name)
+
+
+def _check_timm(name: str) -> ModelSpec:
+    try:
+        timm = import_timm()
+    except ModelSpecError:
+        raise ModelSpecError(f"timm:{name} needs timm: {TIMM_INSTALL}") from None
+    if not timm.is_model(name):  # also accepts NAME.TAG (a pretrained configuration's tag; never downloaded)
+        raise ModelSpecError(f"unknown timm model {name!r}" + suggest(name, timm.list_models(), TIMM_LISTING))
+    return ModelSpec("timm", name)
 
 
 def _check_deepnets(name: str) -> ModelSpec:
@@ -150,18 +183,18 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
     """Build the network named by ``spec`` (see the module docstring for the spellings), after :func:`check_spec`.
 
     Args:
-        spec: ``torchvision:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
+        spec: ``torchvision:NAME``, ``timm:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
         num_classes: size of the classifier.
         small_input: apply :func:`archspace.adapt_small_input` (the CIFAR recipe for 32x32 images).
-        image_size: image size of DeepNets-1M nets (default 32).
+        image_size: image size of DeepNets-1M nets (default 32); other models are built at their own size.
         width: base width ``C`` of DeepNets-1M nets (default: the genotype's); ignored by other models.
 
     Returns:
         The model, with fresh (not pretrained) parameters.
 
     Raises:
-        ModelSpecError: malformed spec, unknown name, non-positive ``num_classes``/``image_size``/``width``, or a
-            callable that returns no ``nn.Module``.
+        ModelSpecError: malformed spec, unknown name, non-positive ``num_classes``/``image_size``/``width``, a
+            callable that returns no ``nn.Module``, or ``timm:NAME`` without timm installed.
         UsageError: ``small_input`` for a family without a small-input recipe.
     """
     for what, value in (("num_classes", num_classes), ("image_size", image_size), ("width", width)):
@@ -172,6 +205,10 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
         import torchvision
 
         model = torchvision.models.get_model(parsed.name, weights=None, num_classes=num_classes)
+    elif parsed.kind == "timm":
+        model = import_timm().create_model(parsed.name, pretrained=False, num_classes=num_classes)
+        # the input size of its default configuration, the size to trace it at (as DeepNets-1M nets declare theirs)
+        model.expected_input_sz = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     elif parsed.kind == "deepnets":
         from .sampler import get_net
 

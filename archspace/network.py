@@ -26,6 +26,9 @@ from .ops import OPS, FactorizedReduce, PosEnc, ReLUConvBN, Stride, norm_layer, 
 #: 16x16 ViT patches); smaller inputs get the CIFAR stem.
 IMAGENET_MIN_SIZE: int = 128
 
+#: The narrowest channel width a DeepNets-1M net can be built at (half of it must be a whole channel).
+MIN_WIDTH = 2
+
 
 def _down(size: int, stride: int) -> int:
     """Output size of a 'same'-padded op with this stride: ``ceil(size / stride)``."""
@@ -139,8 +142,8 @@ def plan_network(genotype: Genotype, num_classes: int = 10, image_size: int = 32
     if num_classes < 1 or image_size < 1:
         raise UsageError(f"num_classes and image_size must be positive, got {num_classes}, {image_size}")
     C = genotype.C if width is None else int(width)
-    if C < 2:
-        raise UsageError(f"width must be at least 2, got {width}")
+    if C < MIN_WIDTH:
+        raise UsageError(f"width must be at least {MIN_WIDTH}, got {width}")
     g = genotype
     imagenet = image_size >= IMAGENET_MIN_SIZE
     is_vit = g.is_vit

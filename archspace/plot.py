@@ -165,10 +165,28 @@ def plot_graph(graph: ArchGraph, path: str | Path | None = None, title: str | No
     ax.axis("off")
     fig.tight_layout()
     if path is not None:
-        with atomic_path(path) as tmp:  # a reader never sees half an image
-            fig.savefig(tmp, format=Path(path).suffix.lower().lstrip("."), dpi=dpi, facecolor="white")
-        plt.close(fig)
+        save_figure(fig, path, dpi=dpi, facecolor="white")
     return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path, **savefig_kwargs) -> str:
+    """Save a matplotlib figure atomically (a reader never sees half an image) and close it; the extension picks
+    the format (check it first with :func:`check_plot_path`). The one figure saver of the project.
+
+    Args:
+        fig: the figure.
+        path: destination; its folder is created if missing.
+        savefig_kwargs: passed to ``Figure.savefig`` (``dpi``, ``bbox_inches``, ...).
+
+    Returns:
+        ``path`` as a string.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lower().lstrip(".") or "png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return str(path)
 
 
 def _short(name: str, width: int = 32) -> str:

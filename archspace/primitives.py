@@ -34,8 +34,10 @@ NUM_PRIMITIVES: int = len(PRIMITIVES)
 #: Primitive name -> id.
 PRIMITIVE_ID: dict[str, int] = {name: i for i, name in enumerate(PRIMITIVES)}
 
-#: Module types whose *weight* becomes a node of the given primitive. Conv-like weights are refined by
-#: :func:`conv_primitive` (grouped -> ``sep_conv``/``dil_conv``). Subclasses are matched through the MRO.
+#: Module types whose *weight* becomes a node of the given primitive (for conv-like primitives every ``weight*``
+#: parameter, e.g. the ``weight_ih_l0`` and ``weight_hh_l0`` of recurrent layers, and every ``bias*`` a ``bias``
+#: node). Conv-like weights are refined by :func:`conv_primitive` (grouped -> ``sep_conv``/``dil_conv``). Subclasses
+#: are matched through the MRO.
 MODULE_PRIMITIVES: dict[type[nn.Module], str] = {
     nn.Conv1d: "conv",
     nn.Conv2d: "conv",
@@ -54,6 +56,7 @@ MODULE_PRIMITIVES: dict[type[nn.Module], str] = {
     nn.InstanceNorm2d: "ln",
     nn.InstanceNorm3d: "ln",
     nn.MultiheadAttention: "msa",
+    nn.RNNBase: "conv",  # LSTM, GRU, RNN: every weight_* a conv node, every bias_* a bias node
     nn.MaxPool1d: "max_pool",
     nn.MaxPool2d: "max_pool",
     nn.AdaptiveMaxPool2d: "max_pool",
@@ -94,33 +97,79 @@ MODULE_NAME_PRIMITIVES: dict[str, str] = {
 
 #: Module classes, by qualified name, that become one *unit* node of the given primitive: their linear/conv
 #: layers still give ``conv``/``bias`` nodes, but their parameter-free ops collapse into a single ``cse`` node (the
-#: gating product) or ``msa`` node (the attention softmax), as the reference graphs show them.
+#: gating product), as the reference graphs show squeeze-excitation. Attention needs no entry here: the capture
+#: recognises it from the operations themselves (see :data:`ATTENTION_PRODUCTS`).
 UNIT_PRIMITIVES: dict[str, str] = {
     "archspace.ops.ChannelSE": "cse",
     "torchvision.ops.misc.SqueezeExcitation": "cse",
     "timm.layers.squeeze_excite.SEModule": "cse",
-    "torchvision.models.swin_transformer.ShiftedWindowAttention": "msa",
-    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": "msa",
-    "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": "msa",
-    "timm.models.vision_transformer.Attention": "msa",
 }
 
-#: Parameters that are not the ``weight``/``bias`` of a layer in the tables above, by attribute name. ``pos_enc``
-#: parameters become source nodes feeding the op that consumes them (ViT class token and position embedding, as
-#: the reference's ``PosEnc``); ``msa``/``cse`` parameters are bound to the unit node of the module that owns them
-#: (Swin's relative position bias table); any other primitive gives a node in the data path (ConvNeXt's per-channel
-#: ``layer_scale`` acts as a norm-layer scale, ``ln``).
-PARAM_PRIMITIVES: dict[str, str] = {
-    "class_token": "pos_enc",
-    "cls_token": "pos_enc",
-    "dist_token": "pos_enc",
-    "pos_embedding": "pos_enc",
-    "pos_embed": "pos_enc",
-    "layer_scale": "ln",
-    "relative_position_bias_table": "msa",
-    "logit_scale": "msa",
-    "bias_k": "msa",
-    "bias_v": "msa",
+#: Products of two tensors. A product of two activations starts an attention score map ``q k^T``; an ``msa`` node
+#: is made when :data:`ATTENTION_NORMALISERS` is applied to it, and the product of that node with the values ``v``
+#: joins it (the explicit ``softmax(q k^T / sqrt(d)) v`` of Vaswani et al., 2017, Sec. 3.2.1). The fused
+#: ``scaled_dot_product_attention`` is ``msa`` in :data:`FUNCTION_PRIMITIVES`.
+ATTENTION_PRODUCTS: frozenset[str] = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum"})
+
+#: Functions that turn an attention score map into attention weights.
+ATTENTION_NORMALISERS: frozenset[str] = frozenset({"softmax", "_softmax"})
+
+#: Parameters that belong to no layer of the tables above (*free* parameters: layer scales, class and distillation
+#: tokens, position embeddings, relative-position tables, attention biases) are bound where the forward pass uses
+#: them, by the operation that first combines them with activations (the parameter may be reshaped, indexed or
+#: interpolated before that). Parameters that enter an attention score map or ``scaled_dot_product_attention`` are
+#: bound to its ``msa`` node whatever the operation; a free parameter computed together with a layer's weight (a
+#: weight-standardisation gain) joins that weight's node. Otherwise, by operation:
+#:
+#: - ``pos_enc``: a source node feeding the op (concatenated class/register tokens);
+#: - ``sum``: added; a ``pos_enc`` source when the added tensor extends over more than one dim (a position
+#:   embedding), else a ``bias`` node (a per-channel offset);
+#: - ``conv``: used as a weight: ``conv`` for a tensor of 2 or more dims, ``bias`` for a vector;
+#: - ``ln`` / ``bn``: one norm-like node for all free parameters of the op (a per-channel scale such as a layer
+#:   scale is ``ln``, as torchvision's ConvNeXt ``layer_scale``).
+#:
+#: A free parameter first used by any other op stays unbound and is reported.
+FREE_PARAM_PRIMITIVES: dict[str, str] = {
+    "cat": "pos_enc",
+    "concat": "pos_enc",
+    "add": "sum",
+    "add_": "sum",
+    "__add__": "sum",
+    "__iadd__": "sum",
+    "__radd__": "sum",
+    "sub": "sum",
+    "sub_": "sum",
+    "__sub__": "sum",
+    "__isub__": "sum",
+    "__rsub__": "sum",
+    "mul": "ln",
+    "mul_": "ln",
+    "__mul__": "ln",
+    "__imul__": "ln",
+    "__rmul__": "ln",
+    "div": "ln",
+    "div_": "ln",
+    "__truediv__": "ln",
+    "__itruediv__": "ln",
+    "addcmul": "ln",
+    "addcmul_": "ln",
+    "maximum": "ln",  # a learned per-channel threshold (the TLU of filter response normalisation)
+    "minimum": "ln",
+    "layer_norm": "ln",
+    "group_norm": "ln",
+    "rms_norm": "ln",
+    "instance_norm": "ln",
+    "batch_norm": "bn",
+    "linear": "conv",
+    "conv1d": "conv",
+    "conv2d": "conv",
+    "conv3d": "conv",
+    "matmul": "conv",
+    "__matmul__": "conv",
+    "__rmatmul__": "conv",
+    "bmm": "conv",
+    "mm": "conv",
+    "einsum": "conv",
 }
 
 
@@ -149,7 +198,7 @@ def primitive_of_module(module: nn.Module) -> str | None:
 
 
 def unit_primitive(module: nn.Module) -> str | None:
-    """Return ``"cse"``/``"msa"`` if the module's class (or a base class) is in :data:`UNIT_PRIMITIVES`, else ``None``.
+    """Return ``"cse"`` if the module's class (or a base class) is in :data:`UNIT_PRIMITIVES`, else ``None``.
 
     Args:
         module: any ``nn.Module``.

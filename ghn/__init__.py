@@ -3,6 +3,7 @@
 Quick use::
 
     from ghn import GHN
+    ghn = GHN.from_pretrained("ghn2-cifar10")    # a released GHN (downloaded once, verified), a file or a run dir
     ghn = GHN.load("ghn2_cifar10.pt")           # ours (.safetensors) or a reference torch.save checkpoint
     model = ghn(model)                           # predicts every parameter in place
     model, report = ghn(model, return_report=True)
@@ -15,8 +16,9 @@ dict loads into the plain model) call ``recompute_bn_stats(model, loader, n)`` b
 
 A GHN trained for N classes refuses a network whose classifier has M != N outputs (:class:`ClassMismatchError`)
 unless ``keep_classifier_init=True``, which leaves the classifier at its default initialisation; a network that does
-not run at the requested input size raises :class:`InputSizeError`; a bad checkpoint :class:`CheckpointError`. All
-three are ``archspace.errors.UsageError``, reported by the command lines as one line with exit status 2.
+not run at the requested input size raises :class:`InputSizeError`; a bad checkpoint :class:`CheckpointError`; a
+released GHN that cannot be fetched or verified :class:`DownloadError`. All four are ``archspace.errors.UsageError``,
+reported by the command lines as one line with exit status 2.
 
 For training a GHN use ``GHN.predict_parameters(graphs, models)`` with ``torch.func.functional_call``.
 
@@ -32,6 +34,7 @@ import archspace  # noqa: F401  (installs the filter for torch_geometric's impor
 _EXPORTS = {
     "GHN": "ghn.model",
     "CheckpointError": "ghn.checkpoint",
+    "DownloadError": "ghn.pretrained",
     "ClassMismatchError": "ghn.model",
     "InputSizeError": "ghn.model",
     "bn_mode": "ghn.batchnorm",

@@ -1,4 +1,8 @@
-"""``ghn`` command line: ``ghn predict MODEL --ckpt PATH ...`` predicts a network's parameters with a GHN.
+"""``ghn`` command line: ``ghn predict MODEL --ckpt CKPT ...`` predicts a network's parameters with a GHN.
+
+CKPT is a released GHN by name (``ghn2-cifar10``, ``ghn2-imagenet``, ``ghn1-cifar10``, ``ghn1-imagenet``,
+``mlp-cifar10``: downloaded once into the cache folder and verified, see :mod:`ghn.pretrained`), a checkpoint file,
+or a ``ghn-train`` run directory.
 
 MODEL is given as for ``archspace graph``: ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 ``deepnets:SPLIT/INDEX`` (a DeepNets-1M net), or ``pkg.module:callable`` (called with ``num_classes=`` when it
@@ -17,10 +21,11 @@ import json
 import sys
 from importlib.metadata import entry_points
 
-from archspace.errors import UsageError, run_cli
+from archspace.errors import ArgumentParser, positive_int, run_cli
 from archspace.files import check_writable
 
 from .batchnorm import BN_MODES
+from .pretrained import CKPT_HELP
 
 #: Entry-point group of the ``ghn`` subcommands defined in other packages; each value is a function that takes the
 #: argparse subparsers object and adds its parser.
@@ -28,25 +33,17 @@ COMMANDS_GROUP = "ghn.commands"
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from archspace import adapt_small_input
     from archspace.models import load_model
 
     from .checkpoint import atomic_save_safetensors
     from .model import GHN
 
-    for flag, value in (("--num-classes", args.num_classes), ("--input-size", args.input_size)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
     if args.out:
         check_writable(args.out, "--out")
-    ghn = GHN.load(args.ckpt)
+    ghn = GHN.from_pretrained(args.ckpt)
     num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
-    model = load_model(args.model, num_classes=num_classes)
-    if args.small_input:
-        try:
-            model = adapt_small_input(model)
-        except ValueError as e:  # a family without a small-input recipe: predict it unmodified
-            print(f"ghn: warning: {e}; predicting the unmodified model", file=sys.stderr)
+    # A family without a small-input recipe is refused (UsageError), as by `archspace graph --small-input`.
+    model = load_model(args.model, num_classes=num_classes, small_input=args.small_input)
     model, report = ghn.predict(model, input_size=args.input_size, bn_mode=args.bn_mode,
                                 keep_classifier_init=args.keep_classifier_init, return_report=True)
     if args.out:
@@ -66,15 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; each subcommand sets ``func`` (called with the parsed namespace, returns the exit status).
     """
-    p = argparse.ArgumentParser(prog="ghn", description="Graph hypernetworks: predict parameters of networks.")
+    p = ArgumentParser(prog="ghn", description="Graph hypernetworks: predict parameters of networks.")
     p.add_argument("--debug", action="store_true", help="show the traceback of input errors too")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="predict all parameters of a network and save its state dict",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("model", help="torchvision:NAME, deepnets:SPLIT/INDEX or pkg.module:callable")
-    pr.add_argument("--ckpt", required=True, help="GHN checkpoint (ours .safetensors or a reference .pt)")
-    pr.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the GHN's)")
-    pr.add_argument("--input-size", type=int, default=None,
+    pr.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    pr.add_argument("--num-classes", type=positive_int, default=None, help="classifier outputs (default: the GHN's)")
+    pr.add_argument("--input-size", type=positive_int, default=None,
                     help="image side used to trace the graph (default: the model's own, 32 with --small-input, "
                          "else the GHN's)")
     pr.add_argument("--small-input", action="store_true", help="adapt the model to 32x32 images (CIFAR recipe)")
@@ -103,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, 2 for bad input (one line on stderr, see :func:`archspace.errors.run_cli`).
     """
-    args = build_parser().parse_args(argv)
-    return run_cli("ghn", lambda: args.func(args), debug=args.debug)
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)  # inside the boundary: argparse errors are one line too
+        return args.func(args)
+
+    return run_cli("ghn", body, debug="--debug" in argv)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,34 @@ class GHN(nn.Module):
         load_state_into(ghn, state, path)
         return ghn.to(device).eval()
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: torch.device | str = "cpu", progress: bool = True) -> GHN:
+        """Load a released GHN by name, a checkpoint file, or a ``ghn-train`` run directory (:mod:`ghn.pretrained`).
+
+        Names: ``ghn2-cifar10``, ``ghn2-imagenet``, ``ghn1-cifar10``, ``ghn1-imagenet``, ``mlp-cifar10``, the
+        checkpoints released with Knyazev et al., NeurIPS 2021 (facebookresearch/ppuda at a pinned commit),
+        downloaded once into the cache folder (``$GHN_CACHE``, default ``~/.cache/ghn-archspace``) and verified by
+        their Git blob id before every use.
+
+        Args:
+            name_or_path: a released GHN's name, a checkpoint file (ours or a reference ``.pt``), or a run
+                directory holding ``ghn.safetensors``.
+            device: where to put the GHN.
+            progress: show a progress bar while downloading.
+
+        Returns:
+            The GHN, in eval mode.
+
+        Raises:
+            archspace.errors.UsageError: an unknown name (with a "did you mean").
+            ghn.pretrained.DownloadError: offline, an HTTP error, or a download that is truncated or does not match
+                (deleted); the message gives the URL and the cache path to put the file at by hand.
+            ghn.checkpoint.CheckpointError: as :meth:`load`.
+        """
+        from .pretrained import resolve_checkpoint
+
+        return cls.load(resolve_checkpoint(name_or_path, progress=progress), device=device)
+
     def save(self, path: str, extra: dict | None = None) -> None:
         """Write weights and config to a safetensors file, atomically. ``extra``: str-valued metadata to add."""
         save_checkpoint(self, path, extra)

@@ -102,9 +102,13 @@ def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) ->
     ghn.save(os.path.join(tmp, "ghn.safetensors"))
     torch.save(dict(state, step=step), os.path.join(tmp, "state.pt"))
     final = os.path.join(root, name)
-    if os.path.exists(final):  # re-saving the same step (e.g. the end of a resumed finished run)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if os.path.exists(final):
+        # Re-saving the same step (a run cut short at a multiple of ckpt_every, or the end of a resumed finished
+        # run): the state is the same, so keep the complete folder that LATEST may already name rather than open a
+        # window in which it names a missing one.
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, final)
     atomic_write(os.path.join(root, LATEST), name + "\n")
     done = sorted(d for d in os.listdir(root) if d.startswith("step_") and d != name)
     for old in done[:max(0, len(done) - (keep - 1))]:

@@ -262,13 +262,15 @@ def evaluate(cfg: DictConfig) -> dict:
             of classes (unless ``eval.keep_classifier_init=true``).
     """
     from ghn import GHN
+    from ghn.pretrained import resolve_checkpoint
 
     c = _to_dict(cfg)
     set_threads(c.get("threads"))
     check_eval_config(c)
     run_dir = c.get("run_dir") or _run_dir()
     ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
-    path = os.path.expanduser(c["ckpt"]) if c.get("ckpt") else None
+    # a released GHN's name (fetched once, verified), a file or a run directory; the file is also read for its width
+    path = resolve_checkpoint(c["ckpt"]) if c.get("ckpt") else None
     ghn = GHN.load(path) if path else None  # CheckpointError (a UsageError) for a file that is not a GHN
     data = load_data(c["data"], int(c["seed"]))
     if ghn is None:

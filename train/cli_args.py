@@ -19,7 +19,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     Args:
         p: the subcommand's parser.
     """
-    p.add_argument("--ckpt", required=True, help="trained GHN checkpoint (GHN.load)")
+    from ghn.pretrained import CKPT_HELP
+
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--data", default="digits", choices=DATASETS, help="image task: training and held-out images")
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
     p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
@@ -30,8 +32,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                         "when the GHN was trained for another number of classes than the data has")
     p.add_argument("--seed", type=int, default=0, help="seed of default initialisations, data order and dropout")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--threads", default=None,
+                   help="torch CPU threads: a number or 'auto' (default: torch's choice; 1 is faster on a busy "
+                        "machine)")
 
 
 def _flag(name: str) -> str:
@@ -61,14 +64,18 @@ def check_numbers(args: argparse.Namespace, at_least: dict[str, float], above: d
 
 
 def check_outputs(args: argparse.Namespace, names: tuple[str, ...] = ("out", "plot")) -> None:
-    """Check that every output file option that is set can be written (:func:`archspace.files.check_writable`).
+    """Check that every output file option that is set can be written (:func:`archspace.files.check_writable`;
+    ``--plot`` also needs an image extension, :func:`archspace.plot.check_plot_path`).
 
     Raises:
-        UsageError: an output that is a directory or lies in a folder that cannot be written.
+        UsageError: an output that is a directory, lies in a folder that cannot be written, or a plot name
+            without an image extension.
     """
+    from archspace.plot import check_plot_path
+
     for name in names:
         if getattr(args, name) is not None:
-            check_writable(getattr(args, name), _flag(name))
+            (check_plot_path if name == "plot" else check_writable)(getattr(args, name), _flag(name))
 
 
 def check_device(device: str | None, flag: str = "--device") -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from archspace.errors import UsageError
+from archspace.network import MIN_WIDTH
 from train.cli_args import check_device
 
 #: Environment variable naming a configuration folder to use instead of the checkout's or the packaged one.
@@ -109,18 +110,23 @@ def _check_int(c: dict, key: str, least: int, allow_none: bool = False) -> None:
         raise ConfigError(f"{key} must be {what}{' or null' if allow_none else ''}, got {v!r}")
 
 
-def _check_number(c: dict, key: str, positive: bool) -> None:
+def _check_number(c: dict, key: str, positive: bool, below: float | None = None, allow_none: bool = False) -> None:
     v = _get(c, key, _ABSENT)
-    if v is _ABSENT:
+    if v is _ABSENT or (v is None and allow_none):
         return
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or
                                                                                            (not positive and v == 0))
-    if not ok:
-        raise ConfigError(f"{key} must be a {'positive' if positive else 'non-negative'} number, got {v!r}")
+    if not ok or (below is not None and v >= below):
+        bound = f" below {below:g}" if below is not None else ""
+        raise ConfigError(f"{key} must be a {'positive' if positive else 'non-negative'} number{bound}"
+                          f"{' or null' if allow_none else ''}, got {v!r}")
 
 
 def _check_eval_section(c: dict) -> None:
-    from ghn.batchnorm import BN_MODES
+    """The ``eval`` section, checked completely before any work (``ghn-train`` evaluates after its whole run):
+    types here, then the same rules :func:`train.evaluate.evaluate_ghn` applies, and the nets asked for."""
+    from archspace.models import check_spec
+    from train.evaluate import check_eval_args, check_split_range
 
     _check_int(c, "eval.num_nets", 1, allow_none=True)
     _check_int(c, "eval.start", 0)
@@ -132,9 +138,21 @@ def _check_eval_section(c: dict) -> None:
     steps = _get(c, "eval.sgd_steps") or []
     if not isinstance(steps, list) or not all(_is_int(s) and s >= 1 for s in steps):
         raise ConfigError(f"eval.sgd_steps must be a list of positive integers (e.g. [10,100]), got {steps!r}")
-    bn = _get(c, "eval.bn_mode", "batch")
-    if bn not in BN_MODES:
-        raise ConfigError(f"eval.bn_mode must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    ev = c.get("eval") or {}
+    check_eval_args(ev.get("bn_mode", "batch"), ev.get("batch_size", 64), steps, ev.get("sgd_num_nets"),
+                    ev.get("sgd_lr", 0.05), ev.get("image_limit"), prefix="eval.")
+    split = ev.get("split", "test")
+    if split == "torchvision":
+        for name in ev.get("models") or []:
+            check_spec(name if ":" in str(name) else f"torchvision:{name}")
+    else:
+        check_split_range(split, ev.get("num_nets"), ev.get("start", 0), ev.get("width"), prefix="eval.")
+    image_split = ev.get("image_split", "test")
+    if image_split not in ("train", "heldout", "val", "test"):
+        raise ConfigError(f"eval.image_split must be train, heldout (val) or test, got {image_split!r}")
+    if image_split in ("heldout", "val") and _get(c, "data.heldout", None) == 0:
+        raise ConfigError("eval.image_split=heldout but data.heldout=0 keeps no held-out images; set data.heldout "
+                          "or use eval.image_split=test")
 
 
 def _check_common(c: dict) -> None:
@@ -164,15 +182,19 @@ def check_train_config(c: dict) -> None:
         _check_int(c, key, 0)
     _check_int(c, "archspace.num", 1, allow_none=True)
     _check_int(c, "data.heldout", 0, allow_none=True)
-    _check_number(c, "train.time_limit_min", positive=False)
+    _check_number(c, "train.time_limit_min", positive=False, allow_none=True)  # null or 0: no safety stop
+    _check_number(c, "train.clip", positive=False)  # 0: no clipping
+    _check_number(c, "train.label_smoothing", positive=False, below=1.0)
+    _check_number(c, "train.ema_decay", positive=False, below=1.0, allow_none=True)  # null or 0: no average
     _check_number(c, "optim.lr", positive=True)
+    _check_number(c, "optim.weight_decay", positive=False)
     shape = _get(c, "ghn.max_shape")
     if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(s) and s >= 1 for s in shape):
         raise ConfigError(f"ghn.max_shape must be 4 positive integers (out, in, height, width), got {shape!r}")
     width = _get(c, "archspace.width_range")
     if width is not None and (not isinstance(width, list) or len(width) != 2 or
-                              not all(_is_int(w) and w >= 1 for w in width) or width[0] > width[1]):
-        raise ConfigError(f"archspace.width_range must be [low, high] with 1 <= low <= high, got {width!r}")
+                              not all(_is_int(w) and w >= MIN_WIDTH for w in width) or width[0] > width[1]):
+        raise ConfigError(f"archspace.width_range must be [low, high] with {MIN_WIDTH} <= low <= high, got {width!r}")
 
 
 def check_eval_config(c: dict) -> None:

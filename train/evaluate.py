@@ -25,7 +25,7 @@ from scipy import stats
 
 from archspace.errors import UsageError
 from archspace.seeding import mix_seed
-from ghn.batchnorm import BN_MODES
+from ghn.batchnorm import check_bn_mode
 
 from .accuracy import accuracy
 from .data import ImageData, eval_batches
@@ -53,21 +53,57 @@ def _summary(values: Sequence[float]) -> tuple[float, float]:
     return mean, (float(stats.sem(values)) if len(values) > 1 else math.nan)
 
 
-def _check_eval_args(bn_mode: str, batch_size: int, sgd_steps: Sequence[int], sgd_num_nets: int | None,
-                     sgd_lr: float, image_limit: int | None) -> None:
-    if bn_mode not in BN_MODES:
-        raise UsageError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
+def check_eval_args(bn_mode: str, batch_size: int, sgd_steps: Sequence[int], sgd_num_nets: int | None,
+                    sgd_lr: float, image_limit: int | None, prefix: str = "") -> None:
+    """Check the settings of :func:`evaluate_ghn` (the one check: ``ghn-eval`` and ``ghn-train`` call it on their
+    ``eval`` section before any work, with ``prefix="eval."`` so that messages name the override).
+
+    Raises:
+        UsageError: the first setting that cannot work.
+    """
+    try:
+        check_bn_mode(bn_mode)
+    except UsageError as e:
+        raise UsageError(f"{prefix}{e}") from None
     if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    bad = [s for s in sgd_steps if int(s) < 1]
-    if bad:
-        raise UsageError(f"sgd_steps must be positive numbers of steps, got {list(sgd_steps)}")
+        raise UsageError(f"{prefix}batch_size must be >= 1, got {batch_size}")
+    if any(int(s) < 1 for s in sgd_steps):
+        raise UsageError(f"{prefix}sgd_steps must be positive numbers of steps, got {list(sgd_steps)}")
     if sgd_num_nets is not None and sgd_num_nets < 0:
-        raise UsageError(f"sgd_num_nets must be >= 0, got {sgd_num_nets}")
+        raise UsageError(f"{prefix}sgd_num_nets must be >= 0, got {sgd_num_nets}")
     if sgd_lr <= 0:
-        raise UsageError(f"sgd_lr must be > 0, got {sgd_lr}")
+        raise UsageError(f"{prefix}sgd_lr must be > 0, got {sgd_lr}")
     if image_limit is not None and image_limit < 1:
-        raise UsageError(f"image_limit must be >= 1, got {image_limit}")
+        raise UsageError(f"{prefix}image_limit must be >= 1, got {image_limit}")
+
+
+def check_split_range(split: str, num_nets: int | None = None, start: int = 0, width: int | None = None,
+                      prefix: str = "") -> int:
+    """Check that nets ``start .. start + num_nets - 1`` of an ``archspace`` split exist and can be built at
+    ``width``.
+
+    Returns:
+        The number of nets asked for (the rest of the split from ``start`` when ``num_nets`` is ``None``).
+
+    Raises:
+        UsageError: unknown split (with a suggestion), a range beyond the split, or a width below the narrowest
+            buildable one.
+    """
+    from archspace import SPLITS
+    from archspace.models import suggest
+    from archspace.network import MIN_WIDTH
+
+    if split not in SPLITS:
+        named = f"{prefix}split={split!r}" if prefix else repr(split)
+        raise UsageError(f"unknown architecture split {named}" + suggest(split, SPLITS))
+    size = SPLITS[split]
+    n = size - start if num_nets is None else num_nets
+    if start < 0 or n < 1 or start + n > size:
+        raise UsageError(f"split {split!r} has nets 0-{size - 1}; asked for {n} nets from index {start} "
+                         f"({prefix}num_nets, {prefix}start)")
+    if width is not None and width < MIN_WIDTH:
+        raise UsageError(f"{prefix}width must be at least {MIN_WIDTH}, got {width}")
+    return n
 
 
 def evaluate_ghn(ghn: nn.Module | None, nets: Iterable[tuple[str, nn.Module]], data: ImageData, *,
@@ -113,7 +149,7 @@ def evaluate_ghn(ghn: nn.Module | None, nets: Iterable[tuple[str, nn.Module]], d
     """
     from archspace import to_graph
 
-    _check_eval_args(bn_mode, batch_size, sgd_steps, sgd_num_nets, sgd_lr, image_limit)
+    check_eval_args(bn_mode, batch_size, sgd_steps, sgd_num_nets, sgd_lr, image_limit)
     nets = list(nets)
     if not nets:
         raise UsageError("no networks to evaluate")
@@ -210,15 +246,9 @@ def split_nets(split: str, num_nets: int | None = None, num_classes: int = 10, i
     Raises:
         UsageError: unknown split (with a suggestion), or a range beyond the split.
     """
-    from archspace import SPLITS, get_net
-    from archspace.models import suggest
+    from archspace import get_net
 
-    if split not in SPLITS:
-        raise UsageError(f"unknown architecture split {split!r}" + suggest(split, SPLITS))
-    size = SPLITS[split]
-    n = size - start if num_nets is None else num_nets
-    if start < 0 or n < 1 or start + n > size:
-        raise UsageError(f"split {split!r} has nets 0-{size - 1}; asked for {n} nets from index {start}")
+    n = check_split_range(split, num_nets, start, width)
     out = []
     for i in range(start, start + n):
         torch.manual_seed(mix_seed(0, 6, i))  # default init of each net is reproducible
@@ -228,20 +258,34 @@ def split_nets(split: str, num_nets: int | None = None, num_classes: int = 10, i
 
 
 def torchvision_nets(names: Sequence[str], num_classes: int = 10, image_size: int = 32) -> list:
-    """torchvision models by name (``resnet18``...), at default initialisation, adapted to small inputs when
-    ``image_size`` < 64 (``archspace.adapt_small_input``: 3x3 stride-1 stem, no max-pool, the CIFAR recipe).
+    """The networks of ``eval.split=torchvision``, named in ``eval.models``, at default initialisation.
+
+    Each name is a model spec of :func:`archspace.models.load_model` (``timm:convnext_atto``,
+    ``torchvision:resnet18``, ``package.module:callable``); a bare name is a torchvision model (``resnet18``).
+    torchvision models are adapted to small inputs when ``image_size`` < 64 (``archspace.adapt_small_input``: 3x3
+    stride-1 stem, no max-pool, the CIFAR recipe); the others are built as they are.
+
+    Args:
+        names: model specs or torchvision names.
+        num_classes: classifier outputs.
+        image_size: image side of the data.
+
+    Returns:
+        ``(name, module)`` pairs, in the order given.
 
     Raises:
-        archspace.models.ModelSpecError: an unknown name (with a suggestion).
+        archspace.models.ModelSpecError: an unknown name (with a suggestion), or ``timm:NAME`` without timm.
     """
     from archspace.models import check_spec, load_model
 
-    for name in names:  # every name checked before any model is built
-        check_spec(f"torchvision:{name}")
+    specs = [name if ":" in name else f"torchvision:{name}" for name in names]
+    for spec in specs:  # every name checked before any model is built
+        check_spec(spec)
     out = []
-    for name in names:
+    for name, spec in zip(names, specs):
         torch.manual_seed(mix_seed(0, 8, len(out)))
-        out.append((name, load_model(f"torchvision:{name}", num_classes=num_classes, small_input=image_size < 64)))
+        small = spec.startswith("torchvision:") and image_size < 64
+        out.append((name, load_model(spec, num_classes=num_classes, small_input=small)))
     return out
 
 

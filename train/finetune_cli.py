@@ -69,11 +69,14 @@ def _log(msg: str) -> None:
 def _check_args(args: argparse.Namespace) -> list[int] | None:
     """Check every option before any work; returns the ``--checkpoints`` steps (``None``: the default ones)."""
     from archspace.errors import UsageError
+    from archspace.network import MIN_WIDTH
+    from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers, check_outputs
 
     check_numbers(args, at_least={"steps": 1, "batch_size": 1, "eval_every": 1, "eval_images": 1, "image_size": 1,
-                                  "width": 1, "bn_batches": 1, "threads": 1}, above={"lr": 0})
+                                  "width": MIN_WIDTH, "bn_batches": 1}, above={"lr": 0})
     check_device(args.device)
+    set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
     if args.checkpoints is None:
         return None
@@ -139,16 +142,14 @@ def run_finetune(args: argparse.Namespace) -> int:
     from train.rank import ghn_predictor
 
     checkpoints = _check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     candidate = one_candidate(args.model, width=args.width)
-    ghn = GHN.load(args.ckpt, device=args.device).eval()
+    ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     check_batch_size(args.batch_size, len(data.train), "--batch-size")
     held = list(eval_batches(data, "heldout", batch_size=64, limit=args.eval_images))
 
     torch.manual_seed(args.seed)
-    warm = candidate.build(num_classes=data.num_classes, image_size=data.image_size)
+    warm = candidate.build(num_classes=data.num_classes, image_size=data.image_size).to(args.device)
     scratch = copy.deepcopy(warm) if args.compare else None  # the very same default initialisation
     ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)(warm)
     classifier = "default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted"

@@ -49,8 +49,10 @@ from .optim import build_optimizer, build_progress_scheduler
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
-    """Raised after too many consecutive steps with a non-finite loss or gradient."""
+class TrainingDiverged(UsageError, RuntimeError):
+    """Raised after too many consecutive steps with a non-finite loss or gradient. Its message says what to change
+    (a lower ``optim.lr``, the data), so the command lines report it as one line (a :class:`UsageError`); it stays a
+    ``RuntimeError`` for callers that catch run failures."""
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Trainer:
         progress: show a tqdm bar.
         config: the resolved run configuration (stored in checkpoints).
         on_step: called with the metrics dict after every step (rank 0).
+        clock: seconds since some origin (``time.time``); tests pass a fake one to play a slow machine.
 
     Raises:
         UsageError: bad settings (e.g. zero steps, or a meta-batch that does not split over the ranks).
@@ -130,7 +133,8 @@ class Trainer:
                  log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
                  arch_cache: int = 0, max_net_nodes: int = 0, ema_decay: float = 0.0, time_limit_s: float = 0.0,
                  progress: bool = True,
-                 config: dict | None = None, on_step: Callable[[dict], None] | None = None):
+                 config: dict | None = None, on_step: Callable[[dict], None] | None = None,
+                 clock: Callable[[], float] = time.time):
         for name, value, least in (("steps", steps, 1), ("max_bad_steps", max_bad_steps, 1),
                                    ("log_every", log_every, 1), ("keep_checkpoints", keep_checkpoints, 1),
                                    ("ckpt_every", ckpt_every, 0), ("arch_cache", arch_cache, 0)):
@@ -161,6 +165,7 @@ class Trainer:
         self.ckpt_every, self.keep, self.log_every = ckpt_every, keep_checkpoints, log_every
         self.max_bad_steps, self.inject_nan_steps = max_bad_steps, set(int(s) for s in inject_nan_steps)
         self.time_limit_s, self.progress, self.config, self.on_step = time_limit_s, progress, config, on_step
+        self.clock = clock
         self.objective = MetaBatchLoss(self.ghn, label_smoothing, channels_last)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -387,7 +392,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.steps, initial=self.step, desc="ghn-train", dynamic_ncols=True)
-        t_start = time.time()
+        t_start = self.clock()
         history: list[dict] = []
         ema_loss = ema_acc = None
         last = {"loss": float("nan"), "acc": float("nan")}
@@ -396,11 +401,11 @@ class Trainer:
         self.ghn.train()
         try:
             while self.step < end:
-                t0 = time.time()
+                t0 = self.clock()
                 x, y = next(batches)
                 row = self.train_step(self.step, x, y)
                 self.step += 1
-                self.elapsed += time.time() - t0
+                self.elapsed += self.clock() - t0
                 if _is_dist() and self.time_limit_s:  # ranks must agree on the schedule and on stopping
                     self.elapsed = max(self._all_max(self.elapsed), self.elapsed)
                 with warnings.catch_warnings():
@@ -409,7 +414,7 @@ class Trainer:
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                     self.scheduler.step()  # the lr for the fraction of the run now done
                 row.update(skipped_large=self.skipped_large, skipped_nonfinite=self.skipped_nonfinite,
-                           sec_per_step=time.time() - t0)
+                           sec_per_step=self.clock() - t0)
                 if math.isfinite(row["loss"]):
                     last = row
                     ema_loss = row["loss"] if ema_loss is None else 0.95 * ema_loss + 0.05 * row["loss"]
@@ -457,5 +462,5 @@ class Trainer:
             if _is_dist():
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,
-                           self.skipped_nonfinite, time.time() - t_start, history, planned_steps=self.steps,
+                           self.skipped_nonfinite, self.clock() - t_start, history, planned_steps=self.steps,
                            cut_short=timed_out and self.step < self.steps)

@@ -2,10 +2,9 @@
 ``experiments/train_ghn.py``: Adam, lr 1e-3, weight decay 1e-5, lr x0.1 at epochs 200 and 250 of 300).
 
 The schedule is a ``torch.optim.lr_scheduler.LambdaLR`` whose factor is a function of the fraction of the run
-done (``progress()``, read at every ``scheduler.step()``): ``step / total_steps`` for a run of a fixed number of
-steps, or, for a time-limited run, the larger of that and the elapsed fraction of the time budget, so that the
-schedule completes within the budget on any machine (not bit-reproducible across machines; issue 10 makes it
-step-based).
+done (``progress()``, read at every ``scheduler.step()``): ``step / total_steps``. It follows steps, never the
+clock, so a run is the same on a loaded machine as on an idle one (a safety time limit may cut a run short; the
+schedule is then the step schedule, truncated).
 """
 
 from __future__ import annotations

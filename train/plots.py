@@ -5,7 +5,7 @@
 - :func:`plot_finetune_curves`: training loss and held-out accuracy against SGD steps for a warm-started run
   (predicted parameters) and a run from the default initialisation (paper Sec. 5.4, Fig. 6).
 
-Figures are written atomically (:func:`archspace.files.atomic_path`): a reader never sees half a PNG.
+Figures are written atomically by :func:`archspace.plot.save_figure` (a reader never sees half an image).
 """
 
 from __future__ import annotations
@@ -14,28 +14,10 @@ from collections.abc import Sequence
 
 import matplotlib
 
-from archspace.files import atomic_path
+from archspace.plot import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def save_figure(fig, path: str) -> str:
-    """Save a matplotlib figure as PNG atomically and close it.
-
-    Args:
-        fig: the figure.
-        path: destination; its folder is created if missing.
-
-    Returns:
-        ``path``.
-    """
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path: str, *,
@@ -72,7 +54,7 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
         stats.append(f"Spearman rho = {rho:.3f}")
     ax.set_title(f"{len(predicted)} candidates" + (": " + ", ".join(stats) if stats else ""))
     ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_finetune_curves(runs: dict[str, dict[str, Sequence[float]]], path: str, *, title: str = "") -> str:
@@ -100,4 +82,4 @@ def plot_finetune_curves(runs: dict[str, dict[str, Sequence[float]]], path: str,
         ax.legend()
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -66,16 +66,19 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     from archspace.errors import UsageError
+    from archspace.network import MIN_WIDTH
+    from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers, check_outputs
 
-    check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": 1, "top": 0,
-                                  "validate": 0, "train_batch_size": 1, "threads": 1},
+    check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
+                                  "validate": 0, "train_batch_size": 1},
                   above={"lr": 0, "alpha": 0})
     if args.plot and not args.validate:
         raise UsageError("--plot draws predicted against trained accuracy: add --validate K")
     if args.rank_by == "embed" and not args.embed_regressor:
         raise UsageError("--rank-by embed needs --embed-regressor LABELS.csv")
     check_device(args.device)
+    set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
 
 
@@ -95,7 +98,6 @@ def run_rank(args: argparse.Namespace) -> int:
             another number of classes without ``--keep-classifier-init``); ``ghn``'s error boundary prints it in
             one line and exits with status 2.
     """
-    import torch
 
     from archspace.errors import UsageError
     from archspace.files import write_json
@@ -107,10 +109,8 @@ def run_rank(args: argparse.Namespace) -> int:
     from train.rank import format_table, ghn_predictor, rank_rows, score_candidates, validate_candidates, write_csv
 
     _check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     candidates = parse_candidates(args.candidates, width=args.width)
-    ghn = GHN.load(args.ckpt, device=args.device).eval()
+    ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     if args.validate:
         check_batch_size(args.train_batch_size, len(data.train), "--train-batch-size")

@@ -18,6 +18,8 @@ from archspace.graph import _edges_with_virtual, build_graph, input_shape
 from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
 
+from .graph_checks import assert_all_bound, assert_valid, real_edges
+
 
 def meta_model(name, **kwargs):
     """A torchvision model built on the meta device: no time spent initialising weights nobody reads."""
@@ -26,33 +28,6 @@ def meta_model(name, **kwargs):
             return torchvision.models.get_model(name, weights=None, **kwargs)
     except NotImplementedError:  # a constructor that reads weight values (RegNet)
         return torchvision.models.get_model(name, weights=None, **kwargs)
-
-
-def real_edges(graph):
-    return graph.edge_index[:, graph.edge_dist == 1]
-
-
-def assert_valid(graph):
-    """Invariants of every graph: topological order, one input first, everything reaches the output."""
-    n = graph.num_nodes
-    assert graph.op_type.shape == (n,) and graph.param_shape.shape == (n, 4)
-    assert len(graph.param_names) == len(graph.node_names) == n
-    assert bool((graph.edge_index[0] < graph.edge_index[1]).all()), "edges must go forward in topological order"
-    assert int(graph.op_type[0]) == PRIMITIVE_ID["input"] and int((graph.op_type == PRIMITIVE_ID["input"]).sum()) == 1
-    g = nx.DiGraph(real_edges(graph).t().tolist())
-    g.add_nodes_from(range(n))
-    assert all(nx.has_path(g, v, n - 1) for v in range(n)), "every node must reach the output"
-    sources = [v for v in range(n) if g.in_degree(v) == 0]
-    assert all(v == 0 or PRIMITIVES[int(graph.op_type[v])] == "pos_enc" for v in sources)
-
-
-def assert_all_bound(model, graph):
-    """Every parameter is bound to exactly one node."""
-    names = [p for node in graph.param_names for p in node]
-    assert len(names) == len(set(names)), "a parameter is bound to two nodes"
-    missing = [n for n, _ in model.named_parameters() if n not in set(names)]
-    assert not missing, f"unbound parameters: {missing}"
-    assert set(names) == {n for n, _ in model.named_parameters()}
 
 
 # ------------------------------------------------------------------ the reference's numbers

@@ -1,8 +1,11 @@
 """Model specs: the one parser (check_spec, load_model) and its "did you mean" (suggest)."""
 
+import sys
+
 import pytest
 import torch.nn as nn
 
+from archspace.cli import main
 from archspace.errors import UsageError
 from archspace.models import ModelSpec, ModelSpecError, check_spec, load_model, suggest
 from archspace.network import Network
@@ -76,3 +79,15 @@ def test_suggest():
     assert suggest("zzz", names) == "; choose one of alexnet, resnet18, resnet50, vgg11"
     assert suggest("zzz", names, listing="see --help") == "; see --help"
     assert suggest("zzz", [f"net{i:02d}" for i in range(20)]) == ""  # too many to list, none close
+
+
+def test_timm_spec_without_timm_names_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed: importing it fails
+    message = r"timm:convnext_atto needs timm: pip install 'ghn-archspace\[timm\]'"
+    with pytest.raises(ModelSpecError, match=message):
+        check_spec("timm:convnext_atto")
+    with pytest.raises(ModelSpecError, match=message):
+        load_model("timm:convnext_atto")
+    assert main(["graph", "timm:convnext_atto"]) == 2
+    assert capsys.readouterr().err.strip() == ("archspace: error: timm:convnext_atto needs timm: "
+                                               "pip install 'ghn-archspace[timm]'")

@@ -8,11 +8,11 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import (
+    FREE_PARAM_PRIMITIVES,
     FUNCTION_PRIMITIVES,
     MODULE_NAME_PRIMITIVES,
     MODULE_PRIMITIVES,
     NUM_PRIMITIVES,
-    PARAM_PRIMITIVES,
     PRIMITIVE_ID,
     PRIMITIVES,
     UNIT_PRIMITIVES,
@@ -30,7 +30,8 @@ def test_ids_follow_the_reference_order():
 
 
 def test_every_table_value_is_a_primitive():
-    for table in (MODULE_PRIMITIVES, MODULE_NAME_PRIMITIVES, FUNCTION_PRIMITIVES, UNIT_PRIMITIVES, PARAM_PRIMITIVES):
+    for table in (MODULE_PRIMITIVES, MODULE_NAME_PRIMITIVES, FUNCTION_PRIMITIVES, UNIT_PRIMITIVES,
+                  FREE_PARAM_PRIMITIVES):
         assert set(table.values()) <= set(PRIMITIVES)
 
 
@@ -53,6 +54,7 @@ class _MyConv(nn.Conv2d):
     (nn.MaxPool2d(3), "max_pool"),
     (nn.ReLU(), None),
     (nn.PReLU(), None),
+    (nn.LSTM(4, 4), "conv"),  # every weight_* a conv node, every bias_* a bias node
 ])
 def test_primitive_of_module(module, expected):
     assert primitive_of_module(module) == expected
@@ -61,7 +63,7 @@ def test_primitive_of_module(module, expected):
 @pytest.mark.parametrize("module, expected", [
     (SqueezeExcitation(8, 2), "cse"),
     (ChannelSE(8), "cse"),
-    (ShiftedWindowAttention(16, [7, 7], [3, 3], 2), "msa"),
+    (ShiftedWindowAttention(16, [7, 7], [3, 3], 2), None),  # attention is found from its operations
     (SelfAttention2d(8), None),  # found through its nn.MultiheadAttention instead
     (nn.Linear(2, 2), None),
 ])

@@ -71,11 +71,23 @@ def test_bn_mode_batch_drops_the_running_buffers(tiny_ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("old", ["keep", "reset"])
-def test_old_bn_words_are_refused(old, tiny_ckpt, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["predict", TINY, "--ckpt", tiny_ckpt, "--bn-mode", old])
-    assert info.value.code == 2
-    assert f"invalid choice: '{old}' (choose from 'batch', 'running')" in capsys.readouterr().err
+def test_old_bn_words_are_refused_in_one_line(old, tiny_ckpt, capsys):
+    assert main(["predict", TINY, "--ckpt", tiny_ckpt, "--bn-mode", old]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ghn: error: argument --bn-mode: invalid choice")
+    assert f"'{old}' (choose from 'batch', 'running')" in lines[0] and "see ghn predict --help" in lines[0]
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["predict", TINY, "--ckpt", "x", "--input-size", "abc"], "argument --input-size: expected a positive integer"),
+    (["predict", TINY, "--ckpt", "x", "--num-classes", "0"], "argument --num-classes: must be >= 1, got 0"),
+    (["rnk"], "argument command: invalid choice: 'rnk'"),
+    (["rank", "deepnets:test/0-3", "--ckpt", "x", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_argument_errors_are_one_line(argv, phrase, capsys):
+    assert main(argv) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ghn: error: ") and phrase in lines[0], lines
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
@@ -111,7 +123,7 @@ def test_bad_out_fails_before_prediction(where, message, tiny_ckpt, tmp_path, ca
                                          ("--input-size", "-32")])
 def test_non_positive_sizes(flag, value, tiny_ckpt, capsys):
     assert main(["predict", TINY, "--ckpt", tiny_ckpt, flag, value]) == 2
-    assert error_line(capsys) == f"ghn: error: {flag} must be a positive integer, got {value}"
+    assert error_line(capsys) == f"ghn: error: argument {flag}: must be >= 1, got {value} (see ghn predict --help)"
 
 
 def test_other_number_of_classes_needs_keep_classifier_init(tiny_ckpt, tmp_path, capsys):

@@ -3,6 +3,7 @@ a stopped (or crashed mid-checkpoint) run resumes to bit-identical weights, non-
 weights, over-cap meta-batches are skipped."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -223,19 +224,20 @@ def test_channels_last_runs_the_nets_in_nhwc_with_the_same_step(tmp_path, archs,
     assert float((grads[True] - grads[False]).norm() / grads[False].norm()) < 1e-2
 
 
-def test_two_runs_of_the_same_configuration_give_identical_weights(tmp_path, archs, small_digits, monkeypatch):
+def test_two_runs_of_the_same_configuration_give_identical_weights(tmp_path, archs, small_digits):
     """The default run is defined by steps: the lr follows steps, not the clock, so a slow (loaded) machine gives
     the same weights as a fast one. In the second run the first step seems to take 90% of the time limit (a
     schedule that followed the clock would then be nearly at its end after one step)."""
     a = make_trainer(tmp_path / "a", archs, small_digits, steps=5, lr_schedule="linear", time_limit_s=1e6)
     a.fit()
-    import train.loop as loop_mod
+    slow_first_step = {"calls": 0}
 
-    real_time = loop_mod.time.time
-    calls = iter(range(10**6))
-    # calls 0 and 1 are t_start and the t0 of step 0; from the end of step 0 on, the clock is 900,000 s ahead
-    monkeypatch.setattr(loop_mod.time, "time", lambda: real_time() + (0.0 if next(calls) < 2 else 9e5))
-    b = make_trainer(tmp_path / "b", archs, small_digits, steps=5, lr_schedule="linear", time_limit_s=1e6)
+    def clock() -> float:  # from the end of step 0 on (the 3rd reading), 900,000 s ahead of the real clock
+        slow_first_step["calls"] += 1
+        return time.time() + (9e5 if slow_first_step["calls"] > 2 else 0.0)
+
+    b = make_trainer(tmp_path / "b", archs, small_digits, steps=5, lr_schedule="linear", time_limit_s=1e6,
+                     clock=clock)
     result = b.fit()
     assert not result.cut_short and result.step == result.planned_steps == 5 and b.elapsed > 8e5
     assert_same_state(ghn_state(a.ghn), ghn_state(b.ghn))

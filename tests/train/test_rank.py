@@ -127,8 +127,7 @@ def test_score_and_rank_with_a_stub_predictor(digits, tmp_path):
     assert rows[-1].error == "RuntimeError: cannot predict"
     ranked = rank_rows(rows)
     assert [r.rank for r in ranked] == [1, 2, 3, None]
-    best_first = sorted(rows[:3], key=lambda r: (-r.accuracy, r.loss))
-    assert [r.name for r in ranked[:3]] == [r.name for r in best_first]
+    assert [r.accuracy for r in ranked[:3]] == sorted((r.accuracy for r in rows[:3]), reverse=True)
 
     out = tmp_path / "r.csv"
     write_csv(ranked, str(out))
@@ -253,8 +252,8 @@ def test_rank_cli_writes_the_csv_before_a_plot_that_fails(ghn_ckpt, tmp_path, ca
 @pytest.mark.parametrize("argv, message", [
     (["torchvision:resnet19"], "did you mean resnet18"),
     ([","], "candidate list is empty"),
-    (["deepnets:test/0", "--width", "0"], "--width must be >= 1, got 0"),
-    (["deepnets:test/0", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["deepnets:test/0", "--width", "0"], "--width must be >= 2, got 0"),
+    (["deepnets:test/0", "--threads", "0"], "threads must be a positive integer, 'auto' or null, got '0'"),
     (["deepnets:test/0", "--eval-images", "0"], "--eval-images must be >= 1, got 0"),
     (["deepnets:test/0", "--validate", "-1"], "--validate must be >= 0, got -1"),
     (["deepnets:test/0", "--train-batch-size", "0", "--validate", "2"], "--train-batch-size must be >= 1"),
@@ -317,3 +316,18 @@ def test_rank_cli_model_that_does_not_run_at_the_input_size(ghn_ckpt, capsys):
                               "--eval-images", "64"], capsys)
     line = assert_usage_error(status, err, "no candidate could be scored")
     assert "InputSizeError" in line and "input size 16" in line
+
+
+def test_rank_rows_orders_by_hand_built_scores():
+    rows = [RankRow("a", accuracy=50.0, loss=1.0, trained_accuracy=90.0, trained_loss=0.3),
+            RankRow("b", accuracy=70.0, loss=0.9, trained_accuracy=80.0, trained_loss=0.5),
+            RankRow("c", accuracy=50.0, loss=0.7, trained_accuracy=90.0, trained_loss=0.2),
+            RankRow("d", error="RuntimeError: broken"),
+            RankRow("e", accuracy=10.0, loss=2.0)]
+    by_acc = rank_rows(rows)
+    # Higher accuracy first, a tie (a, c at 50%) broken by the lower loss; failed rows last without a rank.
+    assert [(r.name, r.rank) for r in by_acc] == [("b", 1), ("c", 2), ("a", 3), ("e", 4), ("d", None)]
+    assert {r.name: r.trained_rank for r in by_acc} == {"c": 1, "a": 2, "b": 3, "e": None, "d": None}
+    assert [r.name for r in rank_rows(rows, by="loss")] == ["c", "b", "a", "e", "d"]
+    with pytest.raises(ValueError, match="embed needs embedding-regressor scores"):
+        rank_rows(rows, by="embed")
