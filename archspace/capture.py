@@ -85,6 +85,11 @@ class DisconnectedOutputError(UsageError):
     """The model's output does not depend on its input through any recorded operation."""
 
 
+class _TracerBug(Exception):
+    """A failure of the tracer's own bookkeeping (a bug of ours, raised ``from`` the original error), as opposed to a
+    failure of the traced model, which becomes a :class:`ForwardError`; :func:`capture` re-raises the original."""
+
+
 class ForwardError(UsageError, RuntimeError):
     """The model's forward pass fails on an input of the requested shape (on the meta device and on real tensors).
 
@@ -475,6 +480,18 @@ class _Tracer(TorchFunctionMode):
 
     # ---------------------------------------------------------------- module hooks
     def pre_hook(self, module: nn.Module, args: Any) -> None:
+        try:
+            self._enter(module)
+        except Exception as error:
+            raise _TracerBug from error
+
+    def post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        try:
+            self._leave(module, output)
+        except Exception as error:
+            raise _TracerBug from error
+
+    def _enter(self, module: nn.Module) -> None:
         name = self.module_names.get(id(module))
         if name is None:
             return
@@ -483,7 +500,7 @@ class _Tracer(TorchFunctionMode):
         if prim is not None:
             self.units.append(_Unit(prim, name, len(self.nodes)))
 
-    def post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+    def _leave(self, module: nn.Module, output: Any) -> None:
         name = self.module_names.get(id(module))
         if name is None:
             return
@@ -518,6 +535,13 @@ class _Tracer(TorchFunctionMode):
             out = func(*args, **kwargs)
         if name in _UNTRACKED:
             return out
+        try:  # above: the model's computation (its failures are the user's); below: our bookkeeping
+            return self._record(name, args, kwargs, out)
+        except Exception as error:
+            raise _TracerBug from error
+
+    def _record(self, name: str, args: tuple, kwargs: dict, out: Any) -> Any:
+        """Add the node (or the edges) of one torch function call to the graph; returns ``out``."""
         if name == "__setitem__":  # x[key] = value writes into x
             outs = [args[0]] if isinstance(args[0], torch.Tensor) else []
         elif isinstance(out, torch.Tensor):
@@ -698,13 +722,13 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
         if device == "meta":
             try:
                 return _run(model, modules, input_shape, rules, module_names, unit_prims, fast, meta=True)
-            except DisconnectedOutputError:
+            except (DisconnectedOutputError, _TracerBug):
                 raise
             except Exception as error:  # noqa: BLE001 - retried on real tensors below
                 meta_error = error
         try:
             result = _run(model, modules, input_shape, rules, module_names, unit_prims, fast, meta=False)
-        except DisconnectedOutputError:
+        except (DisconnectedOutputError, _TracerBug):
             raise
         except Exception as error:
             lines = str(error).strip().splitlines()
@@ -716,6 +740,8 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], fast: bool = True, d
                           f"({type(meta_error).__name__}: {meta_error}); traced on real tensors instead (slower)",
                           stacklevel=3)
         return result
+    except _TracerBug as bug:  # our bug: the original error with its own traceback, not a user error
+        raise bug.__cause__.with_traceback(bug.__cause__.__traceback__) from None
     finally:
         for m, training in flags:
             m.__dict__["training"] = training

@@ -13,61 +13,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-from .errors import UsageError, run_cli
-from .files import check_writable
+from .errors import ArgumentParser, UsageError, positive_int, run_cli
+from .files import check_writable_dir
 from .models import SPEC_HELP
 
 PROG = "archspace"
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are :class:`UsageError` (one line from :func:`run_cli`, exit status 2)
-    instead of a usage block and ``SystemExit``."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("graph", help="print the computational graph of a network",
                        description="Print the GHN-2 computational graph of a network. " + SPEC_HELP + ".")
     g.add_argument("model", help="torchvision:NAME, timm:NAME, deepnets:SPLIT/INDEX or package.module:callable")
-    g.add_argument("--input-size", type=_positive_int, default=None,
+    g.add_argument("--input-size", type=positive_int, default=None,
                    help="square image size H (default: 32 with --small-input or for deepnets, else the size the "
                         "model declares, e.g. a timm model's default configuration, else 224)")
     g.add_argument("--small-input", action="store_true",
                    help="apply the CIFAR recipe (3x3 stride-1 stem, no stem max-pool) before building the graph")
-    g.add_argument("--ve-cutoff", type=_positive_int, default=50,
+    g.add_argument("--ve-cutoff", type=positive_int, default=50,
                    help="longest shortest path given a virtual edge (1: none)")
-    g.add_argument("--num-classes", type=_positive_int, default=1000, help="classifier size of the built model")
+    g.add_argument("--num-classes", type=positive_int, default=1000, help="classifier size of the built model")
     g.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     g.add_argument("--plot", metavar="FILE.png", default=None, help="also draw the graph into this image")
     g.add_argument("--nodes", action="store_true", help="list every node (text output only)")
 
     b = sub.add_parser("build", help="generate a DeepNets-1M split into a folder")
     b.add_argument("--split", required=True, help="split name, e.g. train, val, test, wide, deep, dense, bnfree")
-    b.add_argument("--num", type=_positive_int, default=None, help="number of nets (default: the split's size)")
+    b.add_argument("--num", type=positive_int, default=None, help="number of nets (default: the split's size)")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--workers", type=_positive_int, default=1, help="worker processes")
+    b.add_argument("--workers", type=positive_int, default=1, help="worker processes")
     b.add_argument("--shard", default=None, metavar="K/N", help="build only shard K of N (0 <= K < N)")
     return parser
 
@@ -150,22 +130,6 @@ def _input_size_message(args: argparse.Namespace, size: int, reason: str) -> str
     return f"{args.model} fails on a {size}x{size} input (--input-size {size}): {reason}; {hint}"
 
 
-def _check_out_folder(path: str) -> str:
-    """Check, before any work, that ``path`` is or can become a writable folder.
-
-    Raises:
-        UsageError: ``path`` is an existing file, or the folder (or its nearest existing parent) is not writable.
-    """
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--out {path} is a file; give a folder (it is created if missing)")
-    if os.path.isdir(path):
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UsageError(f"--out {path}: cannot write in this folder; choose a writable location")
-        return path
-    check_writable(path)  # the nearest existing parent must be writable
-    return path
-
-
 def _build(args: argparse.Namespace) -> int:
     shard = None
     if args.shard is not None:
@@ -173,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
         if not (k.isdigit() and n.isdigit()) or int(n) < 1 or int(k) >= int(n):
             raise UsageError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
         shard = (int(k), int(n))
-    _check_out_folder(args.out)
+    check_writable_dir(args.out)
     from .shards import build_split  # checks --split and --num (UsageError)
 
     start = time.perf_counter()

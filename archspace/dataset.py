@@ -14,10 +14,9 @@ import torch.nn as nn
 from torch_geometric.data import Dataset as PygDataset
 
 from .data import ArchGraph
-from .errors import UsageError
+from .errors import UsageError, suggest
 from .genotype import Genotype
 from .graph import to_graph
-from .models import suggest
 from .network import Network, num_graph_nodes, num_params, plan_network
 from .sampler import BASE_WIDTH, SPLITS, get_genotype, get_net
 from .shards import ShardStore

@@ -10,9 +10,10 @@ clause at each entry point covers them all.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 #: Environment variable that makes every entry point re-raise user errors with their traceback (for debugging).
 DEBUG_ENV = "GHN_DEBUG"
@@ -84,3 +85,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def suggest(name: str, known: Iterable[str], listing: str | None = None, prefix: str = "") -> str:
+    """The end of an "unknown name" message: the closest known names, or where to find them.
+
+    Matching ignores case (``difflib.get_close_matches`` on lower-cased names, at most three).
+
+    Args:
+        name: what the user wrote.
+        known: the valid names.
+        listing: hint used when nothing is close (default: the list of known names when there are at most 12).
+        prefix: written before each suggested name (``"torchvision:"`` to suggest whole specs).
+
+    Returns:
+        ``"; did you mean X, Y?"``, else ``"; " + listing``, else ``"; choose one of A, B, C"``, else ``""``.
+    """
+    by_lower = {k.lower(): k for k in sorted(set(known))}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3)
+    if close:
+        return "; did you mean " + ", ".join(prefix + by_lower[c] for c in close) + "?"
+    if listing:
+        return "; " + listing
+    if 0 < len(by_lower) <= 12:
+        return "; choose one of " + ", ".join(by_lower.values())
+    return ""

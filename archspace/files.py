@@ -43,6 +43,26 @@ def check_writable(path: str | os.PathLike, what: str = "--out") -> str:
     return path
 
 
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> str:
+    """Check, before any work, that ``path`` is or can become a writable folder.
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        UsageError: ``path`` is an existing file, or the folder (or its nearest existing parent) is not writable.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} {path} is a file; give a folder (it is created if missing)")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} {path}: cannot write in this folder; choose a writable location")
+        return path
+    check_writable(path, what)  # the nearest existing parent must be writable
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[str]:
     """A temporary path to write to; on success it replaces ``path`` in one step, on failure it is removed.

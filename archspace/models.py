@@ -18,16 +18,14 @@ Four spellings, shared by ``archspace graph``, ``ghn predict``, ``ghn rank``, ``
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
 
-from .errors import UsageError
+from .errors import UsageError, suggest
 
 SPEC_HELP = ("spell a model as torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:convnext_atto), "
              "deepnets:SPLIT/INDEX (e.g. deepnets:test/0) or package.module:callable (e.g. mypkg.nets:build_net)")
@@ -59,31 +57,6 @@ class ModelSpec:
     name: str
     index: int | None = None
     attr: str | None = None
-
-
-def suggest(name: str, known: Iterable[str], listing: str | None = None, prefix: str = "") -> str:
-    """The end of an "unknown name" message: the closest known names, or where to find them.
-
-    Matching ignores case (``difflib.get_close_matches`` on lower-cased names, at most three).
-
-    Args:
-        name: what the user wrote.
-        known: the valid names.
-        listing: hint used when nothing is close (default: the list of known names when there are at most 12).
-        prefix: written before each suggested name (``"torchvision:"`` to suggest whole specs).
-
-    Returns:
-        ``"; did you mean X, Y?"``, else ``"; " + listing``, else ``"; choose one of A, B, C"``, else ``""``.
-    """
-    by_lower = {k.lower(): k for k in sorted(set(known))}
-    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3)
-    if close:
-        return "; did you mean " + ", ".join(prefix + by_lower[c] for c in close) + "?"
-    if listing:
-        return "; " + listing
-    if 0 < len(by_lower) <= 12:
-        return "; choose one of " + ", ".join(by_lower.values())
-    return ""
 
 
 def torchvision_names() -> list[str]:

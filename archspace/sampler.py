@@ -26,9 +26,8 @@ import json
 import numpy as np
 import torch.nn as nn
 
-from .errors import UsageError
+from .errors import UsageError, suggest
 from .genotype import DARTS_V2, Genotype
-from .models import suggest
 from .network import IMAGENET_MIN_SIZE, Network, count_params, plan_network
 from .ops import OP_NAMES
 

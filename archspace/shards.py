@@ -105,8 +105,12 @@ def read_shard_header(path: str) -> dict:
         raise ShardError(f"shard {path} has a corrupt header ({e}); {_REBUILD}") from e
     except OSError as e:
         raise ShardError(f"cannot read shard {path}: {e.strerror}") from e
+    missing = [k for k in ("payload_bytes", "count", "start", "sha256", "split")
+               if not isinstance(header, dict) or k not in header]
+    if missing:
+        raise ShardError(f"shard {path} has a corrupt header (no {', '.join(missing)}); {_REBUILD}")
     size = os.path.getsize(path)
-    expected = _PREFIX.size + header_len + int(header.get("payload_bytes", -1))
+    expected = _PREFIX.size + header_len + int(header["payload_bytes"])
     if size != expected:
         raise ShardError(f"shard {path} is truncated or padded: {size} bytes on disk, header says {expected}; "
                          f"{_REBUILD}")

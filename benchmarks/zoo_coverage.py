@@ -40,10 +40,10 @@ import torch
 from tqdm import tqdm
 
 from archspace.coverage import unbound_parameters
-from archspace.errors import UsageError, run_cli
+from archspace.errors import UsageError, run_cli, suggest
 from archspace.files import atomic_write, check_writable
 from archspace.graph import to_graph
-from archspace.models import import_timm, load_model, suggest, torchvision_names
+from archspace.models import import_timm, load_model, torchvision_names
 
 #: Words of timm and torchvision names that mark small configurations, smallest first.
 SIZE_WORDS = ("atto", "femto", "pico", "nano", "xxxs", "xxs", "xs", "xxtiny", "xtiny", "tiny", "t", "mini", "s0",

@@ -108,7 +108,7 @@ def _safetensors_header(path: str, size: int) -> tuple[dict, int]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header") from e
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise CheckpointError(path, "truncated or corrupt checkpoint", "unreadable safetensors header")
     return header, n
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch_geometric.data import Batch, Data
 
+from archspace.capture import ForwardError
 from archspace.errors import UsageError
 from archspace.graph import input_shape, to_graph
 from archspace.primitives import NUM_PRIMITIVES
@@ -409,10 +410,8 @@ class GHN(nn.Module):
         """
         try:
             return to_graph(model, input_size, ve_cutoff=50 if self.ve else 1)
-        except RuntimeError as e:  # to_graph wraps any failure of the forward pass in a RuntimeError
-            cause = e.__cause__ if e.__cause__ is not None else e
-            text = " ".join(str(cause).split())
-            text = f"{type(cause).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+        except ForwardError as e:  # the model's own forward failed (a bug of the tracer keeps its traceback)
+            text = e.reason[:200] + ("..." if len(e.reason) > 200 else "")
             h = input_size if isinstance(input_size, int) else tuple(input_size)[-2]
             declared = _declared_input_size(model)
             if declared and declared != h:

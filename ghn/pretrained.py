@@ -208,7 +208,7 @@ def fetch(name: str, progress: bool = True) -> str:
             (deleted); the message names the URL and the exact cache path to put the file at by hand.
     """
     if name not in RELEASES:
-        from archspace.models import suggest
+        from archspace.errors import suggest
 
         raise UsageError(f"unknown released GHN {name!r}" + suggest(name, RELEASES))
     dest = os.path.join(cache_dir(), RELEASES[name].file)
@@ -256,7 +256,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, progress: bool = True) -
         return path
     if raw in RELEASES:
         return fetch(raw, progress=progress)
-    from archspace.models import suggest
+    from archspace.errors import suggest
 
     if os.sep not in raw and "/" not in raw and "." not in raw:  # a bare word: meant as a name
         raise UsageError(f"{raw!r} is neither a checkpoint file nor a released GHN" + suggest(raw, RELEASES))

@@ -9,13 +9,14 @@ token                           candidates
 ``deepnets:SPLIT``              every net of a DeepNets-1M split (``archspace.SPLITS``)
 ``deepnets:SPLIT/0-99``         nets 0..99 (inclusive) of the split; ``/3``, ``/0-9,20-29`` also work
 ``torchvision:NAME``            a torchvision model, default initialisation (``torchvision:resnet18``)
+``timm:NAME``                   a timm model, default initialisation, never pretrained (``timm:convnext_atto``)
 ``pkg.module:callable``         a model returned by ``callable(num_classes=...)``
 ``PATH`` or ``file:PATH``       a text file, one candidate per line: a JSON object (a ``Genotype.to_dict()``,
                                 or ``{"name": ..., "genotype": {...}}``) or any token above; ``#`` comments
 ==============================  ==========================================================================
 
 A token without a scheme continues the previous one: ``torchvision:resnet18,vgg11_bn`` is two torchvision
-models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are built only when asked
+models, ``timm:convnext_atto,resnet50.a1_in1k`` two timm models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are built only when asked
 (:meth:`Candidate.build`), so hundreds of candidates cost nothing until they are scored one by one.
 """
 
@@ -31,8 +32,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from archspace.errors import UsageError
-from archspace.models import check_spec, load_model, suggest
+from archspace.errors import UsageError, suggest
+from archspace.models import check_spec, load_model
 
 
 class CandidateError(UsageError):
@@ -179,10 +180,10 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
                 split, indices = _deepnets(rest, token)
                 out.extend(Candidate(name=f"deepnets:{split}/{i}", spec=f"deepnets:{split}/{i}") for i in indices)
                 prefix = f"deepnets:{split}/"
-            elif scheme == "torchvision":
+            elif scheme in ("torchvision", "timm"):
                 check_spec(token)
                 out.append(Candidate(name=token, spec=token))
-                prefix = "torchvision:"
+                prefix = scheme + ":"
             elif re.fullmatch(r"[A-Za-z_][\w.]*", scheme) and re.fullmatch(r"[A-Za-z_]\w*", rest):
                 check_spec(token)
                 out.append(Candidate(name=token, spec=token))

@@ -241,8 +241,10 @@ def check_classes(ghn, num_classes: int, keep_classifier_init: bool, ckpt: str) 
         ConfigError: the numbers differ and ``keep_classifier_init`` is false.
     """
     if keep_classifier_init:
-        return (f"eval.keep_classifier_init=true: every net's classifier (last layer) keeps its default "
-                f"initialisation (GHN trained for {ghn.num_classes} classes, the data has {num_classes})")
+        why = (f" (GHN trained for {ghn.num_classes} classes, the data has {num_classes})"
+               if ghn.num_classes != num_classes else "")
+        return ("eval.keep_classifier_init=true: every net's classifier (last layer) keeps its default "
+                f"initialisation{why}")
     if ghn.num_classes != num_classes:
         raise ConfigError(f"ckpt={ckpt} was trained for {ghn.num_classes} classes but the data has {num_classes}; "
                           f"pass eval.keep_classifier_init=true to evaluate with the classifier (last layer) at its "
@@ -297,7 +299,10 @@ def trained_width(ckpt: str) -> int | None:
     raw = read_metadata(ckpt).get("train_width_range")
     if not raw:
         return None
-    lo, hi = json.loads(raw)
+    try:
+        lo, hi = json.loads(raw)
+    except (ValueError, TypeError):  # metadata written by hand or by another tool: no width to default to
+        return None
     return int(lo) if lo == hi else None
 
 

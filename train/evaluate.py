@@ -90,7 +90,7 @@ def check_split_range(split: str, num_nets: int | None = None, start: int = 0, w
             buildable one.
     """
     from archspace import SPLITS
-    from archspace.models import suggest
+    from archspace.errors import suggest
     from archspace.network import MIN_WIDTH
 
     if split not in SPLITS:

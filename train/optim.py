@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from archspace.errors import UsageError
-from archspace.models import suggest
+from archspace.errors import UsageError, suggest
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("step", "linear")

@@ -6,8 +6,8 @@ import pytest
 import torch.nn as nn
 
 from archspace.cli import main
-from archspace.errors import UsageError
-from archspace.models import ModelSpec, ModelSpecError, check_spec, load_model, suggest
+from archspace.errors import UsageError, suggest
+from archspace.models import ModelSpec, ModelSpecError, check_spec, load_model
 from archspace.network import Network
 
 

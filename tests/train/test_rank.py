@@ -48,6 +48,16 @@ def test_torchvision_list_and_duplicates_dropped():
     assert [c.spec for c in cands] == ["torchvision:resnet18", "torchvision:vgg11_bn"]
 
 
+def test_timm_list_continues_the_scheme_and_builds_nothing_pretrained():
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'ghn-archspace[timm]')")
+    cands = parse_candidates(["timm:convnext_atto,resnet18"])
+    assert [c.spec for c in cands] == ["timm:convnext_atto", "timm:resnet18"]
+    model = cands[0].build(num_classes=10, image_size=32)
+    assert model.num_classes == 10 and sum(p.numel() for p in model.parameters()) > 0
+    with pytest.raises(UsageError, match="unknown timm model 'convnxt_atto'; did you mean convnext_atto"):
+        parse_candidates(["timm:convnxt_atto"])
+
+
 def test_genotype_file_builds_the_same_nets(tmp_path):
     path = tmp_path / "g.jsonl"
     lines = [json.dumps(get_genotype("test", 3).to_dict()),
