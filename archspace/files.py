@@ -3,8 +3,8 @@
 Every result file the project writes goes through :func:`atomic_path`: the content is written to a temporary file
 in the destination's folder and moved into place with ``os.replace``, so a process killed mid-write leaves the old
 file (or none), never a truncated one. (Logs that grow line by line, such as ``metrics.csv``, are appended in place
-and truncated to the last checkpoint on resume instead.) JSON results go through :func:`json_safe` first, which turns NaN and infinities
-into ``null`` (strict JSON has no NaN).
+and truncated to the last checkpoint on resume instead.) JSON results go through :func:`json_safe` first, which
+turns NaN and infinities into ``null`` (strict JSON has no NaN).
 """
 
 from __future__ import annotations

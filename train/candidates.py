@@ -16,8 +16,9 @@ token                           candidates
 ==============================  ==========================================================================
 
 A token without a scheme continues the previous one: ``torchvision:resnet18,vgg11_bn`` is two torchvision
-models, ``timm:convnext_atto,resnet50.a1_in1k`` two timm models and ``deepnets:test/0-9,20-29`` twenty nets of the test split. Nets are built only when asked
-(:meth:`Candidate.build`), so hundreds of candidates cost nothing until they are scored one by one.
+models, ``timm:convnext_atto,resnet50.a1_in1k`` two timm models and ``deepnets:test/0-9,20-29`` twenty nets of the
+test split. Nets are built only when asked (:meth:`Candidate.build`), so hundreds of candidates cost nothing until
+they are scored one by one.
 """
 
 from __future__ import annotations
