@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from archspace.errors import UsageError
 from archspace.primitives import PRIMITIVE_ID
 
 from .normalize import IDENTITY, normalization_kind
@@ -132,6 +133,47 @@ def _bucket(n: int, limit: int) -> int:
     return min(limit, 1 << max(0, int(n) - 1).bit_length())
 
 
+class GraphMismatchError(UsageError, KeyError):
+    """A graph used with a model it was not built from (a name the model lacks, or a parameter bound twice).
+
+    A :class:`~archspace.errors.UsageError` (one line on the command lines) and a ``KeyError`` (what a lookup of a
+    missing parameter raised before this check existed).
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def check_bindings(names_per_node, params, labels=None) -> set[str]:
+    """Check that the parameter names a graph binds to its nodes exist in the model, each bound once: the one check
+    of graph against model, used by :func:`assign` (training) and :meth:`ghn.GHN.predict` (before any write).
+
+    Args:
+        names_per_node: for each node, the parameter names bound to it (``ArchGraph.param_names``).
+        params: the model's ``dict(named_parameters())``.
+        labels: node names for the message (``ArchGraph.node_names``), optional.
+
+    Returns:
+        The set of bound names.
+
+    Raises:
+        GraphMismatchError: the first name the model does not have, or a name bound to two nodes.
+    """
+    seen: set[str] = set()
+    for i, names in enumerate(names_per_node):
+        for name in names:
+            if name in params and name not in seen:
+                seen.add(name)
+                continue
+            where = f"node {i} ({labels[i]})" if labels and labels[i] else f"node {i}"
+            if name not in params:
+                raise GraphMismatchError(f"the graph does not match the model: {where} binds {name!r}, which the "
+                                         "model does not have (no such parameter); build the graph from this model "
+                                         "(archspace.to_graph)")
+            raise GraphMismatchError(f"the graph does not match the model: {name!r} is bound to two nodes")
+    return seen
+
+
 def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cls_role: list[int],
            op_type: list[int], models: list[nn.Module], max_shape: tuple[int, int, int, int],
            weight_norm: bool) -> Assignment:
@@ -150,8 +192,9 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
         An :class:`Assignment`.
 
     Raises:
-        KeyError: if a graph names a parameter its model does not have.
-        ValueError: if the numbers of graphs and models differ, or a parameter is bound to two nodes.
+        GraphMismatchError: (a ``KeyError`` and ``ValueError``) a graph names a parameter its model does not have,
+            or binds one to two nodes (:func:`check_bindings`).
+        ValueError: if the numbers of graphs and models differ.
     """
     if len(param_names) != len(models):
         raise ValueError(f"{len(param_names)} graphs but {len(models)} models")
@@ -159,16 +202,10 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
     untouched: list[list[str]] = []
     for b, (names_per_node, model) in enumerate(zip(param_names, models)):
         params = dict(model.named_parameters())
-        seen: set[str] = set()
+        seen = check_bindings(names_per_node, params)
         for local, names in enumerate(names_per_node):
             node = node_offsets[b] + local
             for name in names:
-                if name not in params:
-                    raise KeyError(f"graph {b} binds parameter {name!r} to node {local}, but the model has no such "
-                                   "parameter (graph built from a different model?)")
-                if name in seen:
-                    raise ValueError(f"parameter {name!r} of model {b} is bound to more than one node")
-                seen.add(name)
                 targets.append(make_target(b, name, node, tuple(params[name].shape), cls_role[node], op_type[node],
                                            max_shape, weight_norm))
         untouched.append([n for n in params if n not in seen])

@@ -16,7 +16,19 @@ from archspace.errors import UsageError
 from archspace.graph import input_shape, to_graph
 from archspace.primitives import NUM_PRIMITIVES
 
-from .assign import CLS_B, CLS_W, COL, CONV, VEC, Assignment, assign, copy_tiled, fit_to_shape, is_tiled
+from .assign import (
+    CLS_B,
+    CLS_W,
+    COL,
+    CONV,
+    VEC,
+    Assignment,
+    assign,
+    check_bindings,
+    copy_tiled,
+    fit_to_shape,
+    is_tiled,
+)
 from .batchnorm import check_bn_mode, set_bn_mode
 from .checkpoint import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from .decoder import ConvDecoder, MLPDecoder
@@ -377,7 +389,7 @@ class GHN(nn.Module):
 
     def _check_graph(self, graph: Data, params: dict[str, nn.Parameter]) -> None:
         """Check that ``graph`` was built from a network with these parameters: every name it binds exists, is
-        bound once, and the node's recorded shape is the parameter's.
+        bound once (:func:`ghn.assign.check_bindings`), and the node's recorded shape is the parameter's.
 
         Raises:
             UsageError: the first node that does not match.
@@ -385,17 +397,10 @@ class GHN(nn.Module):
         if not isinstance(graph, Data) or not hasattr(graph, "param_names"):
             raise UsageError(f"graph must be an archspace ArchGraph (archspace.to_graph), got {type(graph).__name__}")
         labels = getattr(graph, "node_names", None) or [""] * graph.num_nodes
-        seen: set[str] = set()
+        check_bindings(graph.param_names, params, labels)
         rows = zip(graph.param_names, graph.param_shape.tolist(), graph.param_ndim.tolist(), labels)  # N rows
         for i, (names, shape, ndim, label) in enumerate(rows):
             where = f"node {i} ({label})" if label else f"node {i}"
-            for name in names:
-                if name not in params:
-                    raise UsageError(f"the graph does not match the model: {where} binds {name!r}, which the model "
-                                     "does not have; build the graph from this model (archspace.to_graph)")
-                if name in seen:
-                    raise UsageError(f"the graph does not match the model: {name!r} is bound to two nodes")
-                seen.add(name)
             want = tuple(shape[:min(4, ndim)])
             if names and ndim > 0 and not any(tuple(params[n].shape[:4]) == want for n in names):
                 raise UsageError(f"the graph does not match the model: {where} records shape {want} but the model's "
