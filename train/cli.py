@@ -168,6 +168,11 @@ def train(cfg: DictConfig) -> dict:
     c = _to_dict(cfg)
     set_threads(c.get("threads"))
     check_train_config(c)
+    try:  # the GHN's own constructor rules (hidden_dim divisible by 4, a square kernel, ...), before the data loads
+        with torch.device("meta"):
+            build_ghn(c["ghn"], num_classes=1)
+    except UsageError as e:
+        raise ConfigError(f"ghn.{e}") from None
     run_dir = c.get("run_dir") or _run_dir()
     rank, world = _init_distributed(c.get("device"))
     if world > 1:

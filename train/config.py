@@ -188,9 +188,7 @@ def check_train_config(c: dict) -> None:
     _check_number(c, "train.ema_decay", positive=False, below=1.0, allow_none=True)  # null or 0: no average
     _check_number(c, "optim.lr", positive=True)
     _check_number(c, "optim.weight_decay", positive=False)
-    shape = _get(c, "ghn.max_shape")
-    if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(s) and s >= 1 for s in shape):
-        raise ConfigError(f"ghn.max_shape must be 4 positive integers (out, in, height, width), got {shape!r}")
+    # The GHN's own constructor checks the rest of the ghn section (train/cli.py builds it on the meta device).
     width = _get(c, "archspace.width_range")
     if width is not None and (not isinstance(width, list) or len(width) != 2 or
                               not all(_is_int(w) and w >= MIN_WIDTH for w in width) or width[0] > width[1]):

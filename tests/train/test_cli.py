@@ -102,6 +102,7 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ("train.max_nodes=-1", "train.max_nodes must be an integer >= 0"),
     ("ghn.hidden_dim=0", "ghn.hidden_dim must be a positive integer"),
     ("ghn.max_shape=[64,64,11]", "ghn.max_shape must be 4 positive integers"),
+    ("ghn.hidden_dim=6", "ghn.hidden_dim must be divisible by 4"),  # the constructor's rule, before data loads
     ("threads=0", "threads must be a positive integer, 'auto' or null, got 0"),
     ("threads=-3", "threads must be a positive integer, 'auto' or null, got -3"),
     ("threads=many", "threads must be a positive integer, 'auto' or null, got 'many'"),
