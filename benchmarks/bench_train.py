@@ -1,18 +1,33 @@
-"""Seconds per GHN training step and peak memory, at the paper's setting: meta-batch 8, 64 images of 32x32.
+"""Seconds per GHN training step, its phases, its floating-point operations and the fraction of the machine's
+measured peak it reaches, at the paper's setting and at the digits default of ``ghn-train``.
 
-Reference (GHN-2 code, 2 CPU cores, torch 2.15, measured): 6.1 s per step (GHN forward 0.44 s, networks forward
-1.5 s, backward 4.1 s), 11 GB peak memory.
+Settings (``--setting``):
 
-The nets are DeepNets-1M training nets at the paper's widths: the ``ghn2`` width policy
-(:mod:`archspace.width_policy`: large nets at width 32, small ones up to 128), run in channels-last memory format
-as ``ghn-train`` does. A step's time includes building its meta-batch (graphs and modules) and the optimiser
-step. ``--compare`` also times the same steps in the other memory format, in the same process.
+- ``paper`` (default): meta-batch 8, 64 images of 32x32, DeepNets-1M training nets at the paper's widths (the
+  ``ghn2`` width policy of :mod:`archspace.width_policy`: large nets at width 32, small ones up to 128), GHN hidden
+  size 32. Reference (GHN-2 code, 2 CPU cores, torch 2.15, measured): 6.1 s per step (GHN forward 0.44 s,
+  networks forward 1.5 s, backward 4.1 s), 11 GB peak memory.
+- ``default``: the step of the README's first command, read from ``conf/`` (``ghn-train``'s defaults: digits at the
+  configured image size, its training pool, widths, meta-batch, GHN size and node caps; ``--override`` changes any
+  of them, e.g. ``--override data.image_size=32 archspace.width_range=[8,8]`` for the setting before the default
+  moved to 16x16 images and widths 8..32). The timed steps' nets are built before timing, as they are cached after
+  the first few hundred steps of a run.
+
+A step's time includes building its meta-batch and the optimiser step; the phases are building the meta-batch, GHN
+forward, networks forward, and backward with the update. The FLOPs of a step are counted by
+``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions and attention, forward and backward;
+element-wise ops are not counted) on the timed steps run again, and divided by the step's time and by the
+machine's peak, measured in the same run as the best of several float32 2048x2048 matrix products with the same
+number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
+``torch.nn.BatchNorm2d``'s own backward instead of :class:`archspace.norm.BatchNorm2d`'s (ratios in one process).
 
 Usage::
 
-    python benchmarks/bench_train.py                       # released GHN-2 size, the paper's nets
-    python benchmarks/bench_train.py --compare             # and the same steps in NCHW format (ratio)
-    python benchmarks/bench_train.py --width-policy uniform  # every net at a uniform width of 32..128 (heavier)
+    python benchmarks/bench_train.py                          # the paper's setting
+    python benchmarks/bench_train.py --setting default        # the digits default of ghn-train
+    python benchmarks/bench_train.py --setting default --compare-bn --steps 40
+    python benchmarks/bench_train.py --compare                # and the same steps in NCHW format (ratio)
+    python benchmarks/bench_train.py --width-policy uniform   # paper: every net at a uniform width of 32..128
     python benchmarks/bench_train.py --threads 1
 
 Peak memory is the process's peak resident set size (``ru_maxrss``), which includes the Python runtime and the
@@ -22,13 +37,16 @@ libraries (about 0.5 GB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
+import statistics
 import sys
 import tempfile
 import time
 
 REF_STEP_S = 6.1
 REF_PEAK_GB = 11.0
+PEAK_MATMUL_N = 2048
 
 
 def _timed(fn, totals: dict, key: str):
@@ -44,19 +62,172 @@ def _timed(fn, totals: dict, key: str):
     return wrapper
 
 
+def peak_flops(repeats: int = 5) -> float:
+    """The machine's measured peak in FLOP/s: the best of ``repeats`` float32 ``2048 x 2048`` matrix products with
+    the current number of torch threads."""
+    import torch
+
+    a, b = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N), torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N)
+    a @ b  # warm-up
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * PEAK_MATMUL_N**3 / best
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def plain_batchnorm():
+    """Within the block, :class:`archspace.norm.BatchNorm2d` runs as ``torch.nn.BatchNorm2d`` (the baseline of
+    ``--compare-bn``)."""
+    import torch.nn as nn
+
+    from archspace.norm import BatchNorm2d
+
+    fast = BatchNorm2d.forward
+    BatchNorm2d.forward = nn.BatchNorm2d.forward
+    try:
+        yield
+    finally:
+        BatchNorm2d.forward = fast
+
+
+def default_setting(overrides) -> dict:
+    """The objects and trainer arguments of ``ghn-train``'s default step, composed from ``conf/`` with
+    ``overrides`` (Hydra syntax)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from train.cli import build_arch_dataset, build_ghn, load_data
+    from train.config import find_conf_dir
+
+    with initialize_config_dir(config_dir=find_conf_dir("train"), version_base="1.3"):
+        c = OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+    seed = int(c["seed"])
+    data = load_data(c["data"], seed)
+    t, o = c["train"], c["optim"]
+    return {"data": data, "batch": c["data"]["batch_size"],
+            "archs": lambda: build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed),
+            "ghn": lambda: build_ghn(c["ghn"], data.num_classes), "seed": seed,
+            "trainer": dict(meta_batch_size=t["meta_batch_size"], max_nodes=t["max_nodes"],
+                            max_net_nodes=t.get("max_net_nodes", 0), optimizer=o["name"], lr=o["lr"],
+                            weight_decay=o["weight_decay"], lr_schedule=o.get("schedule", "step"), clip=t["clip"],
+                            channels_last=bool(t.get("channels_last", True))),
+            "describe": (f"digits default: meta-batch {t['meta_batch_size']}, {c['data']['batch_size']} images "
+                         f"{data.image_size}x{data.image_size}, nets of width {c['archspace']['width_range']} "
+                         f"({c['archspace']['width_policy']}), at most {t.get('max_net_nodes')} nodes, GHN hidden "
+                         f"{c['ghn'].get('hidden_dim')}")}
+
+
+def paper_setting(args) -> dict:
+    """The objects and trainer arguments of the paper's step (module docstring)."""
+    from archspace.dataset import ArchDataset
+    from ghn import GHN
+    from train.data import load_digits
+
+    return {"data": load_digits(), "batch": args.batch, "seed": args.seed,
+            "archs": lambda: ArchDataset(split="train", width_range=tuple(args.width),
+                                         width_policy=args.width_policy, seed=args.seed),
+            "ghn": lambda: GHN(max_shape=(64, 64, 11, 11), num_classes=10, hidden_dim=args.hidden),
+            "trainer": dict(meta_batch_size=args.meta_batch, max_nodes=args.max_nodes, channels_last=not args.nchw),
+            "describe": (f"paper setting: meta-batch {args.meta_batch}, {args.batch} images 32x32, nets of width "
+                         f"{args.width[0]}..{args.width[1]} ({args.width_policy} policy), GHN hidden {args.hidden}")}
+
+
+def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str) -> dict:
+    """Time ``steps`` training steps (after a warm-up step) of ``setting``; print and return the figures."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from train.data import TrainBatches
+    from train.loop import Trainer
+
+    torch.manual_seed(setting["seed"])
+    archs, ghn = setting["archs"](), setting["ghn"]()
+    images = TrainBatches(setting["data"], setting["batch"], seed=setting["seed"])
+    kwargs = dict(setting["trainer"], channels_last=channels_last)
+    meta_batch = kwargs["meta_batch_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        # arch_cache: the timed steps' modules stay cached (built before timing; their parameters counted after).
+        trainer = Trainer(ghn, archs, images, tmp, steps=10**6, ckpt_every=0, progress=False, device="cpu",
+                          seed=setting["seed"], arch_cache=meta_batch * (4 * steps + 8), **kwargs)
+        for s in range(4 * steps + 4):  # build the nets of the steps to be timed (a few may be skipped)
+            for i in trainer.sampler.draw(s):
+                trainer.pairs[i]
+        phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
+        trainer._meta_batch = _timed(trainer._meta_batch, phase, "build")
+        ghn.predict_parameters = _timed(ghn.predict_parameters, phase, "ghn")
+        trainer.objective.forward = _timed(trainer.objective.forward, phase, "objective")
+        times, nodes, params, phases, timed_steps, skipped = [], [], [], [], [], 0
+        batches = images.iterate(0, None)
+        for step in range(4 * steps + 4):
+            x, y = next(batches)
+            phase.update(build=0.0, ghn=0.0, objective=0.0)
+            t0 = time.perf_counter()
+            row = trainer.train_step(step, x, y)
+            dt = time.perf_counter() - t0
+            if row["loss"] != row["loss"]:  # skipped (over the node cap)
+                skipped += 1
+                continue
+            if step == 0:  # the first step warms up allocators and kernels
+                continue
+            times.append(dt)
+            timed_steps.append((step, x, y))
+            phases.append({"build": phase["build"], "ghn_forward": phase["ghn"],
+                           "nets_forward": phase["objective"] - phase["ghn"],
+                           "backward_and_update": dt - phase["build"] - phase["objective"]})
+            nodes.append(row["nodes"])
+            idx = trainer.sampler.draw(step)
+            params.append(sum(p.numel() for i in idx for p in trainer.pairs[i][1].parameters()))
+            if len(times) >= steps:
+                break
+        counted = timed_steps[:5]
+        with FlopCounterMode(display=False) as counter:
+            for step, x, y in counted:
+                trainer.train_step(step, x, y)
+        flops = counter.get_total_flops() / len(counted)
+    med = statistics.median(times)
+    out = {"label": label, "sec_per_step": med, "mean": statistics.mean(times), "min": min(times),
+           "max": max(times), "steps": len(times), "skipped_over_cap": skipped,
+           "nodes_per_meta_batch": statistics.mean(nodes),
+           "params_per_net_m": statistics.mean(params) / meta_batch / 1e6,
+           "format": "channels_last" if channels_last else "nchw",
+           "phases_s": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
+           "gflop_per_step": flops / 1e9, "gflops_achieved": flops / med / 1e9,
+           "fraction_of_peak": flops / med / peak}
+    print(f"  {label:>22}: {med:.3f} s/step median (mean {out['mean']:.3f}, min {out['min']:.3f}, max "
+          f"{out['max']:.3f}; {len(times)} steps, {out['nodes_per_meta_batch']:.0f} nodes and "
+          f"{out['params_per_net_m']:.3f}M parameters per net on average)", flush=True)
+    print("  " + " " * 22 + "  phases (median s): " + ", ".join(
+        f"{k.replace('_', ' ')} {v:.3f}" for k, v in out["phases_s"].items()), flush=True)
+    print("  " + " " * 22 + f"  {out['gflop_per_step']:.2f} GFLOP per step -> {out['gflops_achieved']:.2f} GFLOP/s, "
+          f"{100 * out['fraction_of_peak']:.1f}% of the measured peak", flush=True)
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
-    p.add_argument("--meta-batch", type=int, default=8)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--setting", default="paper", choices=("paper", "default"),
+                   help="the paper's step or the digits default of ghn-train (module docstring)")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="--setting default: Hydra overrides of ghn-train's configuration")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps after one warm-up step (default: 5 paper, 40 default)")
+    p.add_argument("--meta-batch", type=int, default=8, help="paper setting: nets per step")
+    p.add_argument("--batch", type=int, default=64, help="paper setting: images per step")
     p.add_argument("--width", type=int, nargs=2, default=(32, 128), metavar=("LO", "HI"),
-                   help="channel width range of the nets (paper: 32 128)")
+                   help="paper setting: channel width range of the nets (paper: 32 128)")
     p.add_argument("--width-policy", default="ghn2", choices=("ghn2", "uniform"),
-                   help="how widths are drawn (archspace.width_policy; paper: ghn2)")
+                   help="paper setting: how widths are drawn (archspace.width_policy; paper: ghn2)")
     p.add_argument("--nchw", action="store_true", help="run the nets in NCHW instead of channels-last format")
     p.add_argument("--compare", action="store_true", help="also time the same steps in the other memory format")
-    p.add_argument("--max-nodes", type=int, default=2200, help="node cap per meta-batch (paper: 2200)")
-    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--compare-bn", action="store_true",
+                   help="also time the same steps with torch.nn.BatchNorm2d's multi-threaded backward")
+    p.add_argument("--max-nodes", type=int, default=2200, help="paper setting: node cap per meta-batch (2200)")
+    p.add_argument("--hidden", type=int, default=32, help="paper setting: GHN hidden size (released GHN-2: 32)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -65,73 +236,31 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from archspace.dataset import ArchDataset
-    from ghn import GHN
-    from train.data import TrainBatches, load_digits
-    from train.loop import Trainer
-
-    def run(channels_last: bool) -> dict:
-        torch.manual_seed(args.seed)
-        archs = ArchDataset(split="train", width_range=tuple(args.width), width_policy=args.width_policy,
-                            seed=args.seed)
-        images = TrainBatches(load_digits(), args.batch, seed=args.seed)
-        ghn = GHN(max_shape=(64, 64, 11, 11), num_classes=10, hidden_dim=args.hidden)
-        with tempfile.TemporaryDirectory() as tmp:
-            # arch_cache: the step's modules stay cached, so counting their parameters afterwards rebuilds nothing.
-            trainer = Trainer(ghn, archs, images, tmp, steps=args.steps + 1, meta_batch_size=args.meta_batch,
-                              max_nodes=args.max_nodes, ckpt_every=0, progress=False, device="cpu", seed=args.seed,
-                              channels_last=channels_last, arch_cache=args.meta_batch)
-            phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
-            archs.get_pair = _timed(archs.get_pair, phase, "build")  # called by trainer.pairs on a cache miss
-            ghn.predict_parameters = _timed(ghn.predict_parameters, phase, "ghn")
-            trainer.objective.forward = _timed(trainer.objective.forward, phase, "objective")
-            times, nodes, params, skipped, phases = [], [], [], 0, []
-            step = 0
-            for x, y in images.iterate(0, None):
-                idx = trainer.sampler.draw(step)
-                phase.update(build=0.0, ghn=0.0, objective=0.0)
-                t0 = time.perf_counter()
-                row = trainer.train_step(step, x, y)
-                dt = time.perf_counter() - t0
-                split = {"build": phase["build"], "ghn_forward": phase["ghn"],
-                         "nets_forward": phase["objective"] - phase["ghn"],
-                         "backward_and_update": dt - phase["build"] - phase["objective"]}
-                step += 1
-                if row["loss"] != row["loss"]:  # skipped (over the node cap)
-                    skipped += 1
-                    continue
-                if step > 1 or skipped:  # the first timed step warms up allocators and kernels
-                    times.append(dt)
-                    phases.append(split)
-                    nodes.append(row["nodes"])
-                    params.append(sum(p.numel() for i in idx for p in trainer.pairs[i][1].parameters()))
-                if len(times) >= args.steps:
-                    break
-        mean = sum(times) / len(times)
-        out = {"sec_per_step": mean, "min": min(times), "max": max(times),
-               "nodes_per_meta_batch": sum(nodes) / len(nodes), "params_per_net_m": sum(params) / len(params)
-               / args.meta_batch / 1e6, "steps": len(times), "skipped_over_cap": skipped,
-               "format": "channels_last" if channels_last else "nchw",
-               "phases_s": {k: sum(p[k] for p in phases) / len(phases) for k in phases[0]}}
-        print(f"  {out['format']:>13}: {mean:.2f} s/step (min {out['min']:.2f}, max {out['max']:.2f}, "
-              f"{len(times)} steps, {out['nodes_per_meta_batch']:.0f} nodes and "
-              f"{out['params_per_net_m']:.2f}M parameters per net on average); "
-              f"reference {REF_STEP_S} s -> {REF_STEP_S / mean:.2f}x faster", flush=True)
-        print("                 " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in out["phases_s"].items())
-              + " (reference: GHN forward 0.44 s, networks forward 1.5 s, backward 4.1 s)", flush=True)
-        return out
-
-    print(f"meta-batch {args.meta_batch}, {args.batch} images 32x32, nets of width {args.width[0]}..{args.width[1]} "
-          f"({args.width_policy} policy), GHN hidden {args.hidden}, {torch.get_num_threads()} threads")
-    out = run(not args.nchw)
+    steps = args.steps or (5 if args.setting == "paper" else 40)
+    setting = paper_setting(args) if args.setting == "paper" else default_setting(args.override)
+    channels_last = setting["trainer"].get("channels_last", True) and not args.nchw
+    peak = peak_flops()
+    print(f"{setting['describe']}; {torch.get_num_threads()} threads; measured peak {peak / 1e9:.1f} GFLOP/s "
+          f"(float32 {PEAK_MATMUL_N}x{PEAK_MATMUL_N} matrix product)", flush=True)
+    out = run(setting, steps, channels_last, peak, "this code")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
-    out.update(peak_gb=peak_gb, threads=torch.get_num_threads())
-    print(f"  peak memory {peak_gb:.2f} GB; reference 11 GB -> {REF_PEAK_GB / peak_gb:.1f}x less")
+    out.update(peak_gb=peak_gb, threads=torch.get_num_threads(), peak_gflops=peak / 1e9)
+    print(f"  peak memory {peak_gb:.2f} GB", end="")
+    if args.setting == "paper":
+        print(f"; reference {REF_PEAK_GB} GB -> {REF_PEAK_GB / peak_gb:.1f}x less; reference step {REF_STEP_S} s -> "
+              f"{REF_STEP_S / out['sec_per_step']:.2f}x faster", end="")
+    print(flush=True)
+    if args.compare_bn:
+        with plain_batchnorm():
+            other = run(setting, steps, channels_last, peak, "nn.BatchNorm2d backward")
+        out["compare_bn"] = other
+        print(f"  archspace.norm.BatchNorm2d vs nn.BatchNorm2d on the same steps: "
+              f"{other['sec_per_step'] / out['sec_per_step']:.2f}x faster", flush=True)
     if args.compare:
-        other = run(args.nchw)
+        other = run(setting, steps, not channels_last, peak, "nchw" if channels_last else "channels_last")
         out["compare"] = other
         print(f"  {out['format']} vs {other['format']} on the same steps: "
-              f"{other['sec_per_step'] / out['sec_per_step']:.2f}x faster")
+              f"{other['sec_per_step'] / out['sec_per_step']:.2f}x faster", flush=True)
     return out
 
 
