@@ -2,6 +2,9 @@
 
 ``uniform``: the width is drawn uniformly from ``[lo, hi]`` and the genotype's classifier size is kept.
 
+``loguniform``: the width is drawn log-uniformly from ``[lo, hi]`` (rounded down to an integer), so each octave of
+widths gets the same share of nets (8..15 and 16..32 half each for 8..32); the classifier size is kept.
+
 ``ghn2``: GHN-2's training distribution (Knyazev et al., NeurIPS 2021: training nets of width 32..128; the rule
 below is the reference loader's, ``ppuda/deepnets1m/loader.py``). The width comes from the grid
 ``lo, lo + 16, ..., hi``, and how much of the grid a net may use depends on its size at the base width (parameters
@@ -32,7 +35,7 @@ from .errors import UsageError
 from .genotype import Genotype
 
 #: Width policies understood by :func:`net_size`.
-WIDTH_POLICIES: tuple[str, ...] = ("uniform", "ghn2")
+WIDTH_POLICIES: tuple[str, ...] = ("uniform", "loguniform", "ghn2")
 #: Step of GHN-2's width grid.
 GHN2_WIDTH_STEP: int = 16
 #: GHN-2's grid of classifier hidden sizes.
@@ -66,7 +69,7 @@ def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, g
     """Width and classifier hidden size of training net ``index`` under ``policy``.
 
     Args:
-        policy: ``'uniform'`` or ``'ghn2'`` (module docstring).
+        policy: ``'uniform'``, ``'loguniform'`` or ``'ghn2'`` (module docstring).
         width_range: ``(lo, hi)``, both included.
         seed: seed of the draws.
         index: net index.
@@ -84,6 +87,8 @@ def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, g
     rng = np.random.default_rng([seed, index])
     if policy == "uniform":
         return int(rng.integers(lo, hi + 1)), None
+    if policy == "loguniform":  # as many nets in [w, 2w) as in [2w, 4w): narrow nets are not outnumbered
+        return min(hi, int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1))))), None
     if policy != "ghn2":
         raise UsageError(f"unknown width policy {policy!r}; choose one of {', '.join(WIDTH_POLICIES)}")
     grid = list(range(lo, hi + 1, GHN2_WIDTH_STEP))

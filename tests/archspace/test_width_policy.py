@@ -105,6 +105,16 @@ def test_uniform_policy():
     assert [net_size("uniform", (32, 40), 8, i) for i in range(200)] != draws
 
 
+def test_loguniform_policy_gives_each_octave_the_same_share():
+    draws = [net_size("loguniform", (8, 32), 3, i)[0] for i in range(4000)]
+    assert min(draws) == 8 and max(draws) == 32
+    narrow = sum(w < 16 for w in draws) / len(draws)  # log(16/8) / log(33/8) = 0.489 of the mass
+    assert abs(narrow - 0.489) < 0.03
+    uniform = [net_size("uniform", (8, 32), 3, i)[0] for i in range(4000)]
+    assert sum(w < 16 for w in uniform) / len(uniform) < 0.36  # 8 of 25 widths
+    assert [net_size("loguniform", (8, 32), 3, i)[0] for i in range(4000)] == draws  # a function of (seed, index)
+
+
 def test_ghn2_draws_are_a_function_of_seed_and_index():
     a = [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in range(100)]
     assert [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in reversed(range(100))][::-1] == a
@@ -112,7 +122,7 @@ def test_ghn2_draws_are_a_function_of_seed_and_index():
 
 
 def test_bad_policy():
-    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, ghn2"):
+    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, loguniform, ghn2"):
         net_size("wide", (32, 128), 0, 0, plain(), 1)
     with pytest.raises(ValueError, match="parameter count"):
         net_size("ghn2", (32, 128), 0, 0, plain())
