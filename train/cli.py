@@ -38,7 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 from archspace.errors import UsageError, debug_enabled, run_cli
 from archspace.files import atomic_write, write_json
 from ghn.threads import set_threads
-from train.config import ConfigError, check_eval_config, check_run_dir, check_train_config, find_conf_dir
+from train.config import ConfigError, check_eval_config, check_run_dir, check_train_config, eval_rows, find_conf_dir
 
 log = logging.getLogger("ghn-train")
 
@@ -110,8 +110,14 @@ def load_data(data_cfg: dict, seed: int):
                            seed=seed, heldout=data_cfg.get("heldout"), **kwargs)
 
 
-def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | None = None) -> dict:
-    """Evaluate ``ghn`` as configured in ``cfg`` (the ``eval`` section) and write ``run_dir/eval.json``.
+def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | None = None,
+             base_width: int | None = None, width_range: list[int] | None = None) -> dict:
+    """Evaluate ``ghn`` on the rows of ``cfg`` (the ``eval`` section), write ``run_dir/eval.json`` and print the
+    table (:func:`train.evaluate.format_table`).
+
+    A row whose width lies outside ``width_range`` is evaluated all the same, after a one-line warning. The nets are
+    evaluated by ``eval.workers`` processes of one thread each (null: as many as the torch threads in effect, the
+    ``threads`` setting), so that the SGD baselines, most of the time, use every core.
 
     Args:
         cfg: the ``eval`` section, with ``device`` and ``ve_cutoff`` added.
@@ -121,31 +127,37 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | Non
         seed: seed of the SGD baseline.
         training: how the evaluated GHN was trained (``ghn-train``: steps done and planned, whether the safety
             time limit cut the run short), stored under ``training`` in ``eval.json``.
+        base_width: the base width of the rows without their own (``None``: DeepNets-1M's own; the ``wide``
+            split at 4x it, :func:`train.config.eval_rows`).
+        width_range: the widths ``[low, high]`` the GHN was trained on (``None``: unknown, no warning).
 
     Returns:
-        The evaluation dict written to ``eval.json`` (plus ``width`` and ``training``).
+        The :func:`train.evaluate.evaluate_table` dict written to ``eval.json`` (``rows`` and the shared
+        settings), plus ``base_width`` and ``training``.
     """
-    from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
+    import torch
 
-    split = cfg["split"]
-    if split == "torchvision":
-        nets = torchvision_nets(cfg["models"], num_classes=data.num_classes, image_size=data.image_size)
-    else:
-        nets = split_nets(split, cfg.get("num_nets"), num_classes=data.num_classes, image_size=data.image_size,
-                          width=cfg.get("width"), start=cfg.get("start", 0))
-    result = evaluate_ghn(ghn, nets, data, split_name=split, image_split=cfg.get("image_split", "test"),
-                          batch_size=cfg.get("batch_size", 64), bn_mode=cfg.get("bn_mode", "batch"),
-                          sgd_steps=cfg.get("sgd_steps") or (), sgd_num_nets=cfg.get("sgd_num_nets"),
-                          sgd_lr=cfg.get("sgd_lr", 0.05), image_limit=cfg.get("image_limit"),
-                          ve_cutoff=cfg.get("ve_cutoff", 50), device=cfg.get("device"), seed=seed,
-                          progress=cfg.get("progress", True),
-                          keep_classifier_init=bool(cfg.get("keep_classifier_init", False)))
-    result["width"] = cfg.get("width")
+    from train.evaluate import evaluate_table, format_table, width_warning
+
+    rows = eval_rows(cfg, base_width)
+    for row in rows:
+        warning = width_warning(row, width_range)
+        if warning:
+            print(warning)
+    result = evaluate_table(ghn, rows, data, width_range=width_range, image_split=cfg.get("image_split", "test"),
+                            batch_size=cfg.get("batch_size", 64), image_limit=cfg.get("image_limit"),
+                            device=cfg.get("device"), bn_mode=cfg.get("bn_mode", "batch"),
+                            sgd_steps=cfg.get("sgd_steps") or (), sgd_num_nets=cfg.get("sgd_num_nets"),
+                            sgd_lr=cfg.get("sgd_lr", 0.05), ve_cutoff=cfg.get("ve_cutoff", 50), seed=seed,
+                            progress=cfg.get("progress", True), channels_last=bool(cfg.get("channels_last", True)),
+                            keep_classifier_init=bool(cfg.get("keep_classifier_init", False)),
+                            workers=int(cfg.get("workers") or torch.get_num_threads()))
+    result = {"base_width": base_width, **result}
     if training is not None:
         result["training"] = training
     path = os.path.join(run_dir, "eval.json")
     write_json(path, result)
-    print(format_summary(result))
+    print(format_table(result))
     print(f"wrote {path}")
     return result
 
@@ -225,7 +237,9 @@ def train(cfg: DictConfig) -> dict:
         ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
         training = {"steps": result.step, "planned_steps": result.planned_steps, "cut_short": result.cut_short,
                     "train_seconds": round(result.seconds, 1)}
-        summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed, training)
+        widths = c["archspace"].get("width_range")
+        summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed, training,
+                                   base_width=c["archspace"].get("eval_width"), width_range=widths)
     return summary
 
 
@@ -258,7 +272,8 @@ def check_classes(ghn, num_classes: int, keep_classifier_init: bool, ckpt: str) 
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate a saved GHN as configured in ``conf/eval.yaml``; returns the eval dict.
+    """Evaluate a saved GHN as configured in ``conf/eval.yaml`` (one row, ``eval.split`` at ``eval.width``, or
+    the rows of ``eval.rows``); returns the ``eval.json`` dict (:func:`run_eval`).
 
     The configuration, the checkpoint (``ckpt``), the data and the GHN's number of classes are checked before
     anything is written or evaluated.
@@ -280,35 +295,50 @@ def evaluate(cfg: DictConfig) -> dict:
     path = resolve_checkpoint(c["ckpt"]) if c.get("ckpt") else None
     ghn = GHN.load(path) if path else None  # CheckpointError (a UsageError) for a file that is not a GHN
     data = load_data(c["data"], int(c["seed"]))
+    # rows without a width: the GHN's base width (the low end of its training widths) if it records one, else
+    # archspace.eval_width (null: DeepNets-1M's own); the wide split at 4x it
+    width_range = trained_width_range(path) if path else None
+    base_width = trained_width(path) if path else None
+    if base_width is None:
+        base_width = c["archspace"].get("eval_width")
     if ghn is None:
         print("no ckpt given: reporting default-initialisation (and SGD) accuracies only")
     else:
         note = check_classes(ghn, data.num_classes, bool(ev.get("keep_classifier_init")), path)
         if note:
             print(note)
-        if ev.get("width") is None and ev["split"] not in ("torchvision", "predefined"):
-            ev["width"] = trained_width(path)
-            if ev["width"] is not None:
-                print(f"evaluating nets of width {ev['width']}, the width this GHN was trained on (eval.width=... "
-                      f"to choose another)")
+        if width_range and any(r.get("width") is None for r in (ev.get("rows") or [ev])):
+            lo, hi = width_range
+            which = "the width this GHN was trained on" if lo == hi else f"the low end of its training widths {lo}-{hi}"
+            print(f"rows without a width are evaluated at the base width {base_width}, {which} (the wide split at "
+                  f"4x it; eval.width=... to choose another)")
     os.makedirs(run_dir, exist_ok=True)
     atomic_write(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
-    return run_eval(ev, ghn, data, run_dir, int(c["seed"]))
+    return run_eval(ev, ghn, data, run_dir, int(c["seed"]), base_width=base_width, width_range=width_range)
 
 
-def trained_width(ckpt: str) -> int | None:
-    """The single width a ``ghn-train`` checkpoint was trained on (``train_width_range`` ``[w, w]`` in its
-    metadata), or ``None`` (several widths, or a checkpoint that does not say)."""
+def trained_width_range(ckpt: str) -> list[int] | None:
+    """The widths ``[low, high]`` a ``ghn-train`` checkpoint was trained on (``train_width_range`` in its metadata,
+    :func:`ghn.checkpoint.read_metadata`), or ``None`` for a checkpoint that does not say (a released GHN, metadata
+    written by another tool)."""
     from ghn.checkpoint import read_metadata
 
     raw = read_metadata(ckpt).get("train_width_range")
     if not raw:
         return None
     try:
-        lo, hi = json.loads(raw)
+        lo, hi = (int(w) for w in json.loads(raw))
     except (ValueError, TypeError):  # metadata written by hand or by another tool: no width to default to
         return None
-    return int(lo) if lo == hi else None
+    return [lo, hi] if 0 < lo <= hi else None
+
+
+def trained_width(ckpt: str) -> int | None:
+    """The base width of a ``ghn-train`` checkpoint: the low end of the widths it was trained on (the width itself
+    for a single width), ``None`` when the checkpoint does not say. ``ghn-eval`` evaluates rows without their own
+    width at this width, and the ``wide`` split at 4x it."""
+    widths = trained_width_range(ckpt)
+    return widths[0] if widths else None
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -122,15 +122,73 @@ def _check_number(c: dict, key: str, positive: bool, below: float | None = None,
                           f"{' or null' if allow_none else ''}, got {v!r}")
 
 
+#: Keys of one row of ``eval.rows``.
+ROW_KEYS = ("split", "width", "num_nets", "start")
+
+
+def eval_rows(ev: dict, base_width: int | None = None) -> list:
+    """The rows of an ``eval`` section, as :class:`train.evaluate.EvalRow` with their widths resolved.
+
+    ``eval.rows`` (a list of ``{split, width, num_nets, start}``; ``ghn-train``'s default is the paper's Table 2)
+    or, when it is null or absent, the one row of ``eval.split``, ``eval.width``, ``eval.num_nets`` and
+    ``eval.start`` (``ghn-eval``'s default). A row without a width takes ``base_width``, 4x it for the ``wide``
+    split (:func:`train.evaluate.row_width`); ``eval.max_nets`` caps every row's number of nets (``debug``).
+
+    Args:
+        ev: the ``eval`` section as a plain dict.
+        base_width: the base width of evaluation (``None``: DeepNets-1M's own).
+
+    Returns:
+        The rows, in order.
+
+    Raises:
+        ConfigError: ``eval.rows`` is not a list of mappings with known keys, or a value of a row has the wrong
+            type (named as ``eval.rows[i].key``).
+    """
+    from train.evaluate import EvalRow, row_width
+
+    specs = ev.get("rows")
+    if specs is None:
+        specs, names = [{**{k: ev.get(k) for k in ROW_KEYS}, "split": ev.get("split") or "test"}], ["eval."]
+    elif isinstance(specs, list) and specs:
+        names = [f"eval.rows[{i}]." for i in range(len(specs))]
+    else:
+        raise ConfigError(f"eval.rows must be a non-empty list of rows {{split, width, num_nets, start}} or null, "
+                          f"got {specs!r}")
+    cap = ev.get("max_nets")
+    rows = []
+    for spec, name in zip(specs, names):
+        if not isinstance(spec, dict) or not spec.get("split"):
+            raise ConfigError(f"{name[:-1]} must be a mapping with a split (e.g. {{split: test, width: 16, "
+                              f"num_nets: 30}}), got {spec!r}")
+        unknown = sorted(set(spec) - set(ROW_KEYS))
+        if unknown:
+            raise ConfigError(f"{name}{unknown[0]} is not a row key; a row has {', '.join(ROW_KEYS)}")
+        for key, least in (("width", 1), ("num_nets", 1), ("start", 0)):
+            v = spec.get(key)
+            if v is not None and (not _is_int(v) or v < least):
+                what = "a positive integer" if least == 1 else f"an integer >= {least}"
+                raise ConfigError(f"{name}{key} must be {what}{' or null' if key != 'start' else ''}, got {v!r}")
+        split, n = str(spec["split"]), spec.get("num_nets")
+        if cap is not None:
+            n = cap if n is None else min(n, cap)
+        rows.append(EvalRow(split=split, width=row_width(split, spec.get("width"), base_width), num_nets=n,
+                            start=spec.get("start") or 0, models=tuple(ev.get("models") or ())))
+    return rows
+
+
 def _check_eval_section(c: dict) -> None:
     """The ``eval`` section, checked completely before any work (``ghn-train`` evaluates after its whole run):
-    types here, then the same rules :func:`train.evaluate.evaluate_ghn` applies, and the nets asked for."""
+    types here, then the same rules :func:`train.evaluate.evaluate_ghn` applies, and the nets of every row."""
     from archspace.models import check_spec
     from train.evaluate import check_eval_args, check_split_range
 
     _check_int(c, "eval.num_nets", 1, allow_none=True)
     _check_int(c, "eval.start", 0)
     _check_int(c, "eval.width", 1, allow_none=True)
+    _check_int(c, "eval.max_nets", 1, allow_none=True)
+    _check_int(c, "eval.workers", 1, allow_none=True)
+    _check_int(c, "archspace.eval_width", 1, allow_none=True)
     _check_int(c, "eval.batch_size", 1)
     _check_int(c, "eval.sgd_num_nets", 0, allow_none=True)
     _check_int(c, "eval.image_limit", 1, allow_none=True)
@@ -141,12 +199,17 @@ def _check_eval_section(c: dict) -> None:
     ev = c.get("eval") or {}
     check_eval_args(ev.get("bn_mode", "batch"), ev.get("batch_size", 64), steps, ev.get("sgd_num_nets"),
                     ev.get("sgd_lr", 0.05), ev.get("image_limit"), prefix="eval.")
-    split = ev.get("split", "test")
-    if split == "torchvision":
-        for name in ev.get("models") or []:
-            check_spec(name if ":" in str(name) else f"torchvision:{name}")
-    else:
-        check_split_range(split, ev.get("num_nets"), ev.get("start", 0), ev.get("width"), prefix="eval.")
+    base = _get(c, "archspace.eval_width")
+    if base is not None and base < MIN_WIDTH:
+        raise ConfigError(f"archspace.eval_width must be at least {MIN_WIDTH}, got {base}")
+    given = ev.get("rows") is not None
+    for i, row in enumerate(eval_rows(ev, base)):
+        prefix = f"eval.rows[{i}]." if given else "eval."
+        if row.split == "torchvision":
+            for name in row.models:
+                check_spec(name if ":" in str(name) else f"torchvision:{name}")
+        else:
+            check_split_range(row.split, row.num_nets, row.start, row.width, prefix=prefix)
     image_split = ev.get("image_split", "test")
     if image_split not in ("train", "heldout", "val", "test"):
         raise ConfigError(f"eval.image_split must be train, heldout (val) or test, got {image_split!r}")

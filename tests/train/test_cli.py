@@ -21,10 +21,10 @@ from train.config import ConfigError, config_difference, find_conf_dir
 from .conftest import CONF_DIR, make_ghn
 from .test_data import write_tiny_cifar10
 
-#: A shrunk ghn-train run (seconds): tiny nets, a tiny GHN, two steps, one evaluation net.
+#: A shrunk ghn-train run (seconds): tiny nets, a tiny GHN, two steps, one evaluation net in each row of the table.
 SHRUNK = ["debug=default", "device=cpu", "train.steps=2", "train.ckpt_every=1", "train.progress=false",
           "archspace.num=200", "train.max_net_nodes=60", "archspace.width_range=[4,4]", "archspace.eval_width=4",
-          "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]"]
+          "eval.max_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]"]
 
 #: A shrunk ghn-eval run.
 SHRUNK_EVAL = ["debug=default", "device=cpu", "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]",
@@ -84,7 +84,13 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     for name in ("ghn.safetensors", "config.yaml", "eval.json", "metrics.csv"):
         assert (trained / name).is_file(), name
     assert OmegaConf.load(trained / "config.yaml").train.steps == 2
-    assert json.loads((trained / "eval.json").read_text())["num_nets"] == 1
+    ev = json.loads((trained / "eval.json").read_text())
+    # The paper's Table 2 rows at base width 4 (archspace.eval_width), the wide split at 4x it.
+    assert [(r["split"], r["width"], r["num_nets"]) for r in ev["rows"]] == [
+        ("test", 4, 1), ("test", 16, 1), ("test", 32, 1), ("wide", 16, 1), ("deep", 4, 1), ("dense", 4, 1),
+        ("bnfree", 4, 1)]
+    assert ev["trained_width_range"] == [4, 4] and ev["base_width"] == 4 and ev["training"]["steps"] == 2
+    assert [r["in_trained_widths"] for r in ev["rows"]] == [True, False, False, False, True, True, True]
 
 
 @pytest.mark.parametrize("override, phrase", [
@@ -92,12 +98,17 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ("train.steps=-5", "train.steps must be a positive integer, got -5"),
     ("archspace.width_range=[0,8]", "archspace.width_range must be [low, high] with 2 <= low <= high"),
     ("archspace.width_range=[16,8]", "archspace.width_range must be [low, high]"),
-    ("eval.width=0", "eval.width must be a positive integer or null, got 0"),
-    ("archspace.eval_width=-2", "eval.width must be a positive integer or null, got -2"),
+    ("eval.rows=[{split:test,width:0}]", "eval.rows[0].width must be a positive integer or null, got 0"),
+    ("archspace.eval_width=-2", "archspace.eval_width must be a positive integer or null, got -2"),
+    ("archspace.eval_width=1", "archspace.eval_width must be at least 2, got 1"),
     ("data.batch_size=0", "data.batch_size must be a positive integer"),
     ("data.batch_size=5000", "batch_size must be in [1, 1437]"),
     ("eval.batch_size=-1", "eval.batch_size must be a positive integer"),
-    ("eval.num_nets=0", "eval.num_nets must be a positive integer or null"),
+    ("eval.max_nets=0", "eval.max_nets must be a positive integer or null"),
+    ("eval.rows=[{split:test,num_nets:0}]", "eval.rows[0].num_nets must be a positive integer or null, got 0"),
+    ("eval.rows=[{split:test,nets:3}]", "eval.rows[0].nets is not a row key; a row has split, width, num_nets, start"),
+    ("eval.rows=[]", "eval.rows must be a non-empty list of rows"),
+    ("eval.rows=[test]", "eval.rows[0] must be a mapping with a split"),
     ("train.meta_batch_size=0", "train.meta_batch_size must be a positive integer"),
     ("train.max_nodes=-1", "train.max_nodes must be an integer >= 0"),
     ("ghn.hidden_dim=0", "ghn.hidden_dim must be a positive integer"),
@@ -113,12 +124,14 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ("train.ema_decay=1", "train.ema_decay must be a non-negative number below 1 or null"),
     ("optim.weight_decay=-1", "optim.weight_decay must be a non-negative number"),
     # The eval section is checked before training, not after the whole run.
-    ("eval.split=tset", "unknown architecture split eval.split='tset'; did you mean test?"),
-    ("eval.num_nets=600", "split 'test' has nets 0-499; asked for 600 nets from index 0"),
-    ("eval.width=1", "eval.width must be at least 2, got 1"),
+    ("eval.rows=[{split:test},{split:tset}]", "unknown architecture split eval.rows[1].split='tset'; did you mean "
+     "test?"),
+    ("eval.rows=[{split:test,num_nets:2,start:499}]", "split 'test' has nets 0-499; asked for 2 nets from index 499 "
+     "(eval.rows[0].num_nets, eval.rows[0].start)"),
+    ("eval.rows=[{split:wide,width:1}]", "eval.rows[0].width must be at least 2, got 1"),
     ("eval.image_split=dev", "eval.image_split must be train, heldout (val) or test"),
     ("device=tpu9", "device=tpu9 is not a torch device"),
-    ("eval.width=${nowhere}", "the configuration does not resolve"),
+    ("eval.max_nets=${nowhere}", "the configuration does not resolve"),
     ("data=mnist", "Could not find 'data/mnist'"),
     ("colour=blue", "Could not override 'colour'"),
 ])
@@ -235,7 +248,58 @@ def test_shrunk_eval_succeeds(ckpt, tmp_path, monkeypatch, capsys):
     status, out, err = call(eval_main, [*SHRUNK_EVAL, f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}"],
                             monkeypatch, capsys)
     assert status == 0, err
-    assert json.loads((tmp_path / "eval.json").read_text())["num_nets"] == 1 and "wrote" in out
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert [(r["split"], r["width"], r["num_nets"]) for r in ev["rows"]] == [("test", 4, 1)] and "wrote" in out
+    assert ev["trained_width_range"] is None and "WARNING" not in out  # a checkpoint that does not say
+
+
+@pytest.fixture(scope="module")
+def ranged_ckpt(tmp_path_factory):
+    """A tiny GHN whose metadata says it was trained on widths 4-8, as ghn-train records a width range."""
+    path = tmp_path_factory.mktemp("ranged") / "ghn.safetensors"
+    make_ghn(0).save(str(path), extra={"train_width_range": [4, 8]})
+    return path
+
+
+def test_trained_width_is_the_low_end_of_the_range(ranged_ckpt, ckpt, tmp_path):
+    from train.cli import trained_width, trained_width_range
+
+    assert trained_width(str(ranged_ckpt)) == 4 and trained_width_range(str(ranged_ckpt)) == [4, 8]
+    assert trained_width(str(ckpt)) is None and trained_width_range(str(ckpt)) is None  # not recorded
+    odd = tmp_path / "odd.safetensors"
+    make_ghn(0).save(str(odd), extra={"train_width_range": "wide"})  # written by another tool: ignored
+    assert trained_width(str(odd)) is None
+
+
+def test_eval_of_the_wide_split_is_at_4x_the_base_width(ranged_ckpt, tmp_path, monkeypatch, capsys):
+    args = [a for a in SHRUNK_EVAL if not a.startswith("eval.width=")]
+    status, out, err = call(eval_main, [*args, f"ckpt={ranged_ckpt}", f"hydra.run.dir={tmp_path}", "eval.split=wide"],
+                            monkeypatch, capsys)
+    assert status == 0, err
+    row, = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert (row["split"], row["width"], row["in_trained_widths"]) == ("wide", 16, False)  # 4 x 4, not 4
+    assert "base width 4, the low end of its training widths 4-8" in out
+    warnings = [line for line in out.splitlines() if line.startswith("WARNING")]
+    assert warnings == ["WARNING: eval row wide@16 lies outside the widths 4-8 this GHN was trained on; it is "
+                        "evaluated all the same (its figures measure extrapolation)"]
+    assert any(line.split()[:2] == ["wide", "16*"] for line in out.splitlines())  # the table marks the row
+
+
+def test_eval_inside_the_trained_widths_warns_nothing(ranged_ckpt, tmp_path, monkeypatch, capsys):
+    status, out, err = call(eval_main, [*SHRUNK_EVAL, f"ckpt={ranged_ckpt}", f"hydra.run.dir={tmp_path}",
+                                        "eval.width=8", "eval.split=deep"], monkeypatch, capsys)
+    assert status == 0, err
+    row, = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert (row["split"], row["width"], row["in_trained_widths"]) == ("deep", 8, True) and "WARNING" not in out
+
+
+def test_eval_rows_give_several_rows(ranged_ckpt, tmp_path, monkeypatch, capsys):
+    status, out, err = call(eval_main, [*SHRUNK_EVAL, f"ckpt={ranged_ckpt}", f"hydra.run.dir={tmp_path}",
+                                        "eval.rows=[{split:test,num_nets:2},{split:bnfree,width:8}]",
+                                        "eval.max_nets=1"], monkeypatch, capsys)
+    assert status == 0, err
+    rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert [(r["split"], r["width"], r["num_nets"]) for r in rows] == [("test", 4, 1), ("bnfree", 8, 1)]
 
 
 def write_with_config(src, dst, **changes) -> None:
@@ -331,6 +395,7 @@ def test_class_mismatch_with_keep_classifier_init_says_so(ckpt_5_classes, tmp_pa
     assert "classifier (last layer) keeps its default initialisation" in out
     assert "5 classes, the data has 10" in out
     assert json.loads((tmp_path / "eval.json").read_text())["classifier"] != "predicted"
+    assert "keep_classifier_init" in out.split("wrote")[0]  # the table says so too
 
 
 # ------------------------------------------------------------------------------------------------ the config folder

@@ -64,18 +64,29 @@ def test_experiments_carry_the_paper_hyper_parameters():
 
 def test_default_is_the_offline_digits_run():
     c = compose_cfg("train", [])
-    assert c.data.name == "digits" and c.data.batch_size == 64 and c.eval.split == "test"
+    assert c.data.name == "digits" and c.data.batch_size == 64
     # A run of a fixed number of steps (reproducible); the time limit is only a safety stop beyond its expected
     # length (about 15 minutes on 2 idle cores).
-    assert c.eval.num_nets >= 100 and c.train.steps == 3600 and c.train.time_limit_min >= 16
+    assert c.train.steps == 3600 and c.train.time_limit_min >= 16
     assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
     assert c.archspace.width_policy == "uniform" and list(c.archspace.width_range) == [8, 8]
     assert c.train.channels_last is True
 
 
+def test_default_eval_is_the_papers_table():
+    c = OmegaConf.to_container(compose_cfg("train", []), resolve=True)
+    from train.config import eval_rows
+
+    rows = eval_rows(c["eval"], c["archspace"]["eval_width"])
+    assert [(r.split, r.width) for r in rows] == [("test", 8), ("test", 16), ("test", 32), ("wide", 32),
+                                                  ("deep", 8), ("dense", 8), ("bnfree", 8)]
+    assert rows[0].num_nets >= 100 and all(r.num_nets >= 30 for r in rows)  # the test split at the base width: 100
+    assert c["eval"]["sgd_steps"] == [100] and c["eval"]["sgd_num_nets"] >= 3
+
+
 def test_debug_shrinks_everything():
     d = compose_cfg("train", ["experiment=ghn2_cifar10", "debug=default"])
-    assert d.train.steps <= 10 and d.eval.num_nets <= 5 and d.train.meta_batch_size <= 2
+    assert d.train.steps <= 10 and d.eval.max_nets <= 5 and d.train.meta_batch_size <= 2
 
 
 @pytest.mark.parametrize("ghn_name", ["ghn2", "ghn1", "mlp"])
@@ -93,7 +104,7 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
 
     run = tmp_path / "run"
     cfg = compose_cfg("train", ["debug=default", f"+run_dir={run}", "train.steps=2", "train.ckpt_every=1",
-                                "eval.num_nets=2", "eval.image_limit=64", "eval.sgd_steps=[1]",
+                                "eval.rows=[{split:test,num_nets:2}]", "eval.image_limit=64", "eval.sgd_steps=[1]",
                                 "train.progress=false", "device=cpu", "archspace.num=200",
                                 "train.max_net_nodes=60", "archspace.width_range=[4,4]", "archspace.eval_width=4"])
     summary = train(cfg)
@@ -101,10 +112,12 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
     for name in ("ghn.safetensors", "metrics.csv", "config.yaml", "eval.json"):
         assert os.path.isfile(run / name), name
     ev = json.loads((run / "eval.json").read_text())
-    for key in ("split", "num_nets", "top1_mean", "top1_stderr", "top1_default_init_mean", "bn_mode", "top1_sgd"):
-        assert key in ev, key
-    assert ev["split"] == "test" and ev["num_nets"] == 2 and ev["bn_mode"] == "batch"
-    assert 0 <= ev["top1_mean"] <= 100 and "1" in ev["top1_sgd"]
+    row, = ev["rows"]
+    for key in ("split", "width", "num_nets", "top1_mean", "top1_stderr", "top1_default_init_mean", "top1_sgd",
+                "top1_fraction_of_sgd"):
+        assert key in row, key
+    assert row["split"] == "test" and row["width"] == 4 and row["num_nets"] == 2 and ev["bn_mode"] == "batch"
+    assert 0 <= row["top1_mean"] <= 100 and "1" in row["top1_sgd"]
     # The saved config is the resolved one and loads without Hydra.
     assert OmegaConf.load(run / "config.yaml").train.steps == 2
     # ghn.safetensors records the training width, and ghn-eval defaults to it.
@@ -117,7 +130,7 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
                  "archspace.eval_width=null", "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]",
                  "eval.progress=false", "device=cpu"]
     ev = evaluate(compose_cfg("eval", overrides))
-    assert ev["width"] == 4 and json.loads((tmp_path / "ev" / "eval.json").read_text())["width"] == 4
+    assert ev["rows"][0]["width"] == 4 and json.loads((tmp_path / "ev" / "eval.json").read_text())["base_width"] == 4
 
 
 def test_shrunk_ghn_eval_runs_end_to_end(tmp_path):
@@ -131,8 +144,8 @@ def test_shrunk_ghn_eval_runs_end_to_end(tmp_path):
                                "eval.width=4", "device=cpu", "eval.split=val"])
     ev = evaluate(cfg)
     saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert saved["split"] == "val" and saved["num_nets"] == 2 == ev["num_nets"]
-    assert saved["top1_mean"] == pytest.approx(ev["top1_mean"])
+    assert saved["rows"][0]["split"] == "val" and saved["rows"][0]["num_nets"] == 2 == ev["rows"][0]["num_nets"]
+    assert saved["rows"][0]["top1_mean"] == pytest.approx(ev["rows"][0]["top1_mean"])
     from ghn.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="not found"):

@@ -1,6 +1,8 @@
 """Tests for :mod:`train.evaluate` and :mod:`train.accuracy`: accuracies with predicted parameters agree with the
 GHN's own in-place prediction, summaries are what the per-network results say, the SGD baseline is the project's
-one recipe, BatchNorm modes behave as documented, and the one accuracy function gives hand-computed values."""
+one recipe, the table has the paper's Table 2 layout (rows of split and width, the wide split at 4x the base width,
+rows outside the GHN's training widths flagged), BatchNorm modes behave as documented, and the one accuracy
+function gives hand-computed values."""
 
 import copy
 import json
@@ -13,12 +15,24 @@ import torch.nn as nn
 from archspace.errors import UsageError
 from archspace.files import write_json
 from archspace.seeding import mix_seed
+from ghn.threads import one_thread as single_thread
 from train.accuracy import Accuracy, accuracy
 from train.data import eval_batches
-from train.evaluate import evaluate_ghn, format_summary, split_nets, torchvision_nets
+from train.evaluate import (
+    EvalRow,
+    evaluate_ghn,
+    evaluate_table,
+    format_table,
+    row_width,
+    split_nets,
+    torchvision_nets,
+    width_warning,
+)
 from train.finetune import accuracy_after_sgd
 
 from .conftest import make_ghn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +83,90 @@ def test_each_sgd_figure_is_its_own_run_of_the_one_recipe(small_digits):
         expected = accuracy_after_sgd(net, small_digits, batches, steps=steps, batch_size=16, seed=mix_seed(0, 7, 0))
         assert res["top1_sgd"][str(steps)]["mean"] == pytest.approx(expected.top1)
         assert res["nets"][0]["top1_sgd"][steps] == pytest.approx(expected.top1)
-    assert "cosine" in res["sgd_recipe"] and "SGD" in format_summary(res)
+    assert "cosine" in res["sgd_recipe"] and "SGD" in format_table(res)
+    assert math.isnan(res["top1_fraction_of_sgd"])  # no GHN: no fraction
+
+
+def test_row_width_is_the_base_width_and_4x_it_for_wide():
+    assert row_width("test", None, 8) == 8 and row_width("wide", None, 8) == 32  # never the base width itself
+    assert row_width("deep", None, 8) == 8 and row_width("bnfree", None, 16) == 16
+    assert row_width("test", None, None) == 32 and row_width("wide", None, None) == 128  # DeepNets-1M's own
+    assert row_width("wide", 8, 8) == 8 and row_width("test", 16, 8) == 16  # a row's own width is kept
+    assert row_width("predefined", None, 8) is None and row_width("torchvision", None, 8) is None
+
+
+def test_width_warning_only_outside_the_trained_widths():
+    assert width_warning(EvalRow("test", 8), [8, 32]) is None
+    assert width_warning(EvalRow("wide", 32), [8, 32]) is None
+    assert width_warning(EvalRow("test", 8), None) is None  # a GHN that does not record its widths
+    line = width_warning(EvalRow("wide", 64), [8, 32])
+    assert "\n" not in line and line.startswith("WARNING: eval row wide@64") and "widths 8-32" in line
+    assert "width 8 " in width_warning(EvalRow("test", 16), [8, 8])
+
+
+REQUIRED_ROW_KEYS = ("split", "width", "num_nets", "top1_mean", "top1_stderr", "top1_default_init_mean",
+                     "top1_default_init_stderr", "top1_sgd", "sgd_num_nets", "top1_fraction_of_sgd", "nets")
+
+
+@pytest.fixture(scope="module")
+def table(small_digits):
+    """A two-row table of a tiny GHN trained (says its metadata) on widths 4-8: test at the base width 4 with 2
+    nets, wide at 4x it, SGD on the first net of each row."""
+    rows = [EvalRow("test", row_width("test", None, 4), 2), EvalRow("wide", row_width("wide", None, 4), 1)]
+    with single_thread():  # a module fixture runs before the function-scoped one_thread
+        return evaluate_table(make_ghn(0), rows, small_digits, width_range=[4, 8], sgd_steps=[1], sgd_num_nets=1,
+                              batch_size=32, progress=False, device="cpu")
+
+
+def test_table_rows_carry_split_width_and_the_figures(table, small_digits):
+    assert [(r["split"], r["width"], r["num_nets"]) for r in table["rows"]] == [("test", 4, 2), ("wide", 16, 1)]
+    for r in table["rows"]:
+        for key in REQUIRED_ROW_KEYS:
+            assert key in r, key
+        assert "dataset" not in r and "bn_mode" not in r  # shared settings are written once, at the top
+    assert table["dataset"] == "digits" and table["num_images"] == 64 and table["bn_mode"] == "batch"
+    assert table["sgd_steps"] == [1] and table["trained_width_range"] == [4, 8]
+    assert [r["in_trained_widths"] for r in table["rows"]] == [True, False]
+    # The wide row's nets really are 4x wider: the same nets built at width 16.
+    wide = split_nets("wide", 1, width=16, image_size=small_digits.image_size)
+    assert table["rows"][1]["nets"][0]["num_params"] == sum(p.numel() for p in wide[0][1].parameters())
+
+
+def test_fraction_of_sgd_is_predicted_over_sgd_on_the_same_nets(table):
+    test = table["rows"][0]
+    assert test["sgd_num_nets"] == 1 and len(test["nets"]) == 2  # SGD on the first net only, every net kept
+    first = test["nets"][0]
+    sgd = test["top1_sgd"]["1"]
+    assert sgd["num_nets"] == 1 and sgd["mean"] == pytest.approx(first["top1_sgd"][1])
+    assert sgd["top1_predicted_mean"] == pytest.approx(first["top1"])  # not the mean over both nets
+    assert test["top1_fraction_of_sgd"] == pytest.approx(first["top1"] / first["top1_sgd"][1])
+
+
+def test_table_is_printed_one_line_per_row(table):
+    text = format_table(table)
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("split"))
+    for column in ("width", "nets", "predicted", "default init", "1 SGD steps", "of SGD"):
+        assert column in lines[head], column
+    test, wide = lines[head + 1], lines[head + 2]
+    t = table["rows"][0]
+    assert test.split()[:3] == ["test", "4", "2"]
+    assert f"{t['top1_mean']:.1f} +- {t['top1_stderr']:.1f}" in test
+    assert f"{100 * t['top1_fraction_of_sgd']:.0f}%" in test
+    assert wide.split()[:3] == ["wide", "16*", "1"]  # outside the trained widths, marked
+    assert "* outside the widths this GHN was trained on (4-8)" in text and "cosine" in text
+
+
+def test_worker_processes_give_the_same_figures(small_digits, one_thread):
+    rows = [EvalRow("test", 4, 2), EvalRow("bnfree", 4, 1)]
+    kwargs = dict(width_range=[4, 8], sgd_steps=[1], sgd_num_nets=1, batch_size=32, progress=False, device="cpu")
+    here = evaluate_table(make_ghn(0), rows, small_digits, **kwargs)
+    there = evaluate_table(make_ghn(0), rows, small_digits, workers=2, **kwargs)  # one thread each
+    assert there["workers"] == 2
+    for a, b in zip(here["rows"], there["rows"]):
+        assert [n["name"] for n in a["nets"]] == [n["name"] for n in b["nets"]]
+        for key in ("top1", "top5", "top1_default_init", "top1_sgd"):
+            assert [n[key] for n in a["nets"]] == [n[key] for n in b["nets"]], key
 
 
 def test_another_number_of_classes_needs_keep_classifier_init(two_nets, small_digits):
@@ -82,7 +179,7 @@ def test_another_number_of_classes_needs_keep_classifier_init(two_nets, small_di
         evaluate_ghn(ghn5, two_nets, small_digits, split_name="test", sgd_steps=[1], progress=False, device="cpu")
     res = evaluate_ghn(ghn5, two_nets[:1], small_digits, split_name="test", progress=False, device="cpu",
                        keep_classifier_init=True)
-    assert res["classifier"].startswith("default init") and "default initialisation" in format_summary(res)
+    assert res["classifier"].startswith("default init") and "default initialisation" in format_table(res)
     m = ghn5.predict(copy.deepcopy(two_nets[0][1]), 32, bn_mode="batch", keep_classifier_init=True)
     expected = accuracy(m, eval_batches(small_digits, "test", 64), bn_mode="batch").top1
     assert res["nets"][0]["top1"] == pytest.approx(expected)

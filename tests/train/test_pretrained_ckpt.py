@@ -68,8 +68,8 @@ def test_eval_with_a_released_name_reads_its_metadata(tmp_path, monkeypatch, cap
         status, out, err = call(eval_main, [*EVAL, f"ckpt={NAME}", f"hydra.run.dir={tmp_path / 'ev'}"],
                                 monkeypatch, capsys)
     assert status == 0, err
-    assert "evaluating nets of width 4" in out  # the metadata of the cached file was read
-    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["num_nets"] == 1
+    assert "evaluated at the base width 4, the width this GHN was trained on" in out  # the cached file's metadata
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["rows"][0]["num_nets"] == 1
 
 
 def test_eval_with_a_run_directory(tmp_path, monkeypatch, capsys):
@@ -79,4 +79,4 @@ def test_eval_with_a_run_directory(tmp_path, monkeypatch, capsys):
     status, out, err = call(eval_main, [*EVAL, f"ckpt={run}", f"hydra.run.dir={tmp_path / 'ev'}"], monkeypatch,
                             capsys)
     assert status == 0, err
-    assert "evaluating nets of width 4" in out
+    assert "evaluated at the base width 4, the width this GHN was trained on" in out
