@@ -111,7 +111,7 @@ def default_setting(overrides) -> dict:
     t, o = c["train"], c["optim"]
     return {"data": data, "batch": c["data"]["batch_size"],
             "archs": lambda: build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed),
-            "ghn": lambda: build_ghn(c["ghn"], data.num_classes), "seed": seed,
+            "ghn": lambda: build_ghn(c["ghn"], data.num_classes, data.image_size), "seed": seed,
             "trainer": dict(meta_batch_size=t["meta_batch_size"], max_nodes=t["max_nodes"],
                             max_net_nodes=t.get("max_net_nodes", 0), optimizer=o["name"], lr=o["lr"],
                             weight_decay=o["weight_decay"], lr_schedule=o.get("schedule", "step"), clip=t["clip"],
@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=64, help="paper setting: images per step")
     p.add_argument("--width", type=int, nargs=2, default=(32, 128), metavar=("LO", "HI"),
                    help="paper setting: channel width range of the nets (paper: 32 128)")
-    p.add_argument("--width-policy", default="ghn2", choices=("ghn2", "uniform"),
+    p.add_argument("--width-policy", default="ghn2", choices=("ghn2", "uniform", "loguniform"),
                    help="paper setting: how widths are drawn (archspace.width_policy; paper: ghn2)")
     p.add_argument("--nchw", action="store_true", help="run the nets in NCHW instead of channels-last format")
     p.add_argument("--compare", action="store_true", help="also time the same steps in the other memory format")

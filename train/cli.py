@@ -79,13 +79,17 @@ def _init_distributed(device: str | None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def build_ghn(ghn_cfg: dict, num_classes: int):
-    """Construct the GHN of a ``ghn/`` config group entry (all keys but ``name`` are constructor arguments)."""
+def build_ghn(ghn_cfg: dict, num_classes: int, image_size: int | None = None):
+    """Construct the GHN of a ``ghn/`` config group entry (all keys but ``name`` are constructor arguments) for
+    ``num_classes`` classes and images of side ``image_size`` (recorded in its checkpoints as the default input size
+    of the graphs it builds; ``None``: the GHN's default)."""
     from ghn import GHN
 
     kwargs = {k: v for k, v in ghn_cfg.items() if k != "name"}
     if "max_shape" in kwargs:
         kwargs["max_shape"] = tuple(kwargs["max_shape"])
+    if image_size is not None:
+        kwargs.setdefault("image_size", image_size)
     return GHN(num_classes=num_classes, **kwargs)
 
 
@@ -198,7 +202,7 @@ def train(cfg: DictConfig) -> dict:
     torch.manual_seed(seed)
     data = load_data(c["data"], seed)
     archs = build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed)
-    ghn = build_ghn(c["ghn"], data.num_classes)
+    ghn = build_ghn(c["ghn"], data.num_classes, data.image_size)
     images = TrainBatches(data, batch_size=c["data"].get("batch_size", 64), seed=seed,
                           num_workers=c["data"].get("num_workers", 0))
     if rank == 0:
