@@ -154,7 +154,8 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str)
         # arch_cache: the timed steps' modules stay cached (built before timing; their parameters counted after).
         trainer = Trainer(ghn, archs, images, tmp, steps=10**6, ckpt_every=0, progress=False, device="cpu",
                           seed=setting["seed"], arch_cache=meta_batch * (4 * steps + 8), **kwargs)
-        for s in range(4 * steps + 4):  # build the nets of the steps to be timed (a few may be skipped)
+        for s in range(steps + steps // 4 + 2):  # build the nets of the steps to be timed (a few may be skipped;
+            # the nets of any later step are built while timed, in the build phase)
             for i in trainer.sampler.draw(s):
                 trainer.pairs[i]
         phase = {"build": 0.0, "ghn": 0.0, "objective": 0.0}
