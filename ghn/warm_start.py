@@ -1,0 +1,83 @@
+"""Diversify predicted parameters before fine-tuning: noise and orthogonalisation (Knyazev, "Pretraining a Neural
+Network before Knowing Its Architecture", ICML 2022 workshop, arXiv 2207.10049; reference ``ppuda/utils/init.py``).
+
+A GHN tiles its decoded blocks to fill large layers, so predicted weights repeat channels; gradient descent from
+such a start keeps the symmetry. The remedy perturbs every weight matrix (2-D or more: convolutions, linear layers)
+from a given layer on, the last such layer (the classifier) excepted:
+
+- noise: ``W += beta * std(W) * N(0, 1)`` elementwise, ``std(W)`` the standard deviation of that layer's predicted
+  weights (the reference scales by the spread of the rows' correlations instead; we follow the project's issue);
+- orthogonalisation: ``W`` flattened to ``(out, in * k * k)``, taken as a tall matrix (transposed when wider than
+  tall), replaced by the ``Q`` of its QR decomposition with the signs of ``diag(R)`` folded in, so the tall side
+  has orthonormal columns.
+
+1-D parameters (norm layers, biases) are left as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The model's weight matrices in module order: ``(name, parameter)`` for every parameter named ``weight`` with
+    two or more dims (convolutions, linear layers)."""
+    return [(n, p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2]
+
+
+def orthogonalize(w: torch.Tensor) -> torch.Tensor:
+    """The orthogonal factor of ``w`` reshaped to 2-D (module docstring).
+
+    Args:
+        w: ``(out, ...)`` weights, 2-D or more.
+
+    Returns:
+        A tensor of ``w``'s shape whose 2-D view ``(out, -1)`` has orthonormal columns if ``out >= prod(...)``,
+        else orthonormal rows.
+    """
+    m = w.reshape(w.shape[0], -1)
+    wide = m.shape[0] < m.shape[1]
+    if wide:
+        m = m.t()
+    q, r = torch.linalg.qr(m)  # m (rows >= cols) = q (rows, cols) r (cols, cols)
+    sign = torch.sign(torch.diagonal(r))
+    sign[sign == 0] = 1
+    q = q * sign
+    return (q.t() if wide else q).reshape(w.shape).contiguous()
+
+
+@torch.no_grad()
+def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: bool = False,
+              generator: torch.Generator | None = None) -> list[str]:
+    """Add scaled noise to (and optionally orthogonalise) the weight matrices of ``model`` in place.
+
+    Args:
+        model: a network holding predicted parameters.
+        beta: noise scale relative to each layer's weight standard deviation (>= 0; 0: no noise).
+        from_layer: index (0-based, in :func:`weight_layers` order) of the first weight matrix changed.
+        orth: orthogonalise after the noise (:func:`orthogonalize`).
+        generator: random generator of the noise (``None``: torch's global one).
+
+    Returns:
+        The names of the parameters changed.
+
+    Raises:
+        ValueError: a negative ``beta`` or ``from_layer``.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if from_layer < 0:
+        raise ValueError(f"from_layer must be >= 0, got {from_layer}")
+    layers = weight_layers(model)[:-1]  # the last weight matrix, the classifier, is left alone
+    changed = []
+    for i, (name, p) in enumerate(layers):
+        if i < from_layer:
+            continue
+        if beta > 0:
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+            p.add_(noise * (beta * p.std()))
+        if orth:
+            p.copy_(orthogonalize(p))
+        changed.append(name)
+    return changed

@@ -1,0 +1,74 @@
+"""ghn.warm_start: noise of the specified scale, orthogonal results, the classifier and earlier layers untouched."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ghn.warm_start import diversify, orthogonalize, weight_layers
+
+
+def tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 1), nn.Flatten(),
+                         nn.Linear(6, 5), nn.Linear(5, 3))
+
+
+def test_weight_layers_are_the_matrices_in_module_order():
+    assert [n for n, _ in weight_layers(tiny())] == ["0.weight", "3.weight", "5.weight", "6.weight"]
+
+
+def test_noise_has_the_specified_scale_and_leaves_the_rest_alone():
+    m = nn.Sequential(nn.Linear(400, 500), nn.Linear(500, 10))
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    changed = diversify(m, beta=0.1, generator=torch.Generator().manual_seed(1))
+    assert changed == ["0.weight"]
+    delta = m[0].weight - before["0.weight"]
+    assert delta.std().item() == pytest.approx(0.1 * before["0.weight"].std().item(), rel=0.02)
+    assert abs(delta.mean().item()) < 0.01 * before["0.weight"].std().item()  # zero-mean noise
+    for n in ("0.bias", "1.weight", "1.bias"):  # biases and the classifier are untouched
+        assert torch.equal(dict(m.named_parameters())[n], before[n])
+
+
+def test_from_layer_skips_the_first_layers():
+    m = tiny()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    assert diversify(m, beta=0.5, from_layer=1) == ["3.weight", "5.weight"]
+    assert torch.equal(m[0].weight, before["0.weight"]) and torch.equal(m[6].weight, before["6.weight"])
+    assert not torch.equal(m[3].weight, before["3.weight"])
+    assert torch.equal(m[1].weight, before["1.weight"])  # BatchNorm weights are 1-D: left alone
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 3, 3), (6, 4, 1, 1), (5, 6), (6, 5)])
+def test_orthogonalize_gives_orthonormal_columns_of_the_tall_view(shape):
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    q = orthogonalize(w)
+    assert q.shape == w.shape
+    m = q.reshape(shape[0], -1)
+    tall = m if m.shape[0] >= m.shape[1] else m.t()
+    torch.testing.assert_close(tall.t() @ tall, torch.eye(tall.shape[1]), rtol=1e-5, atol=1e-5)
+    # Q's columns span W's: projecting W onto them gives W back (the sign convention keeps diag(R) positive)
+    wt = w.reshape(shape[0], -1)
+    wt = wt if wt.shape[0] >= wt.shape[1] else wt.t()
+    r = tall.t() @ wt
+    assert (torch.diagonal(r) > 0).all()
+    torch.testing.assert_close(tall @ r, wt, rtol=1e-4, atol=1e-4)
+
+
+def test_orth_option_orthogonalises_all_but_the_classifier():
+    m = tiny()
+    last = m[6].weight.detach().clone()
+    changed = diversify(m, beta=0.0, orth=True)
+    assert changed == ["0.weight", "3.weight", "5.weight"]
+    for _, p in weight_layers(m)[:-1]:
+        v = p.reshape(p.shape[0], -1)
+        v = v if v.shape[0] >= v.shape[1] else v.t()
+        torch.testing.assert_close(v.t() @ v, torch.eye(v.shape[1]), rtol=1e-5, atol=1e-5)
+    assert torch.equal(m[6].weight, last)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        diversify(tiny(), beta=-1)
+    with pytest.raises(ValueError, match="from_layer must be >= 0"):
+        diversify(tiny(), from_layer=-2)
