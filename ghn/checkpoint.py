@@ -260,3 +260,22 @@ def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathL
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_metadata_keys(tmp)
+
+
+def _sort_metadata_keys(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors header in place with its ``__metadata__`` keys sorted, so that the same tensors and
+    metadata always give the same bytes. safetensors writes the metadata in the random order of a Rust hash map
+    (safetensors/safetensors issue 584); the header keeps its length (spaces pad it), and if the re-encoded JSON
+    would not fit, the file is left as written."""
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(encoded) > n:
+            return
+        f.seek(8)
+        f.write(encoded.ljust(n, b" "))

@@ -225,3 +225,22 @@ def test_read_metadata_errors(tmp_path):
         read_metadata(str(tmp_path / "nope.safetensors"))
     with pytest.raises(CheckpointError, match="is a directory"):
         read_metadata(str(tmp_path))
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
+    """safetensors orders its metadata at random (a Rust hash map per save); ours sorts it, so a reproducible run
+    writes a byte-identical file, and the file still reads back whole."""
+    state = small_state()
+    meta = {f"key{i}": f"value {i}" for i in range(16)}
+    files = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for f in files:
+        atomic_save_safetensors(state, f, meta)
+    assert len({f.read_bytes() for f in files}) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(files[0]), "pt") as f:
+        assert f.metadata() == meta
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in state.items())
+    raw = files[0].read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(meta)
