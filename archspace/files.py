@@ -10,6 +10,8 @@ turns NaN and infinities into ``null`` (strict JSON has no NaN).
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -117,3 +119,20 @@ def json_safe(obj: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
     """Write ``obj`` as strict JSON (non-finite numbers as ``null``, see :func:`json_safe`), atomically."""
     atomic_write(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, columns: list[str], rows: list[list[Any]]) -> None:
+    """Write a CSV file (a header row, then ``rows``, cells as given by ``str``; ``None`` as an empty cell),
+    atomically (:func:`atomic_write`).
+
+    Raises:
+        ValueError: a row with another number of cells than ``columns``.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"a CSV row has {len(row)} cells for {len(columns)} columns")
+        w.writerow(["" if v is None else v for v in row])
+    atomic_write(path, buf.getvalue())

@@ -10,7 +10,8 @@ Four spellings, shared by ``archspace graph``, ``ghn predict``, ``ghn rank``, ``
 - ``deepnets:SPLIT/INDEX`` -- net ``INDEX`` of a DeepNets-1M split (Knyazev et al., NeurIPS 2021, Sec. 3), e.g.
   ``deepnets:test/0`` (:func:`archspace.sampler.get_net`);
 - ``package.module:callable`` -- any importable callable returning an ``nn.Module``; it receives
-  ``num_classes=...`` if its signature names it or takes ``**kwargs``.
+  ``num_classes=...`` if its signature names it or takes ``**kwargs``, and ``image_size=...`` (when one is given)
+  if its signature names it (e.g. ``archspace.mlp:lenet_300_100``).
 
 :func:`check_spec` validates a spec without building anything, :func:`load_model` builds it; both raise
 :class:`ModelSpecError` with a "did you mean ..." from :func:`suggest` for a misspelt name.
@@ -159,7 +160,8 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
         spec: ``torchvision:NAME``, ``timm:NAME``, ``deepnets:SPLIT/INDEX`` or ``package.module:callable``.
         num_classes: size of the classifier.
         small_input: apply :func:`archspace.adapt_small_input` (the CIFAR recipe for 32x32 images).
-        image_size: image size of DeepNets-1M nets (default 32); other models are built at their own size.
+        image_size: image size of DeepNets-1M nets (default 32) and of callables that name an ``image_size``
+            argument; other models are built at their own size.
         width: base width ``C`` of DeepNets-1M nets (default: the genotype's); ignored by other models.
 
     Returns:
@@ -188,7 +190,7 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
         model = get_net(parsed.name, parsed.index, num_classes=num_classes, image_size=image_size or 32,
                         width=width)
     else:
-        model = _call(parsed, num_classes)
+        model = _call(parsed, num_classes, image_size)
     if small_input:
         from .small_input import adapt_small_input
 
@@ -196,15 +198,19 @@ def load_model(spec: str, num_classes: int = 1000, small_input: bool = False, im
     return model
 
 
-def _call(parsed: ModelSpec, num_classes: int) -> nn.Module:
+def _call(parsed: ModelSpec, num_classes: int, image_size: int | None = None) -> nn.Module:
     fn: Any = getattr(importlib.import_module(parsed.name), parsed.attr)
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature
         params = []
     # Named, or taken by **kwargs (torchvision's builders pass those on to the model class).
-    accepts = any(p.name == "num_classes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    model = fn(num_classes=num_classes) if accepts else fn()
+    kwargs: dict[str, int] = {}
+    if any(p.name == "num_classes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        kwargs["num_classes"] = num_classes
+    if image_size is not None and any(p.name == "image_size" for p in params):  # named only: **kwargs may refuse it
+        kwargs["image_size"] = image_size
+    model = fn(**kwargs)
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{parsed.name}:{parsed.attr} returned {type(model).__name__}, not an nn.Module")
     return model

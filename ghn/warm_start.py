@@ -81,3 +81,43 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
             p.copy_(orthogonalize(p))
         changed.append(name)
     return changed
+
+
+#: The starting points ``ghn finetune --init`` offers (issue 12): the GHN's prediction as is, with noise, with noise
+#: and orthogonalisation (Knyazev 2022), or the network's own default initialisation.
+INITS = ("predicted", "predicted+noise", "predicted+orth", "default")
+
+#: Default noise scale: the value GHN-3 uses "to break symmetry" (Knyazev et al., ICML 2023), here relative to each
+#: layer's weight standard deviation (module docstring).
+DEFAULT_BETA = 1e-5
+
+
+def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAULT_BETA, from_layer: int = 0,
+               generator: torch.Generator | None = None) -> nn.Module:
+    """Give ``model`` (at its default initialisation) the starting parameters ``init`` names, in place.
+
+    Args:
+        model: the network, at its default initialisation.
+        init: one of :data:`INITS`: ``predicted`` (``predict(model)``), ``predicted+noise`` (then
+            :func:`diversify` with ``beta``), ``predicted+orth`` (then :func:`diversify` with ``orth=True``) or
+            ``default`` (left as it is).
+        predict: a function that sets a network's parameters to a GHN's prediction in place (e.g.
+            ``lambda m: ghn.predict(m)``); needed for every ``predicted*`` init.
+        beta, from_layer, generator: the :func:`diversify` settings.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: an unknown ``init``, or a ``predicted*`` init without ``predict``.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
+    if init == "default":
+        return model
+    if predict is None:
+        raise ValueError(f"init {init!r} needs a GHN prediction (predict=...)")
+    predict(model)
+    if init != "predicted":
+        diversify(model, beta=beta, from_layer=from_layer, orth=init == "predicted+orth", generator=generator)
+    return model

@@ -12,16 +12,18 @@ from archspace.files import check_writable
 from train.data import DATASETS
 
 
-def add_common_options(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser, ckpt_required: bool = True) -> None:
     """Add the options every GHN-using subcommand takes: the checkpoint, the image task, the network's width and
     classifier, the seed and where to run.
 
     Args:
         p: the subcommand's parser.
+        ckpt_required: whether ``--ckpt`` must be given (``ghn prune`` needs a GHN only for predicted starts).
     """
     from ghn.pretrained import CKPT_HELP
 
-    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--ckpt", required=ckpt_required, default=None,
+                   help=CKPT_HELP + ("" if ckpt_required else " (optional: needed for predicted parameters)"))
     p.add_argument("--data", default="digits", choices=DATASETS, help="image task: training and held-out images")
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
     p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")

@@ -28,6 +28,7 @@ training then updates them as usual.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ class Curve:
 
 def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_LR, batch_size: int = 64,
               seed: int = 0, eval_batches: Batches | None = None, eval_every: int = 0,
-              device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> Curve:
+              device: str | torch.device = "cpu", log: Callable[[str], None] | None = None,
+              on_step: Callable[[int, nn.Module], None] | None = None, warmup: int = 0) -> Curve:
     """Train a classifier in place for ``steps`` steps of the project's SGD recipe (module docstring), evaluating
     every ``eval_every`` steps.
 
@@ -89,15 +91,20 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
         eval_every: evaluation period in steps (0: never).
         device: where to train.
         log: optional ``callable(str)`` for progress lines.
+        on_step: optional ``callable(step, model)`` called after each optimiser step (``step`` counts from 1),
+            e.g. to keep the weights of step K for lottery-ticket rewinding (:mod:`train.prune`).
+        warmup: steps of linear learning-rate warm-up before the cosine decay (:func:`lr_factor`; 0: none).
 
     Returns:
         The :class:`Curve`. Training stops early, with ``diverged_at`` set, on a non-finite loss.
 
     Raises:
-        ValueError: negative ``steps`` or non-positive ``lr``.
+        ValueError: negative ``steps`` or non-positive ``lr``, or ``warmup`` outside ``0..steps``.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if not 0 <= warmup <= steps:
+        raise ValueError(f"warmup must be between 0 and steps ({steps}), got {warmup}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     model.to(device)
@@ -117,7 +124,10 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
     eval_at(0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    if warmup:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, warmup))
+    else:  # the recipe's schedule since before warm-up existed (the same floating-point values as then)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     torch.manual_seed(seed)  # dropout and any other in-model randomness
     model.train()
     batches = TrainBatches(data, batch_size=batch_size, seed=seed)
@@ -134,6 +144,8 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
         nn.utils.clip_grad_norm_(params, SGD_GRAD_CLIP)
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step(step, model)
         curve.loss_steps.append(step)
         curve.loss.append(float(loss.detach()))
         if eval_every > 0 and (step % eval_every == 0 or step == steps):
@@ -141,6 +153,16 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
             model.train()
     curve.seconds = time.perf_counter() - t0
     return curve
+
+
+def lr_factor(t: int, steps: int, warmup: int = 0) -> float:
+    """The recipe's learning rate at step ``t`` (0-based: the ``t + 1``-th update) as a fraction of the peak:
+    ``(t + 1) / warmup`` during a linear warm-up of ``warmup`` steps, then a cosine decay to 0 over the remaining
+    ``steps - warmup`` steps, ``(1 + cos(pi (t - warmup) / (steps - warmup))) / 2``. With ``warmup = 0`` this is
+    ``CosineAnnealingLR`` over ``steps`` (Loshchilov & Hutter, ICLR 2017, without restarts)."""
+    if t < warmup:
+        return (t + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / max(steps - warmup, 1)))
 
 
 def accuracy_after_sgd(model: nn.Module, data: ImageData, eval_batches: Batches, *, steps: int,

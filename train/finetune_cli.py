@@ -5,11 +5,16 @@ Examples::
     ghn finetune torchvision:resnet18 --ckpt ghn.pt --compare --steps 500 --plot ft.png --out finetune.json
     ghn finetune deepnets:test/7 --ckpt ghn.pt --data cifar10 --data-root ~/data --compare
     ghn finetune mypkg.nets:tiny_cnn --ckpt ghn_imagenet.pt --keep-classifier-init --compare
+    ghn finetune deepnets:test/7 --ckpt ghn.pt --init predicted,predicted+orth --warmup 25 --compare
 
-With ``--compare`` both runs share the data order, augmentation, SGD recipe (:func:`train.finetune.train_sgd`),
-budget and seed; the report gives, at a few checkpoints, how many steps the from-scratch run needs to reach the
-accuracy of the warm-started run (Knyazev et al., NeurIPS 2021, Sec. 5.4). BatchNorm running statistics are not
-predicted: by default (``--bn-init recompute``) both runs recompute them from ``--bn-batches`` un-augmented
+``--init`` names one or more starting points (:data:`ghn.warm_start.INITS`: the prediction as is, with noise of
+``--beta`` times each layer's weight standard deviation from layer ``--noise-from-layer`` on, the same followed by
+QR orthogonalisation, or the default initialisation; Knyazev 2022), each made from a copy of the same default
+initialisation; ``--compare`` adds the default initialisation. Every run shares the data order, augmentation, SGD
+recipe (:func:`train.finetune.train_sgd`, with ``--warmup`` steps of linear warm-up), budget and seed; the report
+gives, for each warm start at a few checkpoints, how many steps the run from the default initialisation needs to
+reach its accuracy (Knyazev et al., NeurIPS 2021, Sec. 5.4). BatchNorm running statistics are not
+predicted: by default (``--bn-init recompute``) every run recomputes them from ``--bn-batches`` un-augmented
 training batches before step 0; held-out accuracy uses running statistics (``model.eval()``). The JSON report is
 written before the optional plot. Errors in the arguments exit with status 2 and a one-line message, without a
 traceback (the ``ghn`` command's error boundary).
@@ -41,12 +46,22 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="torchvision:NAME, deepnets:SPLIT/INDEX or pkg.module:callable")
     add_common_options(p)
+    from ghn.warm_start import DEFAULT_BETA, INITS
+
+    p.add_argument("--init", default="predicted",
+                   help=f"comma list of starting points, one run each: {', '.join(INITS)}")
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA,
+                   help="noise of predicted+noise and predicted+orth, relative to each layer's weight std")
+    p.add_argument("--noise-from-layer", type=int, default=0,
+                   help="first weight matrix (0-based, module order) that gets noise; the classifier never does")
     p.add_argument("--compare", action="store_true",
                    help="also train from the default initialisation with the same data, recipe and seed")
     p.add_argument("--steps", type=int, default=300, help="SGD steps per run")
     p.add_argument("--lr", type=float, default=SGD_LR,
                    help="peak learning rate (SGD momentum 0.9, weight decay 5e-4, cosine decay, gradient norm "
                         "clipped at 5)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="steps of linear lr warm-up before the cosine decay, in every run")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--eval-every", type=int, default=25, help="held-out evaluation period in steps")
     p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N held-out images")
@@ -66,6 +81,20 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _inits(args: argparse.Namespace) -> list[str]:
+    """The runs to make: ``--init`` in order, plus ``default`` last with ``--compare``."""
+    from archspace.errors import UsageError
+    from ghn.warm_start import INITS
+
+    inits = list(dict.fromkeys(t.strip() for t in args.init.split(",") if t.strip()))
+    bad = [i for i in inits if i not in INITS]
+    if bad or not inits:
+        raise UsageError(f"--init {args.init!r}: choose one or more of {', '.join(INITS)} (comma list)")
+    if args.compare and "default" not in inits:
+        inits.append("default")
+    return inits
+
+
 def _check_args(args: argparse.Namespace) -> list[int] | None:
     """Check every option before any work; returns the ``--checkpoints`` steps (``None``: the default ones)."""
     from archspace.errors import UsageError
@@ -74,7 +103,11 @@ def _check_args(args: argparse.Namespace) -> list[int] | None:
     from train.cli_args import check_device, check_numbers, check_outputs
 
     check_numbers(args, at_least={"steps": 1, "batch_size": 1, "eval_every": 1, "eval_images": 1, "image_size": 1,
-                                  "width": MIN_WIDTH, "bn_batches": 1}, above={"lr": 0})
+                                  "width": MIN_WIDTH, "bn_batches": 1, "warmup": 0, "beta": 0,
+                                  "noise_from_layer": 0}, above={"lr": 0})
+    if args.warmup > args.steps:
+        raise UsageError(f"--warmup {args.warmup} is longer than the run: use at most --steps {args.steps}")
+    _inits(args)
     check_device(args.device)
     set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
@@ -110,17 +143,18 @@ def _init_bn(models, data, args) -> str:
 
 
 def _print_speedup(rows: list[dict], steps: int) -> None:
-    print("  step  warm acc  scratch steps to match  speed-up")
+    print("  step  warm acc  default-init steps to match  speed-up")
     for r in rows:
         need = r["scratch_steps"] if r["scratch_steps"] is not None else f"> {steps}"
         sp = (f"{r['speedup']:.2f}x" if r["speedup"] is not None else
               f"> {r['speedup_lower_bound']:.2f}x" if "speedup_lower_bound" in r else "-")
-        print(f"{r['step']:>6}  {r['warm_accuracy']:7.2f}%  {need!s:>22}  {sp:>8}")
+        print(f"{r['step']:>6}  {r['warm_accuracy']:7.2f}%  {need!s:>27}  {sp:>8}")
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    """Run ``ghn finetune`` with parsed arguments: predict, train (twice with ``--compare``), print the speed-up,
-    write ``--out``, then draw ``--plot`` (last, so that a failing plot loses no result).
+    """Run ``ghn finetune`` with parsed arguments: set up every ``--init`` (and the default init with
+    ``--compare``), train each, print the speed-ups over the default init, write ``--out``, then draw ``--plot``
+    (last, so that a failing plot loses no result).
 
     Returns:
         0 on success.
@@ -134,6 +168,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     from archspace.files import write_json
     from ghn import GHN
+    from ghn.warm_start import warm_start
     from train.accuracy import accuracy
     from train.candidates import one_candidate
     from train.cli_args import check_batch_size
@@ -142,6 +177,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from train.rank import ghn_predictor
 
     checkpoints = _check_args(args)
+    inits = _inits(args)
     candidate = one_candidate(args.model, width=args.width)
     ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
@@ -149,40 +185,51 @@ def run_finetune(args: argparse.Namespace) -> int:
     held = list(eval_batches(data, "heldout", batch_size=64, limit=args.eval_images))
 
     torch.manual_seed(args.seed)
-    warm = candidate.build(num_classes=data.num_classes, image_size=data.image_size).to(args.device)
-    scratch = copy.deepcopy(warm) if args.compare else None  # the very same default initialisation
-    ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)(warm)
+    base = candidate.build(num_classes=data.num_classes, image_size=data.image_size).to(args.device)
+    predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
+    models = {}
+    for init in inits:  # every run starts from a copy of the very same default initialisation
+        models[init] = warm_start(copy.deepcopy(base), init, predict, beta=args.beta,
+                                  from_layer=args.noise_from_layer,
+                                  generator=torch.Generator().manual_seed(args.seed))
     classifier = "default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted"
     if args.keep_classifier_init:
         _log("classifier (last layer) kept at its default initialisation (--keep-classifier-init); every other "
              "parameter predicted")
-    predicted_acc = accuracy(warm, held, bn_mode="batch", device=args.device).top1
-    bn_note = _init_bn([m for m in (warm, scratch) if m is not None], data, args)
+    first_warm = next((i for i in inits if i != "default"), None)
+    predicted_acc = {i: accuracy(m, held, bn_mode="batch", device=args.device).top1 for i, m in models.items()}
+    bn_note = _init_bn(list(models.values()), data, args)
     _log(f"BatchNorm: {bn_note}; held-out accuracy during training uses running statistics (eval mode)")
     report: dict = {
         "model": args.model, "ckpt": args.ckpt, "data": args.data, "steps": args.steps, "lr": args.lr,
-        "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed, "optimizer": SGD_RECIPE,
-        "bn_init": bn_note, "classifier": classifier,
-        "predicted_accuracy_batch_stats": predicted_acc, "params": sum(p.numel() for p in warm.parameters()),
+        "warmup": args.warmup, "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
+        "optimizer": SGD_RECIPE, "inits": inits, "beta": args.beta, "noise_from_layer": args.noise_from_layer,
+        "bn_init": bn_note, "classifier": classifier, "accuracy_at_start_batch_stats": predicted_acc,
+        "params": sum(p.numel() for p in base.parameters()),
     }
     kw = dict(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
-              eval_batches=held, eval_every=args.eval_every)
-    _log(f"training from predicted parameters for {args.steps} steps ({SGD_RECIPE})")
-    runs = {"predicted init": train_sgd(warm, data, log=_log, **kw)}
-    if scratch is not None:
-        _log(f"training from the default initialisation for {args.steps} steps")
-        runs["default init"] = train_sgd(scratch, data, log=_log, **kw)
+              eval_batches=held, eval_every=args.eval_every, warmup=args.warmup)
+    runs = {}
+    for init, model in models.items():
+        _log(f"training from the {init} initialisation for {args.steps} steps ({SGD_RECIPE}"
+             + (f", {args.warmup} warm-up steps)" if args.warmup else ")"))
+        runs[f"{init} init"] = train_sgd(model, data, log=_log, **kw)
     report["runs"] = {k: asdict(c) for k, c in runs.items()}
 
-    w = runs["predicted init"]
-    print(f"{args.model}: accuracy with predicted parameters {predicted_acc:.2f}% (BN batch statistics, classifier "
-          f"{classifier}), {w.accuracy[0]:.2f}% at step 0 after BN init; {w.accuracy[-1]:.2f}% after "
-          f"{w.eval_steps[-1]} steps")
-    if scratch is not None:
+    for init in inits:
+        c = runs[f"{init} init"]
+        print(f"{args.model}, {init} init: {predicted_acc[init]:.2f}% before training (BN batch statistics"
+              + (f", classifier {classifier}" if init != "default" else "") + f"), {c.accuracy[0]:.2f}% at step 0 "
+              f"after BN init; {c.accuracy[-1]:.2f}% after {c.eval_steps[-1]} steps")
+    if "default" in inits and first_warm is not None:
         s = runs["default init"]
-        report["speedup"] = speedup(w, s, checkpoints)
-        print(f"default init: {s.accuracy[0]:.2f}% at step 0, {s.accuracy[-1]:.2f}% after {s.eval_steps[-1]} steps")
-        _print_speedup(report["speedup"], args.steps)
+        report["speedup"] = {}
+        for init in inits:
+            if init == "default":
+                continue
+            report["speedup"][init] = speedup(runs[f"{init} init"], s, checkpoints)
+            print(f"speed-up of the {init} init over the default init:")
+            _print_speedup(report["speedup"][init], args.steps)
     if args.out:  # results first: the plot below is optional and may fail
         write_json(args.out, report)
         print(f"wrote {args.out}")
@@ -190,6 +237,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         from train.plots import plot_finetune_curves
 
         plot_finetune_curves({k: asdict(c) for k, c in runs.items()}, args.plot,
-                             title=f"{args.model} on {args.data}: predicted vs default initialisation")
+                             title=f"{args.model} on {args.data}: " + " vs ".join(inits) + " initialisation")
         print(f"wrote {args.plot}")
     return 0

@@ -1,9 +1,12 @@
-"""Figures for ``ghn rank --validate`` and ``ghn finetune --compare`` (matplotlib, Agg backend, no display).
+"""Figures for ``ghn rank --validate``, ``ghn finetune --compare`` and ``ghn prune`` (matplotlib, Agg backend, no
+display).
 
 - :func:`plot_rank_scatter`: accuracy with GHN-predicted parameters against accuracy after SGD, one point per
   candidate, with Kendall's tau and Spearman's rho in the title (Knyazev et al., NeurIPS 2021, Sec. 5.3).
 - :func:`plot_finetune_curves`: training loss and held-out accuracy against SGD steps for a warm-started run
   (predicted parameters) and a run from the default initialisation (paper Sec. 5.4, Fig. 6).
+- :func:`plot_sparsity`: accuracy and steps to a target accuracy against the weights remaining, for lottery-ticket
+  runs (Frankle & Carbin, ICLR 2019, Fig. 3).
 
 Figures are written atomically by :func:`archspace.plot.save_figure` (a reader never sees half an image).
 """
@@ -80,6 +83,54 @@ def plot_finetune_curves(runs: dict[str, dict[str, Sequence[float]]], path: str,
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_sparsity(summary: Sequence[dict], path: str, *, title: str = "", dense: tuple[float, float] | None = None
+                  ) -> str:
+    """Lottery-ticket figure (Frankle & Carbin, ICLR 2019, Fig. 3/4): held-out accuracy and steps to the target
+    accuracy against the percentage of weights remaining (log axis, dense on the left), one line per curve (IMP
+    per rewind target, controls, one-shot), the band the standard deviation over seeds.
+
+    Args:
+        summary: rows of :meth:`train.prune.PruneRun.summary` (``curve``, ``label``, ``fraction``,
+            ``accuracy_mean``, ``accuracy_std``, ``steps_to_target_median``).
+        path: PNG file to write.
+        title: figure title.
+        dense: ``(mean, std)`` of the dense accuracy (%), drawn as a horizontal band.
+
+    Returns:
+        ``path``.
+    """
+    fig, (ax_acc, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5))
+    curves = list(dict.fromkeys(r["curve"] for r in summary))
+    for key in curves:
+        rs = sorted((r for r in summary if r["curve"] == key and r["accuracy_mean"] is not None),
+                    key=lambda r: -r["fraction"])
+        if not rs:
+            continue
+        x = [100 * r["fraction"] for r in rs]
+        mean = [r["accuracy_mean"] for r in rs]
+        std = [r["accuracy_std"] or 0.0 for r in rs]
+        style = "-" if key.startswith("imp") else "--" if key.startswith("oneshot") else ":"
+        line, = ax_acc.plot(x, mean, style, marker="o", ms=3, label=rs[0]["label"])
+        ax_acc.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.15)
+        reach = [(xi, r["steps_to_target_median"]) for xi, r in zip(x, rs) if r["steps_to_target_median"] is not None]
+        if reach:
+            ax_steps.plot(*zip(*reach), style, marker="o", ms=3, color=line.get_color(), label=rs[0]["label"])
+    if dense is not None:
+        ax_acc.axhspan(dense[0] - dense[1], dense[0] + dense[1], color="gray", alpha=0.2, label="dense (+- std)")
+    for ax in (ax_acc, ax_steps):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("weights remaining (%)")
+        ax.grid(alpha=0.3, which="both")
+    ax_acc.set_ylabel("held-out accuracy (%)")
+    ax_steps.set_ylabel("SGD steps to the target accuracy (median)")
+    ax_acc.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -19,7 +19,6 @@ initialisation (``keep_classifier_init``).
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import time
@@ -31,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from archspace.errors import UsageError
-from archspace.files import atomic_write
+from archspace.files import write_csv as write_csv_file
 from ghn.model import ClassMismatchError
 from train.accuracy import accuracy
 from train.candidates import Candidate
@@ -200,7 +199,7 @@ def _present_columns(rows: Sequence[RankRow]) -> list[str]:
 
 
 def write_csv(rows: Sequence[RankRow], path: str) -> str:
-    """Write the ranking as CSV, atomically (:func:`archspace.files.atomic_write`).
+    """Write the ranking as CSV, atomically (:func:`archspace.files.write_csv`).
 
     Columns: ``rank, name, params, accuracy, loss`` [``trained_rank, trained_accuracy, trained_loss``]
     [``embed_score``] ``seconds, predict_seconds`` [``error``]; bracketed groups only when present.
@@ -209,12 +208,7 @@ def write_csv(rows: Sequence[RankRow], path: str) -> str:
         ``path``.
     """
     cols = _present_columns(rows)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([_fmt(getattr(r, c)) for c in cols])
-    atomic_write(path, buf.getvalue())
+    write_csv_file(path, cols, [[_fmt(getattr(r, c)) for c in cols] for r in rows])
     return path
 
 

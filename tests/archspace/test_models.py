@@ -91,3 +91,13 @@ def test_timm_spec_without_timm_names_the_extra(monkeypatch, capsys):
     assert main(["graph", "timm:convnext_atto"]) == 2
     assert capsys.readouterr().err.strip() == ("archspace: error: timm:convnext_atto needs timm: "
                                                "pip install 'ghn-archspace[timm]'")
+
+
+def test_lenet_300_100_by_spec_gets_the_image_size():
+    import torch
+
+    model = load_model("archspace.mlp:lenet_300_100", num_classes=7, image_size=8)
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 7)
+    widths = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [(192, 300), (300, 100), (100, 7)]
+    assert load_model("archspace.mlp:lenet_300_100").layers[1].in_features == 3 * 16 * 16  # its default size

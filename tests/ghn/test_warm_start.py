@@ -72,3 +72,32 @@ def test_bad_arguments():
         diversify(tiny(), beta=-1)
     with pytest.raises(ValueError, match="from_layer must be >= 0"):
         diversify(tiny(), from_layer=-2)
+
+
+def test_warm_start_inits():
+    from ghn.warm_start import warm_start
+
+    def predict(m):
+        with torch.no_grad():
+            for p in m.parameters():  # a "prediction" that repeats values, as tiling does
+                p.copy_((torch.arange(p.numel()) % 3).reshape(p.shape) * 0.5)
+        return m
+
+    def predicted(p):
+        return (torch.arange(p.numel()) % 3).reshape(p.shape) * 0.5
+
+    default = tiny()
+    assert all(torch.equal(a, b) for a, b in zip(warm_start(tiny(), "default").parameters(), default.parameters()))
+    pred = warm_start(tiny(), "predicted", predict)
+    assert all(torch.equal(p, predicted(p)) for p in pred.parameters())
+    orth = warm_start(tiny(), "predicted+orth", predict, beta=1e-3, generator=torch.Generator().manual_seed(0))
+    w = orth[3].weight.reshape(6, -1)  # (6, 4): orthonormal columns
+    assert torch.allclose(w.t() @ w, torch.eye(4), atol=1e-5)
+    assert torch.equal(orth[6].weight, predicted(orth[6].weight))  # the classifier is left as predicted
+    noisy = warm_start(tiny(), "predicted+noise", predict, beta=0.1, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(noisy[0].weight, predicted(noisy[0].weight))
+    assert torch.equal(noisy[0].bias, predicted(noisy[0].bias))
+    with pytest.raises(ValueError, match="needs a GHN prediction"):
+        warm_start(tiny(), "predicted+orth")
+    with pytest.raises(ValueError, match="unknown init"):
+        warm_start(tiny(), "pretrained", predict)

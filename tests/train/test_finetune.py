@@ -119,10 +119,54 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
     assert warm["eval_steps"] == scratch["eval_steps"] == [0, 3, 6]
     assert warm["loss_steps"] == scratch["loss_steps"] == list(range(1, 7))
     assert warm["loss"] != scratch["loss"]  # different starting points
-    assert [r["step"] for r in report["speedup"]] == [0, 3, 6]
+    assert [r["step"] for r in report["speedup"]["predicted"]] == [0, 3, 6]
     assert "recomputed from 2" in report["bn_init"] and "recomputed from 2" in err
     assert report["classifier"] == "predicted" and "cosine" in report["optimizer"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetune_cli_every_init_and_warmup(ghn_ckpt, tmp_path, capsys):
+    out = tmp_path / "ft.json"
+    status, printed, err = run_ghn(["finetune", "deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--init",
+                                    "predicted,predicted+noise,predicted+orth", "--beta", "0.5", "--warmup", "2",
+                                    "--compare", "--steps", "4", "--eval-every", "2", "--batch-size", "16",
+                                    "--bn-batches", "1", "--eval-images", "64", "--out", str(out)], capsys)
+    assert status == 0, err
+    report = json.loads(out.read_text())
+    assert report["inits"] == ["predicted", "predicted+noise", "predicted+orth", "default"]
+    assert set(report["runs"]) == {f"{i} init" for i in report["inits"]}
+    assert set(report["speedup"]) == {"predicted", "predicted+noise", "predicted+orth"}
+    losses = [tuple(r["loss"]) for r in report["runs"].values()]
+    assert len(set(losses)) == 4  # four different starting points
+    assert printed.count("speed-up of the") == 3 and report["warmup"] == 2
+    for argv, message in ((["--init", "pretrained"], "choose one or more of"),
+                          (["--warmup", "9", "--steps", "4"], "--warmup 9 is longer than the run"),
+                          (["--beta", "-1"], "--beta must be >= 0")):
+        assert_usage_error(*run_ghn(["finetune", "deepnets:test/0", "--ckpt", ghn_ckpt, *argv], capsys)[::2],
+                           message)
+
+
+def test_warmup_schedule_values(digits, monkeypatch):
+    """Linear warm-up to the peak, then the cosine decay over the remaining steps; without warm-up the factors are
+    CosineAnnealingLR's."""
+    from train.finetune import lr_factor
+
+    assert [lr_factor(t, 6, 2) for t in range(6)] == pytest.approx(
+        [0.5, 1.0, 1.0, (1 + 2 ** -0.5) / 2, 0.5, (1 - 2 ** -0.5) / 2])
+    assert [lr_factor(t, 4) for t in range(4)] == pytest.approx([1.0, (1 + 2 ** -0.5) / 2, 0.5, (1 - 2 ** -0.5) / 2])
+    seen = []
+    step = torch.optim.SGD.step
+
+    def record_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", record_step)
+    torch.manual_seed(0)
+    train_sgd(tiny_cnn(), digits, steps=6, lr=0.1, batch_size=16, warmup=2)
+    assert seen == pytest.approx([0.1 * lr_factor(t, 6, 2) for t in range(6)])
+    with pytest.raises(ValueError, match="warmup"):
+        train_sgd(tiny_cnn(), digits, steps=3, warmup=4)
 
 
 def test_finetune_cli_writes_the_report_before_a_plot_that_fails(ghn_ckpt, tmp_path, capsys, monkeypatch):
