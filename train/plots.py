@@ -123,6 +123,13 @@ def plot_sparsity(summary: Sequence[dict], path: str, *, title: str = "", dense:
             ax_steps.plot(*zip(*reach), style, marker="o", ms=3, color=line.get_color(), label=rs[0]["label"])
     if dense is not None:
         ax_acc.axhspan(dense[0] - dense[1], dense[0] + dense[1], color="gray", alpha=0.2, label="dense (+- std)")
+    # The y axis shows the IMP curves and the controls in full; a one-shot curve that collapses (a layer pruned
+    # away) leaves through the bottom rather than squashing the rest.
+    main = [r["accuracy_mean"] - (r["accuracy_std"] or 0.0) for r in summary
+            if r["accuracy_mean"] is not None and not r["curve"].startswith("oneshot")]
+    if main:
+        top = max(r["accuracy_mean"] + (r["accuracy_std"] or 0.0) for r in summary if r["accuracy_mean"] is not None)
+        ax_acc.set_ylim(max(0.0, min(main) - 5.0), min(100.5, top + 1.0))
     for ax in (ax_acc, ax_steps):
         ax.set_xscale("log")
         ax.invert_xaxis()
