@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -84,11 +85,11 @@ def parse_rewind(text: str, steps: int) -> tuple[str, ...]:
     for token in filter(None, (t.strip() for t in text.split(","))):
         if token in ("default", "predicted"):
             target = token
-        elif token.startswith("step:") and token[5:].isdigit():
+        elif re.fullmatch(r"step:[0-9]+", token):
             k = int(token[5:])
             if not 0 < k < steps:
                 raise UsageError(f"--rewind {token}: K must be between 1 and --steps - 1 = {steps - 1}")
-            target = f"step:{k}" if k else "default"
+            target = f"step:{k}"
         else:
             raise UsageError(f"--rewind {token!r} is not a rewind target: use {REWIND_HELP}")
         if target not in out:

@@ -118,12 +118,13 @@ def run_prune(args: argparse.Namespace) -> int:
     """
     import torch
 
+    from archspace.errors import UsageError
     from archspace.files import check_writable_dir
     from archspace.plot import check_plot_path
     from train.candidates import one_candidate
     from train.cli_args import check_batch_size
     from train.data import eval_batches, load_image_data
-    from train.lottery import prunable_layers
+    from train.lottery import level_counts, prunable_layers
     from train.plots import plot_sparsity
     from train.prune import PruneRun, format_summary
 
@@ -143,8 +144,13 @@ def run_prune(args: argparse.Namespace) -> int:
     plot = args.plot or os.path.join(run_dir, "sparsity.png")
     check_plot_path(plot, "--plot")
     torch.manual_seed(0)
-    prunable_layers(candidate.build(num_classes=data.num_classes, image_size=data.image_size),
-                    settings.include_classifier)  # a net with nothing to prune fails here, before any training
+    layers = prunable_layers(candidate.build(num_classes=data.num_classes, image_size=data.image_size),
+                             settings.include_classifier)  # a net with nothing to prune fails here, before training
+    total = sum(m.weight.numel() for _, m in layers)
+    kept = level_counts(total, settings.rate, range(settings.levels + 1))
+    if kept[settings.levels] == 0:
+        raise UsageError(f"--levels {settings.levels} at --rate {settings.rate} would prune all {total:,} weights "
+                         f"(none left from level {min(lv for lv, k in kept.items() if k == 0)}); use fewer levels")
     predict = None
     if ghn is not None:
         from train.rank import ghn_predictor

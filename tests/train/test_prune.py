@@ -55,7 +55,7 @@ def make_run(tmp_path, data, **kw):
 
 def test_parse_rewind_and_choices():
     assert parse_rewind("default,step:50,predicted,default", 100) == ("default", "step:50", "predicted")
-    for bad in ("step:0", "step:100", "step:x", "init", ""):
+    for bad in ("step:0", "step:100", "step:x", "step:\u00b2", "init", ""):
         with pytest.raises(UsageError):
             parse_rewind(bad, 100)
     assert parse_choices("none", ("reinit", "random"), "--controls") == ()
@@ -169,5 +169,8 @@ def test_ghn_prune_command(tmp_path, capsys):
     assert_usage_error(status, err, "holds a run with other settings")
     status, _, err = run_ghn(["prune", MLP, "--rewind", "predicted", "--run-dir", str(tmp_path / "x")], capsys)
     assert_usage_error(status, err, "need a GHN: pass --ckpt")
+    status, _, err = run_ghn(["prune", MLP, "--rate", "0.9", "--levels", "8", "--image-size", "8",
+                              "--run-dir", str(tmp_path / "y")], capsys)
+    assert_usage_error(status, err, "would prune all")
     status, _, err = run_ghn(["prune", MLP, "--rewind", "step:999", "--steps", "10"], capsys)
     assert_usage_error(status, err, "K must be between 1")
