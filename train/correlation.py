@@ -69,3 +69,103 @@ def rank_correlation(a: Sequence[float], b: Sequence[float]) -> RankCorrelation:
     rho = stats.spearmanr(x, y)
     return RankCorrelation(float(tau.statistic), float(tau.pvalue), float(rho.statistic), float(rho.pvalue),
                            int(x.size))
+
+
+def bootstrap_interval(a: Sequence[float], b: Sequence[float], statistic: str = "kendall", *,
+                       resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Kendall's tau or Spearman's rho: candidates are resampled with replacement,
+    pairs kept together (Efron & Tibshirani, 1993, Ch. 13). A resample in which either scoring is constant has no
+    coefficient and is left out (``scipy.stats.bootstrap`` would return ``nan`` for the whole interval, which
+    happens often with few candidates).
+
+    Args:
+        a, b: two scorings of the same candidates ``(C,)``, finite.
+        statistic: ``kendall`` or ``spearman``.
+        resamples: bootstrap resamples.
+        level: confidence level of the interval.
+        seed: seed of the resampling.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when either scoring is constant.
+
+    Raises:
+        ValueError: an unknown statistic, or scorings as :func:`rank_correlation` refuses them.
+    """
+    funcs = {"kendall": lambda x, y: stats.kendalltau(x, y).statistic,
+             "spearman": lambda x, y: stats.spearmanr(x, y).statistic}
+    if statistic not in funcs:
+        raise ValueError(f"unknown statistic {statistic!r}; choose kendall or spearman")
+    corr = rank_correlation(a, b)
+    if not np.isfinite(corr.kendall_tau):
+        return float("nan"), float("nan")
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))  # (R, C)
+    values = np.array([funcs[statistic](x[i], y[i]) if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0 else np.nan
+                       for i in idx])  # (R,)
+    if not np.isfinite(values).any():
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def top_k_precision(scores: Sequence[float], truth: Sequence[float], k: int = 10) -> float:
+    """The fraction of the truly best ``k`` candidates (highest ``truth``) that the ranking by ``scores`` puts in its
+    own top ``k`` (ties broken by position: the earlier candidate first).
+
+    Args:
+        scores: the ranker's scores ``(C,)`` (higher is better; ``nan`` ranks last).
+        truth: the ground truth ``(C,)``, e.g. trained accuracy.
+        k: how many of the best to look at (``1 <= k <= C``).
+
+    Returns:
+        A fraction in ``[0, 1]``.
+
+    Raises:
+        ValueError: lengths that differ, or ``k`` outside ``1..C``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    if s.shape != t.shape or s.ndim != 1:
+        raise ValueError(f"scores and truth must be two (C,) arrays, got {s.shape} and {t.shape}")
+    if not 1 <= k <= s.size:
+        raise ValueError(f"k must be between 1 and the number of candidates ({s.size}), got {k}")
+    s = np.where(np.isfinite(s), s, -np.inf)
+    top_s = set(np.argsort(-s, kind="stable")[:k].tolist())
+    top_t = set(np.argsort(-t, kind="stable")[:k].tolist())
+    return len(top_s & top_t) / k
+
+
+def ranking_report(scores: Sequence[float], truth: Sequence[float], *, k: int = 10, resamples: int = 2000,
+                   seed: int = 0) -> dict:
+    """How well a ranker's ``scores`` agree with the ground ``truth`` (e.g. trained accuracy): Kendall's tau and
+    Spearman's rho with percentile-bootstrap 95% intervals (:func:`bootstrap_interval`) and top-``k`` precision
+    (:func:`top_k_precision`, ``k`` capped at the number of candidates). A ``nan`` score (a proxy that overflowed)
+    ranks the candidate last.
+
+    Args:
+        scores: ``(C,)`` ranker scores, higher is better.
+        truth: ``(C,)`` finite ground truth.
+        k: the top-``k`` precision's ``k``.
+        resamples, seed: the bootstrap.
+
+    Returns:
+        ``{"n", "kendall_tau", "kendall_p", "kendall_tau_ci": [low, high], "spearman_rho", "spearman_rho_ci",
+        "k", "top_k_precision", "nan_scores"}``.
+
+    Raises:
+        ValueError: as :func:`rank_correlation`.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    bad = ~np.isfinite(s)
+    if bad.all():
+        s = np.zeros_like(s)
+    elif bad.any():
+        s = np.where(bad, s[~bad].min() - 1.0, s)
+    corr = rank_correlation(s, truth)
+    k = min(k, s.size)
+    return {"n": corr.n, "kendall_tau": corr.kendall_tau, "kendall_p": corr.kendall_p,
+            "kendall_tau_ci": list(bootstrap_interval(s, truth, "kendall", resamples=resamples, seed=seed)),
+            "spearman_rho": corr.spearman_rho,
+            "spearman_rho_ci": list(bootstrap_interval(s, truth, "spearman", resamples=resamples, seed=seed)),
+            "k": k, "top_k_precision": top_k_precision(s, truth, k), "nan_scores": int(bad.sum())}

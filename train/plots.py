@@ -26,8 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path: str, *,
                       labels: Sequence[str] | None = None, tau: float | None = None, rho: float | None = None,
                       x_label: str = "accuracy with predicted parameters (%)",
-                      trained_label: str = "accuracy after SGD (%)") -> str:
-    """Scatter plot of predicted-parameter accuracy (x) against trained accuracy (y), one point per candidate.
+                      trained_label: str = "accuracy after SGD (%)",
+                      baselines: dict[str, float] | None = None) -> str:
+    """Scatter plot of a ranking score (x, e.g. predicted-parameter accuracy) against trained accuracy (y), one point
+    per candidate, with the Kendall tau of other rankers (the baselines) in the legend.
 
     Args:
         predicted: accuracy (%) of each candidate with GHN-predicted parameters.
@@ -36,6 +38,7 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
         labels: optional candidate names; printed next to the points when there are at most 30.
         tau, rho: Kendall's tau and Spearman's rho to show in the title.
         x_label, trained_label: axis labels.
+        baselines: ranker name -> its Kendall tau against the same trained accuracy, listed in the legend.
 
     Returns:
         ``path``.
@@ -44,7 +47,10 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
         ``predicted``, ``trained``: ``(C,)``.
     """
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.scatter(predicted, trained, s=18, alpha=0.8)
+    ax.scatter(predicted, trained, s=18, alpha=0.8, label=x_label.split(" (")[0] + (f": tau {tau:.2f}" if tau is
+                                                                                    not None else ""))
+    for name, t in (baselines or {}).items():
+        ax.plot([], [], " ", label=f"{name}: tau {t:.2f}")  # legend entry only
     if labels is not None and len(labels) <= 30:
         for x, y, name in zip(predicted, trained, labels):
             ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
@@ -56,6 +62,8 @@ def plot_rank_scatter(predicted: Sequence[float], trained: Sequence[float], path
     if rho is not None:
         stats.append(f"Spearman rho = {rho:.3f}")
     ax.set_title(f"{len(predicted)} candidates" + (": " + ", ".join(stats) if stats else ""))
+    if baselines:
+        ax.legend(fontsize=7, loc="best", title="Kendall tau vs trained", title_fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path, dpi=120, bbox_inches="tight")
 

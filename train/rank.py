@@ -1,14 +1,15 @@
-"""Rank candidate architectures by their held-out accuracy with GHN-predicted parameters.
+"""Rank candidate architectures without training them, and judge a ranking against trained accuracy.
 
 A GHN predicts all parameters of a network in one forward pass, so the accuracy of those parameters is a cheap
 proxy for how good the design is (Knyazev et al., NeurIPS 2021, Sec. 5.3, "property prediction"; Table 5
 correlates it with the accuracy after training). :func:`score_candidates` builds each candidate at its default
-initialisation, lets a predictor set its parameters and evaluates it on the same held-out batches with
-BatchNorm in batch-statistics mode (batches of 64, the paper's protocol: running statistics are not predicted).
-:func:`validate_candidates` trains the same candidates from their default initialisation with SGD for a few
-steps, so that :func:`train.correlation.rank_correlation` can say how well the two rankings agree.
-:func:`fit_embedding_regressor` is the other property predictor of Sec. 5.3: a ridge regression on the
-mean-pooled GHN node embeddings, fitted to labelled architectures.
+initialisation and computes the requested scores of :mod:`train.scores` (the accuracy of predicted parameters on
+held-out batches with BatchNorm in batch-statistics mode, batches of 64 as in the paper; zero-cost proxies;
+baselines). :func:`train_to_convergence` is the yardstick: the project's SGD recipe for :data:`TRAINED_STEPS`
+steps from the default initialisation, shared by ``ghn rank --validate`` (:func:`validate_candidates`) and
+``benchmarks/bench_rank.py``, so that :mod:`train.correlation` can say how well a ranking agrees with training.
+:func:`fit_embedding_regressor` is the other property predictor of Sec. 5.3: an RBF support-vector regressor on
+the mean-pooled GHN node embeddings, fitted to labelled architectures.
 
 Scoring takes the predictor and the embedder as plain callables (tests pass stubs); :func:`ghn_predictor` and
 :func:`ghn_embedder` make them from a :class:`ghn.GHN`. A GHN trained for another number of classes than the task
@@ -18,12 +19,13 @@ initialisation (``keep_classifier_init``).
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,10 +34,10 @@ import torch.nn as nn
 from archspace.errors import UsageError
 from archspace.files import write_csv as write_csv_file
 from ghn.model import ClassMismatchError
-from train.accuracy import accuracy
+from train.accuracy import chance
 from train.candidates import Candidate
 from train.data import ImageData
-from train.finetune import SGD_LR, Batches, accuracy_after_sgd
+from train.finetune import SGD_LR, Batches, train_sgd
 
 #: Sets a model's parameters in place (e.g. with a GHN) and returns it.
 Predictor = Callable[[nn.Module], nn.Module]
@@ -56,19 +58,25 @@ class RankRow:
     trained_accuracy: float | None = None  # after --validate K SGD steps from the default initialisation
     trained_loss: float | None = None
     embed_score: float | None = None  # regressor on GHN embeddings (--embed-regressor)
+    scores: dict[str, float] = field(default_factory=dict)  # train.scores.SCORES by name (higher is better)
+    score_seconds: dict[str, float] = field(default_factory=dict)  # the cost of each score
     rank: int | None = None
     trained_rank: int | None = None
     error: str | None = None  # why the candidate could not be scored
 
 
-def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_batches: Batches, *,
+def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None, eval_batches: Batches, *,
                      num_classes: int, image_size: int, seed: int = 0, device: str | torch.device = "cpu",
+                     scores: Sequence[str] = ("ghn_acc", "ghn_loss"),
+                     proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
                      log: Callable[[str], None] | None = None) -> list[RankRow]:
-    """Build, predict and evaluate every candidate; a candidate that fails gets a row with ``error`` set.
+    """Build every candidate at its default initialisation and compute its ``scores``
+    (:func:`train.scores.candidate_scores`); a candidate that fails gets a row with ``error`` set.
 
     Args:
         candidates: the architectures.
-        predict: sets the parameters of a freshly built model in place and returns it.
+        predict: sets the parameters of a freshly built model in place and returns it (``None`` when no score
+            needs a GHN).
         eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches, reused for every candidate
             (materialise an iterator as a list first).
         num_classes: classifier outputs of the built networks.
@@ -76,6 +84,9 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
         seed: global RNG seed set before building each candidate (same default initialisation as
             :func:`validate_candidates`).
         device: where to evaluate.
+        scores: per-candidate scores of :data:`train.scores.SCORES`; ``ghn_acc``/``ghn_loss`` also fill
+            ``accuracy``/``loss``.
+        proxy_batch: one training batch for the zero-cost proxies.
         log: optional ``callable(str)`` for progress lines.
 
     Returns:
@@ -84,7 +95,11 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
     Raises:
         ghn.model.ClassMismatchError: the predictor refuses the task's number of classes (a setting of the whole
             run, not a property of one candidate).
+        ValueError: an unknown score, or a score whose input is missing (see :func:`train.scores.candidate_scores`).
     """
+    from train.scores import candidate_scores, check_inputs
+
+    check_inputs(scores, predict, eval_batches, proxy_batch)
     rows = []
     t_all = time.perf_counter()
     for i, cand in enumerate(candidates):
@@ -94,11 +109,13 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
             torch.manual_seed(seed)
             model = cand.build(num_classes=num_classes, image_size=image_size)
             row.params = sum(p.numel() for p in model.parameters())
-            t1 = time.perf_counter()
-            with torch.no_grad():
-                model = predict(model)
-            row.predict_seconds = time.perf_counter() - t1
-            row.accuracy, _, row.loss = accuracy(model.to(device), eval_batches, bn_mode="batch", device=device)
+            row.scores, row.score_seconds, row.predict_seconds = candidate_scores(
+                model, scores, name=cand.name, image_size=image_size, predict=predict, eval_batches=eval_batches,
+                proxy_batch=proxy_batch, seed=seed, device=device)
+            if "ghn_acc" in row.scores:
+                row.accuracy = row.scores["ghn_acc"]
+            if "ghn_loss" in row.scores:
+                row.loss = -row.scores["ghn_loss"]
         except ClassMismatchError:
             raise
         except (RuntimeError, ValueError, NotImplementedError) as e:  # the candidate fails (torch or our checks)
@@ -110,15 +127,70 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor, eval_b
     return rows
 
 
+#: SGD steps of the ranking yardstick: the budget after which the held-out accuracy of DeepNets-1M test nets on the
+#: digits default has converged (chosen from measured curves by ``benchmarks/bench_rank.py --pick-steps``; see the
+#: README). ``ghn rank --validate`` and the benchmark both train with :func:`train_to_convergence`.
+TRAINED_STEPS = 400
+#: Evaluations per yardstick run (for the steps needed to reach 90% of the final accuracy).
+TRAINED_EVALS = 10
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The yardstick of one candidate: held-out ``top1`` (%) and mean cross-entropy ``loss`` after a full run of the
+    recipe (BatchNorm with running statistics, as a trained net is used), ``steps_to_90`` the first evaluation step
+    at which the held-out accuracy reached 90% of its final value, and the run's ``seconds``. A run that diverged
+    scores as chance with ``loss = inf`` and ``steps_to_90 = steps``."""
+
+    top1: float
+    loss: float
+    steps_to_90: int
+    seconds: float
+
+
+def train_to_convergence(model: nn.Module, data: ImageData, eval_batches: Batches, *, steps: int = TRAINED_STEPS,
+                         lr: float = SGD_LR, batch_size: int = 64, seed: int = 0,
+                         device: str | torch.device = "cpu") -> Trained:
+    """Train a copy of ``model`` for ``steps`` steps of the project's SGD recipe (:func:`train.finetune.train_sgd`,
+    cosine decay over the run) and score it on ``eval_batches``: the ground truth that rankers are judged against
+    (Knyazev et al., NeurIPS 2021, Sec. 5.3 correlate with the accuracy of trained networks). ``model`` is not
+    changed.
+
+    Args:
+        model: the network at its starting point (the default initialisation).
+        data: the task whose training images are used.
+        eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches.
+        steps: the budget (default :data:`TRAINED_STEPS`, the converged one); evaluated every ``steps /
+            TRAINED_EVALS`` steps.
+        lr, batch_size, seed: the recipe (same seed: same batches in the same order).
+        device: where to train.
+
+    Returns:
+        The :class:`Trained` scores.
+
+    Raises:
+        ValueError: ``steps < 1`` or ``lr <= 0``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    net = copy.deepcopy(model)
+    curve = train_sgd(net, data, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_batches=eval_batches,
+                      eval_every=max(1, steps // TRAINED_EVALS), device=device)
+    if curve.diverged_at is not None or not curve.accuracy:
+        c = chance(data.num_classes)
+        return Trained(c.top1, c.loss, steps, curve.seconds)
+    final = curve.accuracy[-1]
+    reach = next(s for s, a in zip(curve.eval_steps, curve.accuracy) if a >= 0.9 * final)
+    return Trained(final, curve.eval_loss[-1], reach, curve.seconds)
+
+
 def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate], data: ImageData,
-                        eval_batches: Batches, *, steps: int, lr: float = SGD_LR, batch_size: int = 64,
-                        seed: int = 0, device: str | torch.device = "cpu",
+                        eval_batches: Batches, *, steps: int = TRAINED_STEPS, lr: float = SGD_LR,
+                        batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
                         log: Callable[[str], None] | None = None) -> None:
-    """Train each scored candidate from its default initialisation for ``steps`` steps of the project's SGD recipe
-    (:func:`train.finetune.accuracy_after_sgd`, the same figure as ``ghn-eval``'s ``sgd_steps``) and record
-    ``trained_accuracy``/``trained_loss`` on the same held-out batches (BN batch statistics, as for the predicted
-    parameters, so both rankings use one protocol). All candidates see the same batches in the same order; a run
-    that diverges scores as chance.
+    """Train each scored candidate from its default initialisation with :func:`train_to_convergence` (the recipe
+    and budget of ``benchmarks/bench_rank.py``) and record ``trained_accuracy``/``trained_loss`` on the held-out
+    batches. All candidates see the same batches in the same order; a run that diverges scores as chance.
 
     Args:
         rows: rows from :func:`score_candidates` (updated in place; rows with an error are skipped, and a row
@@ -138,9 +210,9 @@ def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate]
         try:
             torch.manual_seed(seed)
             model = by_name[row.name].build(num_classes=data.num_classes, image_size=data.image_size)
-            acc = accuracy_after_sgd(model, data, eval_batches, steps=steps, lr=lr, batch_size=batch_size,
-                                     seed=seed, bn_mode="batch", device=device)
-            row.trained_accuracy, row.trained_loss = acc.top1, acc.loss
+            t = train_to_convergence(model, data, eval_batches, steps=steps, lr=lr, batch_size=batch_size,
+                                     seed=seed, device=device)
+            row.trained_accuracy, row.trained_loss = t.top1, t.loss
         except (RuntimeError, ValueError) as e:  # keep the GHN score; the candidate just has no SGD score
             if log:
                 log(f"{row.name}: SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300])
@@ -153,8 +225,9 @@ def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
 
     Args:
         rows: scored rows.
-        by: ``accuracy`` (higher first, ties broken by lower loss), ``loss`` (lower first) or ``embed``
-            (higher ``embed_score`` first).
+        by: ``accuracy`` (higher first, ties broken by lower loss), ``loss`` (lower first), ``embed`` (higher
+            ``embed_score`` first) or the name of a score in the rows' ``scores`` (higher first, ``nan`` last,
+            ties broken by lower loss).
 
     Returns:
         The rows, failed ones last with ``rank = None``.
@@ -167,9 +240,16 @@ def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
         "loss": lambda r: (r.loss, -r.accuracy),
         "embed": lambda r: (-(r.embed_score if r.embed_score is not None else -math.inf), r.loss),
     }
-    if by not in keys:
-        raise ValueError(f"unknown ranking key {by!r}; choose one of {sorted(keys)}")
     ok = [r for r in rows if r.error is None]
+    if by not in keys:
+        if not ok or not all(by in r.scores for r in ok):
+            raise ValueError(f"unknown ranking key {by!r}: neither one of {sorted(keys)} nor a score of every row")
+
+        def key(r: RankRow):
+            v = r.scores[by]
+            return (-v if math.isfinite(v) else math.inf, r.loss if math.isfinite(r.loss) else math.inf)
+
+        keys[by] = key
     if by == "embed" and not any(r.embed_score is not None for r in ok):
         raise ValueError("ranking by embed needs embedding-regressor scores (--embed-regressor LABELS.csv)")
     ranked = sorted(ok, key=keys[by])
@@ -193,22 +273,38 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _score_columns(rows: Sequence[RankRow]) -> list[str]:
+    """Scores of the rows other than those shown as ``accuracy``/``loss``, in :data:`train.scores.ALL_SCORES`
+    order."""
+    from train.scores import ALL_SCORES
+
+    present = {k for r in rows for k in r.scores} - {"ghn_acc", "ghn_loss"}
+    return [k for k in ALL_SCORES if k in present]
+
+
 def _present_columns(rows: Sequence[RankRow]) -> list[str]:
     optional = ("trained_rank", "trained_accuracy", "trained_loss", "embed_score", "error")
-    return [c for c in _COLUMNS if c not in optional or any(getattr(r, c) is not None for r in rows)]
+    cols = [c for c in _COLUMNS if c not in optional or any(getattr(r, c) is not None for r in rows)]
+    i = cols.index("loss") + 1
+    return cols[:i] + _score_columns(rows) + cols[i:]
+
+
+def _value(r: RankRow, c: str):
+    return r.scores.get(c) if c not in _COLUMNS else getattr(r, c)
 
 
 def write_csv(rows: Sequence[RankRow], path: str) -> str:
     """Write the ranking as CSV, atomically (:func:`archspace.files.write_csv`).
 
-    Columns: ``rank, name, params, accuracy, loss`` [``trained_rank, trained_accuracy, trained_loss``]
-    [``embed_score``] ``seconds, predict_seconds`` [``error``]; bracketed groups only when present.
+    Columns: ``rank, name, params, accuracy, loss``, then every other score the rows carry
+    (:data:`train.scores.ALL_SCORES` order), [``trained_rank, trained_accuracy, trained_loss``] [``embed_score``]
+    ``seconds, predict_seconds`` [``error``]; bracketed groups only when present.
 
     Returns:
         ``path``.
     """
     cols = _present_columns(rows)
-    write_csv_file(path, cols, [[_fmt(getattr(r, c)) for c in cols] for r in rows])
+    write_csv_file(path, cols, [[_fmt(_value(r, c)) for c in cols] for r in rows])
     return path
 
 
@@ -220,11 +316,11 @@ def format_table(rows: Sequence[RankRow], top: int | None = None) -> str:
     shown = [r for r in rows if r.error is None][: top or None] + [r for r in rows if r.error is not None]
 
     def cell(r, c):
-        v = getattr(r, c)
+        v = _value(r, c)
         if c == "params":
             return f"{v / 1e6:.3f}M"
         if isinstance(v, float):
-            return f"{v:.2f}" if math.isfinite(v) else str(v)
+            return f"{v:.4g}" if c in r.scores and c not in _COLUMNS else f"{v:.2f}" if math.isfinite(v) else str(v)
         return "" if v is None else str(v)
 
     table = [[heads.get(c, c) for c in cols]] + [[cell(r, c) for c in cols] for r in shown]
@@ -266,29 +362,39 @@ def read_labels(path: str) -> dict[str, float]:
     return out
 
 
-def fit_embedding_regressor(features: np.ndarray, labels: np.ndarray, alpha: float = 1.0):
-    """Fit a ridge regression from mean-pooled GHN node embeddings to labels (paper Sec. 5.3).
+def fit_embedding_regressor(features: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """Fit an RBF support-vector regressor from mean-pooled GHN node embeddings to labels, its ``C``, ``gamma`` and
+    ``epsilon`` chosen by a 5-fold grid search (Knyazev et al., NeurIPS 2021, Sec. 5.3, "property prediction";
+    the reference fits the same model on the val split and scores the test split).
 
     Args:
         features: ``(L, D)`` embeddings of the labelled architectures.
         labels: ``(L,)`` targets, e.g. accuracy after training.
-        alpha: ridge penalty (features are standardised first).
+        seed: seed of the folds' shuffling.
 
     Returns:
-        A fitted scikit-learn pipeline with ``predict((C, D)) -> (C,)``.
+        A fitted scikit-learn estimator with ``predict((C, D)) -> (C,)`` (features standardised first).
 
     Raises:
         ValueError: shapes that do not match or fewer than 2 examples.
     """
-    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
 
     features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] < 2:
         raise ValueError(f"need (L, D) features and (L,) labels with L >= 2, got {features.shape} and "
                          f"{labels.shape}")
-    return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(features, labels)
+    scale = float(labels.std()) or 1.0
+    grid = {"svr__C": [scale * c for c in (0.1, 1.0, 10.0, 100.0)],
+            "svr__gamma": [g / features.shape[1] for g in (0.1, 1.0, 10.0)],
+            "svr__epsilon": [scale * e for e in (0.01, 0.1, 0.5)]}
+    folds = KFold(min(5, features.shape[0]), shuffle=True, random_state=seed)
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVR(kernel="rbf")), grid, cv=folds,
+                          scoring="neg_mean_squared_error")
+    return search.fit(features, labels).best_estimator_
 
 
 def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_classes: int, image_size: int,

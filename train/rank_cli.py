@@ -4,24 +4,31 @@ Examples::
 
     ghn rank deepnets:test/0-99 --ckpt ghn.safetensors --out ranking.csv
     ghn rank torchvision:resnet18,vgg11_bn,mobilenet_v2 --ckpt ghn.pt --data cifar10 --data-root ~/data
-    ghn rank deepnets:val/0-49 --ckpt ghn.pt --validate 200 --plot rank.png --out ranking.csv
-    ghn rank genotypes.jsonl --ckpt ghn.pt --embed-regressor labels.csv --rank-by embed
+    ghn rank deepnets:val/0-49 --ckpt ghn.pt --validate --plot rank.png --out ranking.csv
+    ghn rank deepnets:test/0-99 --ckpt ghn.pt --score synflow
+    ghn rank genotypes.jsonl --ckpt ghn.pt --embed-regressor labels.csv --score embed
 
-Knyazev et al., NeurIPS 2021, Sec. 5.3. See :mod:`train.rank` for the protocol and :mod:`train.candidates` for
-the candidate grammar. Errors in the arguments exit with status 2 and a one-line message, without a traceback.
+Knyazev et al., NeurIPS 2021, Sec. 5.3. ``--score`` chooses the ranker (:mod:`train.scores`: the GHN's accuracy
+or loss with predicted parameters, zero-cost proxies at the default or the predicted parameters, the baselines,
+property prediction, a vote); its default is the best ranker of ``benchmarks/bench_rank.py``. See
+:mod:`train.rank` for the protocol and :mod:`train.candidates` for the candidate grammar. Errors in the
+arguments exit with status 2 and a one-line message, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
-from dataclasses import asdict
 
 from train.cli_args import add_common_options
 from train.finetune import SGD_LR
+from train.rank import TRAINED_STEPS
+from train.scores import ALL_SCORES, BASELINES, DEFAULT_SCORE, SCORE_HELP
+
+#: The old ``--rank-by`` keys and the scores they name.
+_RANK_BY = {"accuracy": "ghn_acc", "loss": "ghn_loss", "embed": "embed"}
 
 
 def add_rank_parser(subparsers) -> argparse.ArgumentParser:
@@ -46,20 +53,25 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                    help="score on the first N images of the split (cost per candidate grows linearly with N)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="evaluation batch (BN uses batch statistics; 64 in the paper)")
-    p.add_argument("--rank-by", default="accuracy", choices=("accuracy", "loss", "embed"), help="ranking key")
+    p.add_argument("--score", default=None, choices=ALL_SCORES, metavar="NAME",
+                   help=f"the ranker (default {DEFAULT_SCORE}, the best of benchmarks/bench_rank.py): "
+                        + ", ".join(ALL_SCORES))
+    p.add_argument("--rank-by", default=None, choices=tuple(_RANK_BY), help=argparse.SUPPRESS)  # the old name
     p.add_argument("--out", default=None, help="write the ranking to this CSV (and a .summary.json beside it)")
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
-    p.add_argument("--validate", type=int, default=0, metavar="K",
-                   help="also train every candidate for K SGD steps from its default init (the SGD recipe of "
-                        "train/finetune.py, as ghn-eval's sgd_steps) and report Kendall's tau / Spearman's rho "
-                        "between the two rankings (0: off)")
+    p.add_argument("--validate", type=int, nargs="?", const=TRAINED_STEPS, default=0, metavar="K",
+                   help=f"also train every candidate from its default init for K SGD steps (default "
+                        f"{TRAINED_STEPS}, the converged budget of benchmarks/bench_rank.py, same recipe and code) "
+                        "and report Kendall's tau and Spearman's rho with bootstrap 95%% intervals and top-10 "
+                        "precision of the ranker and of the baselines against the trained accuracy (0: off)")
+    p.add_argument("--validate-images", type=int, default=1000,
+                   help="with --validate: trained accuracy on the first N images of --split")
     p.add_argument("--lr", type=float, default=SGD_LR, help="peak SGD learning rate for --validate")
     p.add_argument("--train-batch-size", type=int, default=64, help="SGD batch size for --validate")
-    p.add_argument("--plot", default=None, help="with --validate: scatter plot PNG, predicted vs trained accuracy")
+    p.add_argument("--plot", default=None, help="with --validate: scatter plot PNG, the score vs trained accuracy")
     p.add_argument("--embed-regressor", default=None, metavar="LABELS.csv",
-                   help="fit a ridge regressor on mean-pooled GHN node embeddings of the labelled "
-                        "architectures in LABELS.csv (name,label) and score the candidates with it")
-    p.add_argument("--alpha", type=float, default=1.0, help="ridge penalty of --embed-regressor")
+                   help="fit an RBF support-vector regressor on mean-pooled GHN node embeddings of the labelled "
+                        "architectures in LABELS.csv (name,label) and score the candidates with it (--score embed)")
     p.set_defaults(func=run_rank)
     return p
 
@@ -71,12 +83,19 @@ def _check_args(args: argparse.Namespace) -> None:
     from train.cli_args import check_device, check_numbers, check_outputs
 
     check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
-                                  "validate": 0, "train_batch_size": 1},
-                  above={"lr": 0, "alpha": 0})
+                                  "validate": 0, "train_batch_size": 1,
+                                  "validate_images": 1},
+                  above={"lr": 0})
+    if args.rank_by and args.score and _RANK_BY[args.rank_by] != args.score:
+        raise UsageError(f"--rank-by {args.rank_by} and --score {args.score} disagree: give --score alone")
+    args.score = args.score or (_RANK_BY[args.rank_by] if args.rank_by else
+                                "embed" if args.embed_regressor else DEFAULT_SCORE)
+    if args.embed_regressor and args.score != "embed":
+        raise UsageError(f"--embed-regressor fits the ranker of --score embed, not of --score {args.score}")
     if args.plot and not args.validate:
-        raise UsageError("--plot draws predicted against trained accuracy: add --validate K")
-    if args.rank_by == "embed" and not args.embed_regressor:
-        raise UsageError("--rank-by embed needs --embed-regressor LABELS.csv")
+        raise UsageError("--plot draws the score against trained accuracy: add --validate [K]")
+    if args.score == "embed" and not args.embed_regressor:
+        raise UsageError("--score embed needs --embed-regressor LABELS.csv")
     check_device(args.device)
     set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
@@ -105,8 +124,9 @@ def run_rank(args: argparse.Namespace) -> int:
     from train.candidates import parse_candidates
     from train.cli_args import check_batch_size
     from train.data import eval_batches, load_image_data
-    from train.finetune import SGD_RECIPE
+    from train.finetune import SGD_RECIPE, bn_batches
     from train.rank import format_table, ghn_predictor, rank_rows, score_candidates, validate_candidates, write_csv
+    from train.scores import add_vote, per_candidate_scores
 
     _check_args(args)
     candidates = parse_candidates(args.candidates, width=args.width)
@@ -117,36 +137,42 @@ def run_rank(args: argparse.Namespace) -> int:
     batches = list(eval_batches(data, args.split, batch_size=args.batch_size, limit=args.eval_images))
     n_images = sum(len(y) for _, y in batches)
     classifier = ("default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted")
-    _log(f"ranking {len(candidates)} candidates on {n_images} {args.data} {args.split} images "
+    names = per_candidate_scores(args.score, with_baselines=bool(args.validate))
+    _log(f"ranking {len(candidates)} candidates by {args.score} on {n_images} {args.data} {args.split} images "
          f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier})")
     t0 = time.perf_counter()
+    proxy_batch = next(iter(bn_batches(data, 1, batch_size=args.batch_size, seed=args.seed)))
     rows = score_candidates(candidates, ghn_predictor(ghn, data.image_size, args.keep_classifier_init), batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
-                            device=args.device, log=_log)
+                            device=args.device, scores=names, proxy_batch=proxy_batch, log=_log)
     t_score = time.perf_counter() - t0
     summary: dict = {"candidates": len(candidates), "scored": sum(r.error is None for r in rows),
                      "eval_images": n_images, "data": args.data, "split": args.split,
                      "seconds_scoring": round(t_score, 2), "seconds_per_candidate": round(t_score / len(rows), 4),
                      "seconds_predicting": round(sum(r.predict_seconds for r in rows), 2),
-                     "bn_mode": "batch", "classifier": classifier, "rank_by": args.rank_by}
+                     "bn_mode": "batch", "classifier": classifier, "score": args.score}
     if summary["scored"] == 0:
         raise UsageError(f"no candidate could be scored; first error: {rows[0].name}: {rows[0].error}")
 
-    if args.embed_regressor:
+    if args.score == "embed":
         summary["embed_regressor"] = _embed_scores(rows, candidates, ghn, data, args)
+    if args.score == "vote":
+        add_vote([r for r in rows if r.error is None])
 
     if args.validate:
         t1 = time.perf_counter()
-        _log(f"validating: {args.validate} SGD steps per candidate from the default initialisation ({SGD_RECIPE})")
-        validate_candidates(rows, candidates, data, batches, steps=args.validate, lr=args.lr,
+        held = list(eval_batches(data, args.split, batch_size=100, limit=args.validate_images))
+        _log(f"validating: {args.validate} SGD steps per candidate from the default initialisation ({SGD_RECIPE}), "
+             f"held-out accuracy on {sum(len(y) for _, y in held)} images")
+        validate_candidates(rows, candidates, data, held, steps=args.validate, lr=args.lr,
                             batch_size=args.train_batch_size, seed=args.seed, device=args.device, log=_log)
         summary["seconds_validation"] = round(time.perf_counter() - t1, 2)
 
-    ranked = rank_rows(rows, by=args.rank_by)
+    ranked = rank_rows(rows, by=args.score)
     print(format_table(ranked, top=args.top))
-    corr = _validation(ranked, args) if args.validate else None
+    report = _validation(ranked, args) if args.validate else None
     if args.validate:
-        summary["validation"] = corr and {"steps": args.validate, "lr": args.lr, "recipe": SGD_RECIPE, **corr}
+        summary["validation"] = report and {"steps": args.validate, "lr": args.lr, "recipe": SGD_RECIPE, **report}
     failed = [r for r in ranked if r.error is not None]
     if failed:
         _log(f"{len(failed)} candidate(s) could not be scored, e.g. {failed[0].name}: {failed[0].error}")
@@ -157,14 +183,14 @@ def run_rank(args: argparse.Namespace) -> int:
         write_csv(ranked, args.out)
         write_json(os.path.splitext(args.out)[0] + ".summary.json", summary)
         print(f"wrote {args.out}")
-    if args.plot and corr:
-        _plot(ranked, corr, args)
+    if args.plot and report:
+        _plot(ranked, report, args)
         print(f"wrote {args.plot}")
     return 0
 
 
 def _embed_scores(rows, candidates, ghn, data, args) -> dict:
-    """Fit the embedding regressor on ``--embed-regressor`` labels and set ``embed_score`` of the scored rows."""
+    """Fit the embedding regressor on ``--embed-regressor`` labels and set the ``embed`` score of the scored rows."""
     from train.candidates import one_candidate
     from train.rank import embed_candidates, fit_embedding_regressor, ghn_embedder, read_labels
 
@@ -172,44 +198,44 @@ def _embed_scores(rows, candidates, ghn, data, args) -> dict:
     labelled = [one_candidate(name, width=args.width, where=f"{args.embed_regressor}: label row") for name in labels]
     embed = ghn_embedder(ghn, data.image_size)
     kw = dict(num_classes=data.num_classes, image_size=data.image_size, seed=args.seed)
-    reg = fit_embedding_regressor(embed_candidates(labelled, embed, **kw), list(labels.values()), alpha=args.alpha)
+    reg = fit_embedding_regressor(embed_candidates(labelled, embed, **kw), list(labels.values()), seed=args.seed)
     ok = [r for r in rows if r.error is None]
     by_name = {c.name: c for c in candidates}
     for r, v in zip(ok, reg.predict(embed_candidates([by_name[r.name] for r in ok], embed, **kw))):  # (C,)
-        r.embed_score = float(v)
-    return {"labels": args.embed_regressor, "labelled": len(labelled), "alpha": args.alpha}
-
-
-def _validation_key(args: argparse.Namespace) -> str:
-    return "embed_score" if args.rank_by == "embed" else "accuracy"
+        r.embed_score = r.scores["embed"] = float(v)
+    return {"labels": args.embed_regressor, "labelled": len(labelled), "regressor": "RBF SVR, 5-fold grid search"}
 
 
 def _validation(ranked, args) -> dict | None:
-    """Rank correlation between the GHN ranking key and the SGD accuracy (printed); ``None`` under 2 trained."""
-    from train.correlation import rank_correlation
+    """Agreement of the ranker and of the baselines with the trained accuracy (printed); ``None`` under 2
+    trained."""
+    from train.correlation import ranking_report
 
     both = [r for r in ranked if r.error is None and r.trained_accuracy is not None]
     if len(both) < 2:
         _log("fewer than 2 candidates were trained: no rank correlation")
         return None
-    key = _validation_key(args)
-    corr = rank_correlation([getattr(r, key) for r in both], [r.trained_accuracy for r in both])
-    finite = all(math.isfinite(v) for r in both for v in (r.loss, r.trained_loss))
-    by_loss = rank_correlation([-r.loss for r in both], [-r.trained_loss for r in both]) if finite else None
-    print(f"GHN ranking vs {args.validate}-step SGD ranking ({corr.n} candidates, by {key}): "
-          f"Kendall tau = {corr.kendall_tau:.3f} (p={corr.kendall_p:.2g}), "
-          f"Spearman rho = {corr.spearman_rho:.3f} (p={corr.spearman_p:.2g})")
-    return {"by": key, **asdict(corr), "by_loss": asdict(by_loss) if by_loss else None}
+    truth = [r.trained_accuracy for r in both]
+    out = {"n": len(both), "rankers": {}}
+    for name in [args.score] + [b for b in BASELINES if b != args.score]:
+        rep = ranking_report([r.scores[name] for r in both], truth, seed=args.seed)
+        out["rankers"][name] = rep
+        lo, hi = rep["kendall_tau_ci"]
+        print(f"{name:>10} vs {args.validate}-step SGD accuracy ({len(both)} candidates): Kendall tau = "
+              f"{rep['kendall_tau']:.3f} [{lo:.2f}, {hi:.2f}], Spearman rho = {rep['spearman_rho']:.3f}, "
+              f"top-{rep['k']} precision = {rep['top_k_precision']:.2f}")
+    return out
 
 
-def _plot(ranked, corr: dict, args) -> None:
-    """Draw ``--plot``: the ranking key against the accuracy after ``--validate`` SGD steps."""
+def _plot(ranked, report: dict, args) -> None:
+    """Draw ``--plot``: the ranking score against the accuracy after ``--validate`` SGD steps, with the baselines'
+    Kendall tau in the legend."""
     from train.plots import plot_rank_scatter
 
-    key = _validation_key(args)
     both = [r for r in ranked if r.error is None and r.trained_accuracy is not None]
-    plot_rank_scatter([getattr(r, key) for r in both], [r.trained_accuracy for r in both], args.plot,
-                      labels=[r.name for r in both], tau=corr["kendall_tau"], rho=corr["spearman_rho"],
-                      x_label="accuracy with predicted parameters (%)" if key == "accuracy" else
-                      "embedding-regressor score",
-                      trained_label=f"accuracy after {args.validate} SGD steps (%)")
+    mine = report["rankers"][args.score]
+    plot_rank_scatter([r.scores[args.score] for r in both], [r.trained_accuracy for r in both], args.plot,
+                      labels=[r.name for r in both], tau=mine["kendall_tau"], rho=mine["spearman_rho"],
+                      x_label=f"{args.score} ({SCORE_HELP[args.score]})",
+                      trained_label=f"accuracy after {args.validate} SGD steps (%)",
+                      baselines={k: v["kendall_tau"] for k, v in report["rankers"].items() if k != args.score})

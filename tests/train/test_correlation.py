@@ -52,3 +52,56 @@ def test_constant_scoring_gives_nan_not_an_error(tmp_path):
 def test_bad_input_is_explained(a, b, message):
     with pytest.raises(ValueError, match=message):
         rank_correlation(a, b)
+
+
+def test_bootstrap_interval_of_a_perfect_ranking_is_a_point():
+    import pytest
+
+    from train.correlation import bootstrap_interval
+
+    a = list(range(30))
+    assert bootstrap_interval(a, [2 * v + 1 for v in a], resamples=200) == pytest.approx((1.0, 1.0))
+    assert bootstrap_interval(a, [-v for v in a], "spearman", resamples=200) == pytest.approx((-1.0, -1.0))
+
+
+def test_bootstrap_interval_covers_the_estimate_and_narrows_with_more_candidates():
+    import numpy as np
+
+    from train.correlation import bootstrap_interval, rank_correlation
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 400):
+        x = rng.normal(size=n)
+        y = x + rng.normal(size=n)  # tau about 0.5
+        low, high = bootstrap_interval(x, y, resamples=500)
+        assert low < rank_correlation(x, y).kendall_tau < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # the width shrinks about as 1 / sqrt(n)
+
+
+def test_bootstrap_interval_refuses_unknown_statistics_and_is_nan_for_constant_scores():
+    import math
+
+    import pytest
+
+    from train.correlation import bootstrap_interval
+
+    with pytest.raises(ValueError, match="unknown statistic"):
+        bootstrap_interval([1, 2, 3], [1, 2, 3], "pearson")
+    assert all(math.isnan(v) for v in bootstrap_interval([1, 1, 1], [1, 2, 3]))
+
+
+def test_top_k_precision():
+    import pytest
+
+    from train.correlation import top_k_precision
+
+    truth = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert top_k_precision(truth, truth, k=3) == 1.0
+    assert top_k_precision([-v for v in truth], truth, k=3) == 0.0
+    # the ranker puts candidates 0, 5 and 9 first: only candidate 0 is among the true best three
+    assert top_k_precision([10, 0, 0, 0, 0, 9, 0, 0, 0, 8], truth, k=3) == pytest.approx(1 / 3)
+    assert top_k_precision([float("nan"), 1, 0], [3, 2, 1], k=1) == 0.0  # nan ranks last
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_precision([1, 2], [1, 2], k=3)
