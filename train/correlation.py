@@ -140,32 +140,32 @@ def ranking_report(scores: Sequence[float], truth: Sequence[float], *, k: int = 
                    seed: int = 0) -> dict:
     """How well a ranker's ``scores`` agree with the ground ``truth`` (e.g. trained accuracy): Kendall's tau and
     Spearman's rho with percentile-bootstrap 95% intervals (:func:`bootstrap_interval`) and top-``k`` precision
-    (:func:`top_k_precision`, ``k`` capped at the number of candidates). A ``nan`` score (a proxy that overflowed)
-    ranks the candidate last.
+    (:func:`top_k_precision`). Only the order of the scores counts: ``+inf`` ranks first, ``nan`` (a score that is
+    undefined for that candidate) last. ``k`` is capped at half the candidates, so that the precision can tell a
+    ranker from chance (``top_k_chance = k / C`` is its expected value under a random ranking).
 
     Args:
         scores: ``(C,)`` ranker scores, higher is better.
         truth: ``(C,)`` finite ground truth.
-        k: the top-``k`` precision's ``k``.
+        k: the top-``k`` precision's ``k`` (before the cap).
         resamples, seed: the bootstrap.
 
     Returns:
         ``{"n", "kendall_tau", "kendall_p", "kendall_tau_ci": [low, high], "spearman_rho", "spearman_rho_ci",
-        "k", "top_k_precision", "nan_scores"}``.
+        "k", "top_k_precision", "top_k_chance", "nan_scores"}``.
 
     Raises:
-        ValueError: as :func:`rank_correlation`.
+        ValueError: as :func:`rank_correlation`, or fewer than 2 candidates.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    bad = ~np.isfinite(s)
-    if bad.all():
-        s = np.zeros_like(s)
-    elif bad.any():
-        s = np.where(bad, s[~bad].min() - 1.0, s)
+    raw = np.asarray(scores, dtype=np.float64)
+    if raw.ndim != 1 or raw.size < 2:
+        raise ValueError(f"a ranking report needs (C,) scores with C >= 2, got shape {raw.shape}")
+    s = stats.rankdata(np.where(np.isnan(raw), -np.inf, raw))  # (C,) ranks: the order is all that counts
     corr = rank_correlation(s, truth)
-    k = min(k, s.size)
+    k = max(1, min(k, s.size // 2))
     return {"n": corr.n, "kendall_tau": corr.kendall_tau, "kendall_p": corr.kendall_p,
             "kendall_tau_ci": list(bootstrap_interval(s, truth, "kendall", resamples=resamples, seed=seed)),
             "spearman_rho": corr.spearman_rho,
             "spearman_rho_ci": list(bootstrap_interval(s, truth, "spearman", resamples=resamples, seed=seed)),
-            "k": k, "top_k_precision": top_k_precision(s, truth, k), "nan_scores": int(bad.sum())}
+            "k": k, "top_k_precision": top_k_precision(s, truth, k), "top_k_chance": k / s.size,
+            "nan_scores": int(np.isnan(raw).sum())}

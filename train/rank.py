@@ -139,8 +139,9 @@ TRAINED_EVALS = 10
 class Trained:
     """The yardstick of one candidate: held-out ``top1`` (%) and mean cross-entropy ``loss`` after a full run of the
     recipe (BatchNorm with running statistics, as a trained net is used), ``steps_to_90`` the first evaluation step
-    at which the held-out accuracy reached 90% of its final value, and the run's ``seconds``. A run that diverged
-    scores as chance with ``loss = inf`` and ``steps_to_90 = steps``."""
+    after 0 at which the held-out accuracy reached 90% of its final value, and the run's ``seconds``. A run that
+    diverged scores as chance with ``loss = inf``; it, and a run that ends at most at twice the chance accuracy (it
+    learned nothing to reach 90% of), gets ``steps_to_90 = steps``."""
 
     top1: float
     loss: float
@@ -180,7 +181,9 @@ def train_to_convergence(model: nn.Module, data: ImageData, eval_batches: Batche
         c = chance(data.num_classes)
         return Trained(c.top1, c.loss, steps, curve.seconds)
     final = curve.accuracy[-1]
-    reach = next(s for s, a in zip(curve.eval_steps, curve.accuracy) if a >= 0.9 * final)
+    if final <= 2 * 100.0 / data.num_classes:  # never learned beyond twice chance: it reached nothing
+        return Trained(final, curve.eval_loss[-1], steps, curve.seconds)
+    reach = next(s for s, a in zip(curve.eval_steps, curve.accuracy) if s > 0 and a >= 0.9 * final)
     return Trained(final, curve.eval_loss[-1], reach, curve.seconds)
 
 
@@ -245,9 +248,9 @@ def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
         if not ok or not all(by in r.scores for r in ok):
             raise ValueError(f"unknown ranking key {by!r}: neither one of {sorted(keys)} nor a score of every row")
 
-        def key(r: RankRow):
+        def key(r: RankRow):  # higher first, +inf first, nan last; ties by the lower loss
             v = r.scores[by]
-            return (-v if math.isfinite(v) else math.inf, r.loss if math.isfinite(r.loss) else math.inf)
+            return (math.inf if math.isnan(v) else -v, r.loss if math.isfinite(r.loss) else math.inf)
 
         keys[by] = key
     if by == "embed" and not any(r.embed_score is not None for r in ok):
@@ -265,11 +268,11 @@ _COLUMNS = ("rank", "name", "params", "accuracy", "loss", "trained_rank", "train
             "embed_score", "seconds", "predict_seconds", "error")
 
 
-def _fmt(v) -> str:
+def _fmt(v, digits: str = ".4f") -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.4f}" if math.isfinite(v) else str(v)
+        return f"{v:{digits}}" if math.isfinite(v) else str(v)
     return str(v)
 
 
@@ -278,7 +281,7 @@ def _score_columns(rows: Sequence[RankRow]) -> list[str]:
     order."""
     from train.scores import ALL_SCORES
 
-    present = {k for r in rows for k in r.scores} - {"ghn_acc", "ghn_loss"}
+    present = {k for r in rows for k in r.scores} - {"ghn_acc", "ghn_loss", "embed"} - set(_COLUMNS)
     return [k for k in ALL_SCORES if k in present]
 
 
@@ -304,7 +307,8 @@ def write_csv(rows: Sequence[RankRow], path: str) -> str:
         ``path``.
     """
     cols = _present_columns(rows)
-    write_csv_file(path, cols, [[_fmt(_value(r, c)) for c in cols] for r in rows])
+    write_csv_file(path, cols, [[_fmt(_value(r, c), ".4f" if c in _COLUMNS else ".6g") for c in cols]
+                                for r in rows])
     return path
 
 
@@ -352,11 +356,14 @@ def read_labels(path: str) -> dict[str, float]:
             if len(row) < 2:
                 raise UsageError(f"{path}:{lineno}: expected 'name,label', got {row}")
             try:
-                out[row[0].strip()] = float(row[1])
+                label = float(row[1])
             except ValueError:
                 if lineno == 1:
                     continue  # header
                 raise UsageError(f"{path}:{lineno}: label {row[1]!r} is not a number") from None
+            if not math.isfinite(label):
+                raise UsageError(f"{path}:{lineno}: label {row[1]!r} is not a finite number")
+            out[row[0].strip()] = label
     if len(out) < 2:
         raise UsageError(f"{path}: need at least 2 labelled architectures to fit a regressor, got {len(out)}")
     return out

@@ -63,7 +63,8 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"also train every candidate from its default init for K SGD steps (default "
                         f"{TRAINED_STEPS}, the converged budget of benchmarks/bench_rank.py, same recipe and code) "
                         "and report Kendall's tau and Spearman's rho with bootstrap 95%% intervals and top-10 "
-                        "precision of the ranker and of the baselines against the trained accuracy (0: off)")
+                        "precision of the ranker and of the baselines against the trained accuracy (0: off; put "
+                        "the candidates before --validate or give K)")
     p.add_argument("--validate-images", type=int, default=1000,
                    help="with --validate: trained accuracy on the first N images of --split")
     p.add_argument("--lr", type=float, default=SGD_LR, help="peak SGD learning rate for --validate")
@@ -96,6 +97,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--plot draws the score against trained accuracy: add --validate [K]")
     if args.score == "embed" and not args.embed_regressor:
         raise UsageError("--score embed needs --embed-regressor LABELS.csv")
+    if args.embed_regressor and not os.path.isfile(args.embed_regressor):
+        raise UsageError(f"labels file {args.embed_regressor!r} does not exist; write name,label rows "
+                         "(deepnets:train/5,61.2)")
     check_device(args.device)
     set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
@@ -127,6 +131,7 @@ def run_rank(args: argparse.Namespace) -> int:
     from train.finetune import SGD_RECIPE, bn_batches
     from train.rank import format_table, ghn_predictor, rank_rows, score_candidates, validate_candidates, write_csv
     from train.scores import add_vote, per_candidate_scores
+    from train.zero_cost import PROXIES
 
     _check_args(args)
     candidates = parse_candidates(args.candidates, width=args.width)
@@ -141,7 +146,8 @@ def run_rank(args: argparse.Namespace) -> int:
     _log(f"ranking {len(candidates)} candidates by {args.score} on {n_images} {args.data} {args.split} images "
          f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier})")
     t0 = time.perf_counter()
-    proxy_batch = next(iter(bn_batches(data, 1, batch_size=args.batch_size, seed=args.seed)))
+    proxy_batch = (next(iter(bn_batches(data, 1, batch_size=min(64, len(data.train)), seed=args.seed)))
+                   if any(n.split("@")[0] in PROXIES for n in names) else None)
     rows = score_candidates(candidates, ghn_predictor(ghn, data.image_size, args.keep_classifier_init), batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
                             device=args.device, scores=names, proxy_batch=proxy_batch, log=_log)
@@ -223,7 +229,7 @@ def _validation(ranked, args) -> dict | None:
         lo, hi = rep["kendall_tau_ci"]
         print(f"{name:>10} vs {args.validate}-step SGD accuracy ({len(both)} candidates): Kendall tau = "
               f"{rep['kendall_tau']:.3f} [{lo:.2f}, {hi:.2f}], Spearman rho = {rep['spearman_rho']:.3f}, "
-              f"top-{rep['k']} precision = {rep['top_k_precision']:.2f}")
+              f"top-{rep['k']} precision = {rep['top_k_precision']:.2f} (chance {rep['top_k_chance']:.2f})")
     return out
 
 

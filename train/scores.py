@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.stats import rankdata
 
 from train.accuracy import accuracy
 from train.zero_cost import PROXIES
@@ -99,9 +98,10 @@ def forward_flops(model: nn.Module, image_shape: Sequence[int]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     net = copy.deepcopy(model).eval()
+    device = next(net.parameters(), torch.zeros(())).device
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        net(torch.zeros((1, *image_shape)))
+        net(torch.zeros((1, *image_shape), device=device))
     return float(counter.get_total_flops())
 
 
@@ -154,7 +154,10 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
 
     Returns:
         ``(scores, seconds, predict_seconds)``: the first two keyed by score name; ``seconds`` includes the GHN's
-        prediction (``predict_seconds``, 0 without one) for the scores that use it. A non-finite score is ``nan``.
+        prediction (``predict_seconds``, 0 without one) for the scores that use it. A score that fails or is
+        undefined for this network is ``nan`` (ranked last); the others are still computed. ``random`` is
+        reseeded, and the global RNG is seeded with ``seed`` before each score, so a score does not depend on
+        which others were computed before it.
 
     Raises:
         ValueError: an unknown or set-level score name, or a missing input a requested score needs.
@@ -166,8 +169,12 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
                    next(iter(eval_batches))[0].shape[1:] if eval_batches is not None else (3, image_size, image_size))
 
     def timed(key: str, fn, extra: float = 0.0) -> None:
+        torch.manual_seed(seed)  # dropout in the training-mode proxies: the same draws whatever ran before
         t = time.perf_counter()
-        scores[key] = float(fn())
+        try:
+            scores[key] = float(fn())
+        except (RuntimeError, ValueError, NotImplementedError, torch.linalg.LinAlgError):
+            scores[key] = float("nan")  # this score is undefined for this network; the others still count
         seconds[key] = time.perf_counter() - t + extra
 
     predicted, t_predict = None, 0.0
@@ -185,10 +192,13 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
                 scores[key], seconds[key] = value, spent
     if proxy_batch is not None:
         x, y = proxy_batch[0].to(device), proxy_batch[1].to(device)
+    on_device = None
     for n in names:
         base = n.split("@")[0]
         if base in PROXIES:
-            net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (model.to(device), 0.0)
+            if not n.endswith(GHN_SUFFIX) and on_device is None:
+                on_device = copy.deepcopy(model).to(device)
+            net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (on_device, 0.0)
             timed(n, lambda base=base, net=net: PROXIES[base](net, x, y), extra)
         elif n == "params":
             timed(n, lambda: sum(p.numel() for p in model.parameters()))
@@ -219,5 +229,7 @@ def rank_average(columns: Sequence[Sequence[float]]) -> np.ndarray:
     a = np.asarray(columns, dtype=np.float64)  # (K, C)
     if a.ndim != 2:
         raise ValueError("the scores of a vote must cover the same candidates")
-    a = np.where(np.isfinite(a), a, -np.inf)
+    from scipy.stats import rankdata
+
+    a = np.where(np.isnan(a), -np.inf, a)
     return np.mean([rankdata(col) for col in a], axis=0)

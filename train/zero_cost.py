@@ -18,12 +18,17 @@ on a copy, so its parameters, buffers, gradients and train/eval mode are left as
   matrix of its rows ``(B, B)`` with eigenvalues ``lambda_i``, score ``-sum_i log(lambda_i + k) + 1 / (lambda_i +
   k)``, ``k = 1e-5``. Labels are not used.
 - ``naswot``: the ICML 2021 score (Mellor et al., Sec. 3, Eq. 2): each image's binary code of which ReLU units are
-  active (inputs of every ``nn.ReLU`` module > 0), the kernel ``K_H[i, j] = N_A - hamming(c_i, c_j)`` ``(B, B)``,
-  score ``log |det K_H|``. Labels are not used.
+  active (inputs > 0 of every module whose class name contains ``ReLU``: ``nn.ReLU``, ``ReLU6``, ``LeakyReLU``, as
+  the reference code selects them), the kernel ``K_H[i, j] = N_A - hamming(c_i, c_j)`` ``(B, B)``, score
+  ``log |det K_H|``. Labels are not used.
 
-Gradients are taken in training mode (BatchNorm normalises with the batch's statistics, as at the start of
-training; running statistics are not updated because the copy is thrown away). A proxy whose value is not finite
-(a network whose forward pass overflows) returns ``nan``; ranking code treats that candidate as the worst.
+``grad_norm``, ``snip``, ``jacob_cov`` and ``naswot`` run in training mode (BatchNorm normalises with the batch's
+statistics, as at the start of training; running statistics are not updated because the copy is thrown away;
+dropout draws from the global RNG, so seed it before each call for reproducible values). ``synflow`` runs in
+evaluation mode, a deliberate difference from the reference code (which keeps the network's mode): with BatchNorm
+removed only dropout differs, and DeepNets-1M nets have dropout before the classifier. A ``nan`` value means the
+proxy is undefined for that network (ranking code puts it last); ``synflow`` returns ``inf`` when even float64
+overflows, which happens for the largest networks, so they rank first as in the reference.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ def _copy_for_gradients(model: nn.Module) -> nn.Module:
 
 def _finite(v: float) -> float:
     return v if math.isfinite(v) else float("nan")
+
+
+def _is_relu(module: nn.Module) -> bool:
+    return "ReLU" in type(module).__name__
 
 
 def _loss_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[torch.Tensor,
@@ -113,7 +122,7 @@ def synflow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None 
         labels: unused.
 
     Returns:
-        The score (``nan`` when it overflows even in float64).
+        The score (``inf`` when it overflows even in float64).
     """
     net = _without_batchnorm(copy.deepcopy(model)).double().eval()
     with torch.no_grad():
@@ -125,7 +134,8 @@ def synflow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None 
     r = main_logits(net(ones)).sum()
     weights = _weights(net)
     grads = torch.autograd.grad(r, weights, allow_unused=True)
-    return _finite(float(sum((w.detach() * g).abs().sum() for w, g in zip(weights, grads) if g is not None)))
+    value = float(sum((w.detach() * g).abs().sum() for w, g in zip(weights, grads) if g is not None))
+    return math.inf if math.isinf(value) or (math.isnan(value) and not torch.isfinite(r)) else value
 
 
 def jacob_cov(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
@@ -167,7 +177,7 @@ def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
         labels: unused.
 
     Returns:
-        The score (``nan`` for a network without ``nn.ReLU`` modules: no code to compare).
+        The score (``nan`` for a network without ReLU modules, no code to compare, or with a singular kernel).
     """
     net = copy.deepcopy(model).train()
     b = images.shape[0]
@@ -179,7 +189,7 @@ def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
         kernel.add_(c @ c.T + (1 - c) @ (1 - c).T)
         seen[0] += 1
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    handles = [m.register_forward_hook(hook) for m in net.modules() if _is_relu(m)]
     try:
         with torch.no_grad():
             net(images)

@@ -83,8 +83,6 @@ def test_bootstrap_interval_covers_the_estimate_and_narrows_with_more_candidates
 def test_bootstrap_interval_refuses_unknown_statistics_and_is_nan_for_constant_scores():
     import math
 
-    import pytest
-
     from train.correlation import bootstrap_interval
 
     with pytest.raises(ValueError, match="unknown statistic"):
@@ -93,8 +91,6 @@ def test_bootstrap_interval_refuses_unknown_statistics_and_is_nan_for_constant_s
 
 
 def test_top_k_precision():
-    import pytest
-
     from train.correlation import top_k_precision
 
     truth = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
@@ -105,3 +101,16 @@ def test_top_k_precision():
     assert top_k_precision([float("nan"), 1, 0], [3, 2, 1], k=1) == 0.0  # nan ranks last
     with pytest.raises(ValueError, match="k must be"):
         top_k_precision([1, 2], [1, 2], k=3)
+
+
+def test_ranking_report_orders_nan_last_and_inf_first_whatever_the_magnitude():
+    from train.correlation import ranking_report
+
+    truth = list(range(10, 0, -1))  # candidate 0 is the best
+    # huge synflow-like scores: the nan candidate must rank below the smallest finite one (1e20 - 1 == 1e20)
+    scores = [float("inf")] + [1e20 * (9 - i) for i in range(8)] + [float("nan")]
+    rep = ranking_report(scores, truth, resamples=50)
+    assert rep["kendall_tau"] == pytest.approx(1.0) and rep["nan_scores"] == 1
+    assert rep["k"] == 5 and rep["top_k_precision"] == 1.0 and rep["top_k_chance"] == 0.5  # k capped at C / 2
+    rep = ranking_report([-v for v in truth], truth, resamples=50)
+    assert rep["kendall_tau"] == pytest.approx(-1.0) and rep["top_k_precision"] == 0.0

@@ -27,17 +27,22 @@ def test_grad_norm_of_a_zero_linear_layer():
 
 
 def test_grad_norm_sums_the_layer_norms():
-    # two layers, the second one zero: the first gets no gradient, the second gets outer(dL/dlogits, hidden)
-    model = nn.Sequential(_linear([[1.0, 0.0], [0.0, 1.0]]), _linear([[0.0, 0.0], [0.0, 0.0]]))
+    # two identity layers, x = (3, 4), label 1: logits (3, 4), dL/dlogits = (a, -a) with a = 1 / (1 + e);
+    # dL/dW2 = outer((a, -a), x) and, through W2 = I, dL/dW1 the same: each has norm a * sqrt(2) * 5, and the
+    # score is their sum (a global norm would be sqrt(2) times smaller)
+    model = nn.Sequential(_linear([[1.0, 0.0], [0.0, 1.0]]), _linear([[1.0, 0.0], [0.0, 1.0]]))
     value = grad_norm(model, torch.tensor([[3.0, 4.0]]), torch.tensor([1]))
-    assert value == pytest.approx(0.5 * 5.0 * math.sqrt(2.0), rel=1e-6)  # ||(0.5, -0.5)|| * ||(3, 4)||
+    a = 1.0 / (1.0 + math.e)
+    assert value == pytest.approx(2 * a * math.sqrt(2.0) * 5.0, rel=1e-6)
 
 
-def test_snip_is_the_weight_times_gradient_sum():
-    # W = I, x = (1, 0), label 0: logits (1, 0), p0 = e / (e + 1); only w00 is nonzero with gradient p0 - 1
-    model = _linear([[1.0, 0.0], [0.0, 1.0]])
-    value = snip(model, torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
-    assert value == pytest.approx(1.0 / (math.e + 1.0), rel=1e-6)
+def test_snip_is_the_sum_of_absolute_weight_times_gradient():
+    # W = [[1, -1], [0, 2]], x = (1, 1), label 0: logits (0, 2), dL/dlogits = (-b, b) with b = e^2 / (1 + e^2);
+    # dL/dW = [[-b, -b], [b, b]], so w * g = [[-b, b], [0, 2b]]: sum |w g| = 4b (sum w g would be 2b)
+    model = _linear([[1.0, -1.0], [0.0, 2.0]])
+    value = snip(model, torch.tensor([[1.0, 1.0]]), torch.tensor([0]))
+    b = math.e**2 / (1.0 + math.e**2)
+    assert value == pytest.approx(4 * b, rel=1e-6)
 
 
 def test_synflow_of_a_linear_chain_is_depth_times_the_path_sum():
@@ -77,6 +82,16 @@ def test_naswot_hamming_kernel():
     # identical codes make K_H singular: log |det| = -inf, reported as nan
     assert math.isnan(naswot(model, torch.tensor([[1.0], [2.0]]), None))
     assert math.isnan(naswot(_linear([[1.0]]), torch.ones(2, 1), None))  # no ReLU module
+    # ReLU6 and LeakyReLU count as ReLUs (as in the reference code): the same codes, the same kernel
+    for act in (nn.ReLU6(), nn.LeakyReLU(0.1), nn.ReLU(inplace=True)):
+        model = nn.Sequential(_linear([[1.0], [-1.0]]), act)
+        assert naswot(model, torch.tensor([[1.0], [-1.0]]), None) == pytest.approx(math.log(4.0), rel=1e-9)
+
+
+def test_synflow_overflow_ranks_first():
+    # weights of 1e30 over 20 layers overflow float64: the largest network gets inf, not nan
+    model = nn.Sequential(*[_linear([[1e30]]) for _ in range(20)])
+    assert synflow(model, torch.ones(2, 1), None) == math.inf
 
 
 @pytest.mark.parametrize("name", sorted(PROXIES))
