@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 
 import numpy as np
@@ -381,3 +382,24 @@ def test_rank_rows_orders_by_hand_built_scores():
     assert [r.name for r in rank_rows(rows, by="loss")] == ["c", "b", "a", "e", "d"]
     with pytest.raises(ValueError, match="embed needs embedding-regressor scores"):
         rank_rows(rows, by="embed")
+
+
+@pytest.mark.parametrize("accs, diverged, expected", [
+    ([10.0, 50.0, 85.0, 92.0, 95.0], None, (95.0, 30)),  # 90% of 95 is 85.5: first reached at step 30
+    ([30.0, 12.0, 11.0, 13.0, 15.0], None, (15.0, 40)),  # ends within twice chance: learned nothing, "never"
+    ([10.0, 50.0], 12, (10.0, 40)),  # diverged: chance accuracy, never
+])
+def test_train_to_convergence_final_accuracy_and_steps_to_90(monkeypatch, digits, accs, diverged, expected):
+    import train.rank as rank
+    from train.finetune import Curve
+
+    def fake_train_sgd(net, data, *, steps, eval_every, **kw):
+        assert steps == 40 and eval_every == 4  # TRAINED_EVALS evaluations over the run
+        n = len(accs)
+        return Curve(eval_steps=[10 * i for i in range(n)], accuracy=accs, eval_loss=[1.0] * n,
+                     diverged_at=diverged)
+
+    monkeypatch.setattr(rank, "train_sgd", fake_train_sgd)
+    t = rank.train_to_convergence(torch.nn.Linear(2, 2), digits, [], steps=40)
+    assert (t.top1, t.steps_to_90) == expected
+    assert (t.loss == math.inf) == (diverged is not None)
