@@ -136,3 +136,19 @@ def write_csv(path: str | os.PathLike, columns: list[str], rows: list[list[Any]]
             raise ValueError(f"a CSV row has {len(row)} cells for {len(columns)} columns")
         w.writerow(["" if v is None else v for v in row])
     atomic_write(path, buf.getvalue())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks (e.g. to tell whether a checkpoint at a path
+    is still the one a run was started with).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -139,6 +139,8 @@ class PruneSettings:
     keep_classifier_init: bool
     ckpt: str | None
     target_fraction: float = 0.9
+    eval_images: int | None = None  # held-out images of every accuracy (None: the whole split)
+    ckpt_sha256: str | None = None  # the GHN file's contents (a path can be overwritten by another GHN)
 
     def needs_ghn(self) -> bool:
         """Whether a GHN prediction is needed (a ``predicted`` rewind target or one-shot source)."""

@@ -10,11 +10,11 @@ import torch.nn as nn
 SMALL = ["--width", "8", "--image-size", "16"]
 
 
-def save_tiny_ghn(path, num_classes: int = 10) -> str:
-    """An untrained debug-size GHN saved with ``GHN.save``; returns the path."""
+def save_tiny_ghn(path, num_classes: int = 10, seed: int = 0) -> str:
+    """An untrained debug-size GHN (weights drawn with ``seed``) saved with ``GHN.save``; returns the path."""
     from ghn import GHN
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     GHN(max_shape=(16, 16, 3, 3), num_classes=num_classes, hidden_dim=8).save(str(path))
     return str(path)
 

@@ -167,6 +167,11 @@ def test_ghn_prune_command(tmp_path, capsys):
     assert status == 0 and "level" not in err
     status, _, err = run_ghn(argv[:-4] + ["--rate", "0.3", "--run-dir", str(run_dir)], capsys)
     assert_usage_error(status, err, "holds a run with other settings")
+    status, _, err = run_ghn(argv[:-1] + ["128"], capsys)  # other held-out images: other accuracies
+    assert_usage_error(status, err, "eval_images: 64 there, 128 now")
+    save_tiny_ghn(ckpt, seed=1)  # another GHN at the same path: other predicted parameters
+    status, _, err = run_ghn(argv, capsys)
+    assert_usage_error(status, err, "ckpt_sha256")
     status, _, err = run_ghn(["prune", MLP, "--rewind", "predicted", "--run-dir", str(tmp_path / "x")], capsys)
     assert_usage_error(status, err, "need a GHN: pass --ckpt")
     status, _, err = run_ghn(["prune", MLP, "--rate", "0.9", "--levels", "8", "--image-size", "8",
