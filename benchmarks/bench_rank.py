@@ -231,8 +231,9 @@ def run_benchmark(args) -> None:
     from train.scores import BASELINES, SCORE_HELP
 
     png = os.path.join(args.out, "rank_scatter.png")
+    label = f"rank average of {', '.join(members)}" if best == "vote" else SCORE_HELP[best]
     plot_rank_scatter([r.scores[best] for r in rows], top1, png, tau=results["rankers"][best]["kendall_tau"],
-                      rho=results["rankers"][best]["spearman_rho"], x_label=f"{best} ({SCORE_HELP[best]})",
+                      rho=results["rankers"][best]["spearman_rho"], x_label=f"{best} ({label})",
                       trained_label=f"held-out top-1 after {args.steps} SGD steps (%)",
                       baselines={b: results["rankers"][b]["kendall_tau"] for b in ("ghn_acc",) + BASELINES
                                  if b != best})

@@ -203,8 +203,8 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
 
     out, png = tmp_path / "ranking.csv", tmp_path / "rank.png"
     status, printed, err = run_ghn(["rank", "deepnets:test/0-3", "--ckpt", ghn_ckpt, *SMALL, "--eval-images", "128",
-                                    "--validate", "3", "--train-batch-size", "32", "--plot", str(png),
-                                    "--out", str(out)], capsys)
+                                    "--score", "ghn_acc", "--validate", "3", "--train-batch-size", "32",
+                                    "--plot", str(png), "--out", str(out)], capsys)
     assert status == 0, err
     rows = list(csv.DictReader(out.open()))
     assert sorted(r["name"] for r in rows) == [f"deepnets:test/{i}" for i in range(4)]
@@ -245,19 +245,21 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     assert float(row["trained_accuracy"]) == pytest.approx(trained.top1, abs=1e-3)
 
 
-@pytest.mark.parametrize("score", ["synflow", "jacob_cov@ghn", "params", "vote"])
+@pytest.mark.parametrize("score", ["synflow", "jacob_cov@ghn", "params", None])
 def test_rank_cli_ranks_by_the_chosen_score(ghn_ckpt, tmp_path, capsys, score):
-    from train.scores import VOTE
+    from train.scores import DEFAULT_SCORE, VOTE
 
     out = tmp_path / "r.csv"
     status, _, err = run_ghn(["rank", "deepnets:test/0-3", "--ckpt", ghn_ckpt, *SMALL, "--eval-images", "64",
-                              "--score", score, "--out", str(out)], capsys)
+                              *(["--score", score] if score else []), "--out", str(out)], capsys)
+    score = score or DEFAULT_SCORE
     assert status == 0, err
     rows = list(csv.DictReader(out.open()))
     values = [float(r[score]) for r in rows]
     assert values == sorted(values, reverse=True) and [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
     if score == "vote":  # the rank average of its members over these candidates
-        members = [[float(r["accuracy"] if m == "ghn_acc" else r[m]) for r in rows] for m in VOTE]
+        column = {"ghn_acc": lambda r: float(r["accuracy"]), "ghn_loss": lambda r: -float(r["loss"])}
+        members = [[column.get(m, lambda r, m=m: float(r[m]))(r) for r in rows] for m in VOTE]
         from train.scores import rank_average
 
         np.testing.assert_allclose(values, rank_average(members), atol=1e-3)  # the CSV has 4 decimals
