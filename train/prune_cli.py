@@ -155,6 +155,11 @@ def run_prune(args: argparse.Namespace) -> int:
         raise UsageError(f"--levels {settings.levels} at --rate {settings.rate} would prune all {total:,} weights "
                          f"(none left from level {min(lv for lv, k in kept.items() if k == 0)}); use fewer levels")
     predict = None
+    if ghn is not None and settings.needs_ghn() and not args.keep_classifier_init \
+            and ghn.num_classes != data.num_classes:  # refused before settings.json is written or anything trains
+        raise UsageError(f"the GHN was trained for {ghn.num_classes} classes but {args.data} has "
+                         f"{data.num_classes}; use a GHN trained for {data.num_classes} classes, or pass "
+                         "--keep-classifier-init (the classifier keeps its default initialisation)")
     if ghn is not None:
         from train.rank import ghn_predictor
 

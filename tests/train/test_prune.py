@@ -174,6 +174,11 @@ def test_ghn_prune_command(tmp_path, capsys):
     assert_usage_error(status, err, "ckpt_sha256")
     status, _, err = run_ghn(["prune", MLP, "--rewind", "predicted", "--run-dir", str(tmp_path / "x")], capsys)
     assert_usage_error(status, err, "need a GHN: pass --ckpt")
+    ckpt5 = save_tiny_ghn(tmp_path / "ghn5.safetensors", num_classes=5)
+    status, _, err = run_ghn(["prune", MLP, "--ckpt", ckpt5, "--image-size", "8", "--rewind", "predicted",
+                              "--run-dir", str(tmp_path / "z")], capsys)
+    assert_usage_error(status, err, "trained for 5 classes but digits has 10")
+    assert not (tmp_path / "z" / "settings.json").exists()  # refused before the run directory was started
     status, _, err = run_ghn(["prune", MLP, "--rate", "0.9", "--levels", "8", "--image-size", "8",
                               "--run-dir", str(tmp_path / "y")], capsys)
     assert_usage_error(status, err, "would prune all")
