@@ -1,4 +1,4 @@
-"""Ranking candidate designs: every ranker of ``ghn rank`` judged against converged trained accuracy.
+"""Ranking candidate designs: every ranker of ``ghn rank`` judged against trained accuracy.
 
 The yardstick (issue 11): unseen DeepNets-1M nets of the test split at the width the GHN serves, each trained from
 its default initialisation with the project's SGD recipe for :data:`train.rank.TRAINED_STEPS` steps

@@ -61,7 +61,7 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
     p.add_argument("--validate", type=int, nargs="?", const=TRAINED_STEPS, default=0, metavar="K",
                    help=f"also train every candidate from its default init for K SGD steps (default "
-                        f"{TRAINED_STEPS}, the converged budget of benchmarks/bench_rank.py, same recipe and code) "
+                        f"{TRAINED_STEPS}, the yardstick of benchmarks/bench_rank.py, same recipe and code) "
                         "and report Kendall's tau and Spearman's rho with bootstrap 95%% intervals and top-10 "
                         "precision of the ranker and of the baselines against the trained accuracy (0: off; put "
                         "the candidates before --validate or give K)")

@@ -49,7 +49,7 @@ BASELINES = ("params", "flops", "depth", "random")
 #: (digits default, main-job GHN; README, "Ranking candidate designs").
 VOTE = ("ghn_loss", "ghn_acc", "jacob_cov@ghn")
 #: ``ghn rank``'s ranker: the best of ``benchmarks/bench_rank.py`` on 200 test nets (README, "Ranking candidate
-#: designs": Kendall tau 0.23 against converged accuracy, FLOPs 0.22, the GHN's accuracy alone 0.19).
+#: designs": Kendall tau 0.23 against 400-step accuracy, FLOPs 0.22, the GHN's accuracy alone 0.19).
 DEFAULT_SCORE = "vote"
 #: One line per score, for help texts and plot labels.
 SCORE_HELP = {"ghn_acc": "top-1 % with predicted parameters", "ghn_loss": "minus the loss with predicted parameters",
