@@ -136,6 +136,13 @@ def top_k_precision(scores: Sequence[float], truth: Sequence[float], k: int = 10
     return len(top_s & top_t) / k
 
 
+def score_ranks(scores: Sequence[float]) -> np.ndarray:
+    """Average ranks ``(C,)`` of scores (1 = lowest): ``+inf`` ranks highest, ``nan`` (a score undefined for that
+    candidate) lowest. Only the order of a ranker's scores counts, so its ranks stand for it."""
+    a = np.asarray(scores, dtype=np.float64)
+    return stats.rankdata(np.where(np.isnan(a), -np.inf, a))
+
+
 def ranking_report(scores: Sequence[float], truth: Sequence[float], *, k: int = 10, resamples: int = 2000,
                    seed: int = 0) -> dict:
     """How well a ranker's ``scores`` agree with the ground ``truth`` (e.g. trained accuracy): Kendall's tau and
@@ -160,7 +167,7 @@ def ranking_report(scores: Sequence[float], truth: Sequence[float], *, k: int = 
     raw = np.asarray(scores, dtype=np.float64)
     if raw.ndim != 1 or raw.size < 2:
         raise ValueError(f"a ranking report needs (C,) scores with C >= 2, got shape {raw.shape}")
-    s = stats.rankdata(np.where(np.isnan(raw), -np.inf, raw))  # (C,) ranks: the order is all that counts
+    s = score_ranks(raw)  # (C,): the order is all that counts
     corr = rank_correlation(s, truth)
     k = max(1, min(k, s.size // 2))
     return {"n": corr.n, "kendall_tau": corr.kendall_tau, "kendall_p": corr.kendall_p,

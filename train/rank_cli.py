@@ -130,8 +130,7 @@ def run_rank(args: argparse.Namespace) -> int:
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, bn_batches
     from train.rank import format_table, ghn_predictor, rank_rows, score_candidates, validate_candidates, write_csv
-    from train.scores import add_vote, per_candidate_scores
-    from train.zero_cost import PROXIES
+    from train.scores import add_vote, needs_proxy_batch, per_candidate_scores
 
     _check_args(args)
     candidates = parse_candidates(args.candidates, width=args.width)
@@ -147,7 +146,7 @@ def run_rank(args: argparse.Namespace) -> int:
          f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier})")
     t0 = time.perf_counter()
     proxy_batch = (next(iter(bn_batches(data, 1, batch_size=min(64, len(data.train)), seed=args.seed)))
-                   if any(n.split("@")[0] in PROXIES for n in names) else None)
+                   if needs_proxy_batch(names) else None)
     rows = score_candidates(candidates, ghn_predictor(ghn, data.image_size, args.keep_classifier_init), batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
                             device=args.device, scores=names, proxy_batch=proxy_batch, log=_log)

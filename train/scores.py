@@ -117,6 +117,11 @@ def graph_depth(model: nn.Module, image_size: int) -> int:
     return int(longest_path_levels(src, dst, int(g.num_nodes)).max()) + 1
 
 
+def needs_proxy_batch(names: Sequence[str]) -> bool:
+    """Whether any of the scores ``names`` is a zero-cost proxy (at the default or the predicted parameters)."""
+    return any(n.split("@")[0] in PROXIES for n in names)
+
+
 def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch) -> list[str]:
     """Check that per-candidate scores ``names`` are known and have their inputs (see :func:`candidate_scores`).
 
@@ -131,7 +136,7 @@ def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch) -> li
         raise ValueError(f"score {needs_ghn[0]!r} needs a GHN (predict)")
     if any(n in ("ghn_acc", "ghn_loss") for n in names) and eval_batches is None:
         raise ValueError("ghn_acc and ghn_loss need held-out batches (eval_batches)")
-    if any(n.split("@")[0] in PROXIES for n in names) and proxy_batch is None:
+    if needs_proxy_batch(names) and proxy_batch is None:
         raise ValueError("zero-cost proxies need one batch of images and labels (proxy_batch)")
     return names
 
@@ -231,7 +236,6 @@ def rank_average(columns: Sequence[Sequence[float]]) -> np.ndarray:
     a = np.asarray(columns, dtype=np.float64)  # (K, C)
     if a.ndim != 2:
         raise ValueError("the scores of a vote must cover the same candidates")
-    from scipy.stats import rankdata
+    from train.correlation import score_ranks
 
-    a = np.where(np.isnan(a), -np.inf, a)
-    return np.mean([rankdata(col) for col in a], axis=0)
+    return np.mean([score_ranks(col) for col in a], axis=0)
