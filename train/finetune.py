@@ -72,7 +72,9 @@ class Curve:
 def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_LR, batch_size: int = 64,
               seed: int = 0, eval_batches: Batches | None = None, eval_every: int = 0,
               device: str | torch.device = "cpu", log: Callable[[str], None] | None = None,
-              on_step: Callable[[int, nn.Module], None] | None = None, warmup: int = 0) -> Curve:
+              on_step: Callable[[int, nn.Module], None] | None = None, warmup: int = 0,
+              optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+              grad_clip: float | None = SGD_GRAD_CLIP) -> Curve:
     """Train a classifier in place for ``steps`` steps of the project's SGD recipe (module docstring), evaluating
     every ``eval_every`` steps.
 
@@ -94,6 +96,11 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
         on_step: optional ``callable(step, model)`` called after each optimiser step (``step`` counts from 1),
             e.g. to keep the weights of step K for lottery-ticket rewinding (:mod:`train.prune`).
         warmup: steps of linear learning-rate warm-up before the cosine decay (:func:`lr_factor`; 0: none).
+        optimizer: ``params -> optimiser`` replacing the recipe's SGD (e.g. muP's ``MuSGD`` built by
+            :func:`train.mup_param.make_optimizer`, whose per-parameter learning rates the schedule scales alike);
+            ``lr`` is then the optimiser's business and only the schedule's shape is applied.
+        grad_clip: global gradient-norm bound (``None``: no clipping, as muP runs need: a global bound couples the
+            layers' updates to the width).
 
     Returns:
         The :class:`Curve`. Training stops early, with ``diverged_at`` set, on a non-finite loss.
@@ -123,7 +130,10 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
 
     eval_at(0)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+    if optimizer is None:
+        opt = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+    else:
+        opt = optimizer(params)
     if warmup:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, warmup))
     else:  # the recipe's schedule since before warm-up existed (the same floating-point values as then)
@@ -141,7 +151,8 @@ def train_sgd(model: nn.Module, data: ImageData, *, steps: int, lr: float = SGD_
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(params, SGD_GRAD_CLIP)
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         sched.step()
         if on_step is not None:

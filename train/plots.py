@@ -1,5 +1,5 @@
-"""Figures for ``ghn rank --validate``, ``ghn finetune --compare`` and ``ghn prune`` (matplotlib, Agg backend, no
-display).
+"""Figures for ``ghn rank --validate``, ``ghn finetune --compare``, ``ghn prune`` and ``ghn tune`` (matplotlib, Agg
+backend, no display).
 
 - :func:`plot_rank_scatter`: accuracy with GHN-predicted parameters against accuracy after SGD, one point per
   candidate, with Kendall's tau and Spearman's rho in the title (Knyazev et al., NeurIPS 2021, Sec. 5.3).
@@ -7,6 +7,10 @@ display).
   (predicted parameters) and a run from the default initialisation (paper Sec. 5.4, Fig. 6).
 - :func:`plot_sparsity`: accuracy and steps to a target accuracy against the weights remaining, for lottery-ticket
   runs (Frankle & Carbin, ICLR 2019, Fig. 3).
+- :func:`plot_coord_checks`: muP's coordinate check, each layer's activation size against width (Yang, Hu et al.,
+  2022, "Tensor Programs V", Fig. 5).
+- :func:`plot_lr_sweep`: training loss against log2 learning rate, one curve per width, SP and muP side by side
+  (Tensor Programs V, Fig. 1).
 
 Figures are written atomically by :func:`archspace.plot.save_figure` (a reader never sees half an image).
 """
@@ -148,4 +152,80 @@ def plot_sparsity(summary: Sequence[dict], path: str, *, title: str = "", dense:
     ax_acc.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_coord_checks(checks: Sequence, path: str, title: str = "") -> str:
+    """muP's coordinate check (:mod:`train.coord_check`): one panel per :class:`~train.coord_check.CoordCheck`,
+    SP and muP in columns, default and predicted initialisation in rows; each line is one layer's mean absolute
+    output at the last step against width (log-log); a panel's title gives its worst layer's max/min ratio.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: no checks.
+    """
+    if not checks:
+        raise ValueError("no coordinate checks to plot")
+    from ghn.warm_start import INITS
+
+    inits = sorted({c.init for c in checks}, key=(["default"] + list(INITS)).index)
+    params = sorted({c.param for c in checks}, key=["sp", "mup"].index)
+    fig, axes = plt.subplots(len(inits), len(params), figsize=(5.5 * len(params), 4 * len(inits)), squeeze=False)
+    for c in checks:
+        ax = axes[inits.index(c.init)][params.index(c.param)]
+        for layer in c.sizes:
+            ax.plot(c.widths, c.last(layer), marker="o", ms=3, lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{'muP' if c.param == 'mup' else 'SP'}, {c.init} init: worst layer ratio "
+                     f"{max(c.ratios().values()):.2g}", fontsize=10)
+        ax.set_xlabel("width")
+        ax.set_ylabel("mean |activation| at the last step")
+        ax.grid(alpha=0.3)
+    if len(checks[0].sizes) <= 12:  # a legend of layer names while it stays readable
+        axes[0][0].legend(list(checks[0].sizes), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_lr_sweep(losses: dict[str, dict[int, dict[float, float]]], path: str, title: str = "") -> str:
+    """Tensor Programs V's Figure 1: final training loss against log2 learning rate, one line per width, one panel
+    per parametrisation; diverged runs (``inf``/``nan``) are left out, the y axis is clipped to the best loss
+    times 4 (above that every curve is "did not train").
+
+    Args:
+        losses: ``"sp"``/``"mup"`` -> width -> learning rate -> loss.
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    import math
+
+    params = [p for p in ("sp", "mup") if p in losses]
+    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4), squeeze=False, sharey=True)
+    finite = [v for p in params for w in losses[p].values() for v in w.values() if math.isfinite(v)]
+    cmap = plt.get_cmap("viridis")
+    for ax, p in zip(axes[0], params):
+        widths = sorted(losses[p])
+        for k, w in enumerate(widths):
+            pts = sorted((math.log2(lr), v) for lr, v in losses[p][w].items() if math.isfinite(v))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, color=cmap(k / max(1, len(widths) - 1)),
+                        label=f"width {w}")
+        ax.set_title("muP" if p == "mup" else "SP (standard parametrisation)", fontsize=10)
+        ax.set_xlabel("log2 learning rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss")
+    if finite:
+        axes[0][0].set_ylim(min(finite) * 0.9, min(min(finite) * 4, max(finite) * 1.05))
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -1,0 +1,137 @@
+"""muTransfer search (train.tune) and ``ghn tune`` at debug size."""
+
+import csv
+import json
+import math
+
+import mup
+import pytest
+import torch
+
+from archspace.errors import UsageError
+from tests.train.helpers import assert_usage_error, run_ghn, save_tiny_ghn
+from train.finetune import train_sgd
+from train.tune import Setting, Trial, best_trial, build, lr_grid, optimum_shift, run_trial, search_space
+from train.width_family import width_family
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    from train.data import load_digits
+
+    return load_digits(8)
+
+
+def test_lr_grid_and_search_space():
+    assert lr_grid(-3, -1) == [0.125, 0.25, 0.5]
+    with pytest.raises(UsageError):
+        lr_grid(-1, -3)
+    grid = search_space([0.1, 0.2], output_mults=[1.0, 2.0])
+    assert [(s.lr, s.output_mult) for s in grid] == [(0.1, 1.0), (0.2, 1.0), (0.1, 2.0), (0.2, 2.0)]
+    drawn = search_space([0.1, 0.2], output_mults=[1.0, 2.0], trials=2, seed=3)
+    assert len(drawn) == 2 and set(drawn) <= set(grid)
+    assert drawn == search_space([0.1, 0.2], output_mults=[1.0, 2.0], trials=2, seed=3)
+    assert Setting(2.0 ** -5, 2.0).label() == "lr 2^-5, out 2^1"
+
+
+def trial(loss, lr):
+    return Trial(8, "mup", "default", lr, 1.0, 1.0, loss, None, 0.0, 0.0)
+
+
+def test_best_trial_and_optimum_shift():
+    assert best_trial([trial(0.5, 0.1), trial(math.inf, 0.2), trial(0.3, 0.4)]).lr == 0.4
+    with pytest.raises(UsageError, match="every trial diverged"):
+        best_trial([trial(math.inf, 0.1)])
+    assert optimum_shift({8: 2.0 ** -5, 16: 2.0 ** -7, 32: 2.0 ** -6}) == 2
+    assert optimum_shift({8: 2.0 ** -5}) == 0
+
+
+def test_trials_are_deterministic_and_diverge_cleanly(digits8):
+    family = width_family("mlp", 10, 8)
+    a = run_trial(family, 32, Setting(2.0 ** -6), digits8, param="mup", steps=6, optimizer="adam")
+    b = run_trial(family, 32, Setting(2.0 ** -6), digits8, param="mup", steps=6, optimizer="adam")
+    assert a.loss == b.loss and math.isfinite(a.loss) and a.flops > 0
+    bad = run_trial(family, 32, Setting(2.0 ** 12), digits8, param="sp", steps=6, optimizer="sgd")
+    assert bad.loss == math.inf and bad.diverged_at is not None
+
+
+def test_predicted_init_keeps_the_prediction_in_mup(tmp_path):
+    from ghn import GHN
+    from train.rank import ghn_predictor
+
+    ghn = GHN.from_pretrained(save_tiny_ghn(tmp_path / "g.safetensors")).eval()
+    predict = ghn_predictor(ghn, 8)
+    family = width_family("mlp", 10, 8)
+    x = torch.randn(3, 3, 8, 8)
+    sp = build(family, 128, Setting(0.01), param="sp", init="predicted", predict=predict)
+    mu = build(family, 128, Setting(0.01, output_mult=4.0), param="mup", init="predicted", predict=predict)
+    assert isinstance(mu.layers[5], mup.MuReadout)
+    with torch.no_grad():
+        torch.testing.assert_close(mu(x), sp(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UsageError, match="needs a GHN"):
+        build(family, 128, Setting(0.01), param="mup", init="predicted")
+    # orthogonalised: the tiled (low-rank) predicted hidden matrix becomes full rank with orthonormal rows
+    orth = build(family, 128, Setting(0.01), param="mup", init="predicted+orth", predict=predict)
+    w = orth.layers[3].weight.detach()
+    torch.testing.assert_close(w @ w.t(), torch.eye(128), atol=1e-4, rtol=0)
+
+
+def test_train_sgd_takes_another_optimiser(digits8):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    made = []
+
+    def factory(params):
+        made.append(len(params))
+        return torch.optim.SGD(params, lr=0.0)  # a no-op optimiser: the weights must not move
+
+    before = [p.detach().clone() for p in model.parameters()]
+    train_sgd(model, digits8, steps=2, optimizer=factory, grad_clip=None)
+    assert made == [2]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_ghn_tune_debug_size(tmp_path, capsys):
+    out = tmp_path / "t"
+    status, stdout, err = run_ghn(["tune", "mlp", "--proxy-widths", "16", "32", "--target-width", "64", "--lr-range",
+                                   "-7", "-5", "--steps", "3", "--verify", "--out", str(out)], capsys)
+    assert status == 0, err
+    rows = list(csv.DictReader(open(out / "tune.csv")))
+    assert [r["role"] for r in rows] == ["proxy optimum", "proxy optimum", "target, transferred",
+                                         "target, own optimum"]
+    assert [int(r["width"]) for r in rows] == [16, 32, 64, 64]
+    assert rows[2]["lr"] == rows[1]["lr"]  # the widest proxy's best setting is transferred
+    assert float(rows[2]["top1"]) >= 0 and rows[2]["transfer_gap"] != ""
+    report = json.load(open(out / "tune.json"))
+    assert len(report["trials"]) == 3 + 3 + 1 + 3
+    own = min((t for t in report["trials"] if t["role"] == "target-search"), key=lambda t: t["loss"])
+    assert report["transfer_gap"] == pytest.approx((report["trials"][6]["loss"] - own["loss"]) / own["loss"])
+    assert "transfer gap" in stdout and "tuning compute" in stdout
+    assert len(list(csv.reader(open(out / "trials.csv")))) == 1 + 10
+
+
+def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
+    ckpt = save_tiny_ghn(tmp_path / "g.safetensors")
+    out = tmp_path / "c"
+    status, stdout, err = run_ghn(["tune", "--coord-check", "mlp", "--widths", "16", "64", "--steps", "2", "--ckpt",
+                                   ckpt, "--out", str(out)], capsys)
+    assert status == 0, err
+    report = json.load(open(out / "coord_check.json"))
+    assert [(c["param"], c["init"]) for c in report["checks"]] == [
+        (p, i) for i in ("default", "predicted", "predicted+orth") for p in ("sp", "mup")]
+    assert (out / "coord_check.png").stat().st_size > 0
+    rows = list(csv.DictReader(open(out / "coord_check.csv")))
+    assert len(rows) == 6 * 3 * 2 * 2  # checks x layers x widths x steps
+    assert stdout.count(" init: ") == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune", "mlp", "--proxy-widths", "64", "--target-width", "32"], "must be wider than every proxy"),
+    (["tune", "mlp", "--init", "predicted"], "--init predicted needs a GHN"),
+    (["tune", "alexnet"], "is not a width family"),
+    (["tune", "mlp", "--search", "random"], "--search random needs --trials"),
+    (["tune", "mlp", "--steps", "0"], "--steps must be >= 1"),
+    (["tune", "mlp", "--search", "grid", "--trials", "3"], "drop --trials or use --search random"),
+])
+def test_ghn_tune_bad_input(tmp_path, capsys, argv, message):
+    status, _, err = run_ghn(argv + ["--out", str(tmp_path / "o")], capsys)
+    assert_usage_error(status, err, message)
