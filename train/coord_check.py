@@ -77,8 +77,8 @@ def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def coord_check(family: WidthFamily, widths: Sequence[int], data: ImageData, *, param: str, steps: int = 4,
                 lr: float, init: str = "default", predict: Predictor | None = None, optimizer: str = "sgd",
-                batch_size: int = 64, seed: int = 0, device: str = "cpu",
-                readout_zero_init: bool = False) -> CoordCheck:
+                batch_size: int = 64, seed: int = 0, device: str = "cpu", readout_zero_init: bool = False,
+                predicted_readout: bool = True) -> CoordCheck:
     """Run the coordinate check of ``family`` at ``widths`` (module docstring).
 
     Args:
@@ -89,7 +89,8 @@ def coord_check(family: WidthFamily, widths: Sequence[int], data: ImageData, *, 
         steps: training steps per width (each step's forward is recorded).
         lr: base learning rate.
         init: an initialisation of :func:`train.tune.build` (the predicted ones need ``predict``).
-        predict, optimizer, batch_size, seed, device, readout_zero_init: as :func:`train.tune.run_trial`.
+        predict, optimizer, batch_size, seed, device, readout_zero_init, predicted_readout: as
+            :func:`train.tune.run_trial`.
 
     Returns:
         The :class:`CoordCheck`; a layer's list is shorter than ``steps`` when training diverged.
@@ -112,7 +113,8 @@ def coord_check(family: WidthFamily, widths: Sequence[int], data: ImageData, *, 
 
         trial = run_trial(family, width, Setting(lr), data, param=param, steps=steps, init=init, predict=predict,
                           optimizer=optimizer, batch_size=batch_size, seed=seed, device=device,
-                          readout_zero_init=readout_zero_init, model_hook=hook_all)
+                          readout_zero_init=readout_zero_init, model_hook=hook_all,
+                          predicted_readout=predicted_readout)
         check.losses[width] = trial.loss
         for name, values in sizes.items():
             check.sizes.setdefault(name, {})[width] = values

@@ -63,7 +63,8 @@ def _replace_readout(model: nn.Module, output_mult: float, zero_init: bool) -> n
 
 
 def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, predicted: bool = False,
-                output_mult: float = 1.0, init_mult: float = 1.0, readout_zero_init: bool = False) -> nn.Module:
+                predicted_readout: bool | None = None, output_mult: float = 1.0, init_mult: float = 1.0,
+                readout_zero_init: bool = False) -> nn.Module:
     """Make ``model`` (a member of ``family`` at some width, fresh or holding predicted parameters) a muP or SP
     model, in place.
 
@@ -79,6 +80,9 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
         family: its family.
         param: ``"mup"`` or ``"sp"``.
         predicted: the model holds GHN-predicted parameters (keep its function; ``init_mult`` is not applied).
+        predicted_readout: whether the classifier was predicted too (default: ``predicted``); ``False`` when the
+            GHN predicted every layer but the classifier (``--keep-classifier-init``): the readout is then a
+            default initialisation and gets muP's conversion of one (``MuReadout._rescale_parameters``).
         output_mult: muP output multiplier ``m`` (logits scale).
         init_mult: multiplies every weight of 2 or more dimensions of a default initialisation.
         readout_zero_init: start the muP readout at zero (a common muP choice; ignored with ``predicted``).
@@ -115,8 +119,10 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
         raise UsageError(f"{family.spec} cannot be put in muP: {str(e).splitlines()[0]}") from None
     except KeyError as e:
         raise UsageError(f"{family.spec}: the model's parameters do not match its family's ({e})") from None
-    if predicted:
+    if predicted and (predicted if predicted_readout is None else predicted_readout):
         load_predicted_readout(readout)
+    elif predicted:  # a default-initialised classifier behind predicted hidden layers
+        readout._rescale_parameters()
     return model
 
 

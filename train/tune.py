@@ -133,13 +133,17 @@ def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def build(family: WidthFamily, width: int, setting: Setting, *, param: str, init: str = "default",
-          predict: Predictor | None = None, seed: int = 0, readout_zero_init: bool = False) -> nn.Module:
+          predict: Predictor | None = None, seed: int = 0, readout_zero_init: bool = False,
+          predicted_readout: bool = True) -> nn.Module:
     """The family at ``width``, initialised and put in ``param`` (:func:`train.mup_param.parametrise`).
 
     ``init`` is one of :data:`ghn.warm_start.INITS`: ``default`` (drawn from ``seed``), ``predicted`` (the GHN's
     parameters), ``predicted+noise`` or ``predicted+orth`` (the prediction diversified, Knyazev 2022: a GHN tiles
     one decoded block over a wide layer, so a predicted 1024x1024 matrix has rank 64 and is no i.i.d. draw;
     orthogonalisation restores a full-rank matrix with entries of size ``1/sqrt(fan_in)``, muP's hidden scale).
+
+    ``predicted_readout=False`` says that ``predict`` leaves the classifier at its default initialisation
+    (``--keep-classifier-init``), so muP converts it as a default one.
 
     Raises:
         UsageError: an unknown ``init``, or a predicted one without ``predict``.
@@ -152,14 +156,16 @@ def build(family: WidthFamily, width: int, setting: Setting, *, param: str, init
         raise UsageError(f"--init {init} needs a GHN (--ckpt)")
     torch.manual_seed(seed)
     model = warm_start(family.build(width), init, predict, generator=torch.Generator().manual_seed(seed))
-    return parametrise(model, family, param, predicted=init != "default", output_mult=setting.output_mult,
-                       init_mult=setting.init_mult, readout_zero_init=readout_zero_init)
+    return parametrise(model, family, param, predicted=init != "default", predicted_readout=predicted_readout,
+                       output_mult=setting.output_mult, init_mult=setting.init_mult,
+                       readout_zero_init=readout_zero_init)
 
 
 def run_trial(family: WidthFamily, width: int, setting: Setting, data: ImageData, *, param: str, steps: int,
               init: str = "default", predict: Predictor | None = None, optimizer: str = "sgd",
               batch_size: int = 64, seed: int = 0, device: str = "cpu", readout_zero_init: bool = False,
-              model_hook: Callable[[nn.Module], None] | None = None, heldout: Batches | None = None) -> Trial:
+              model_hook: Callable[[nn.Module], None] | None = None, heldout: Batches | None = None,
+              predicted_readout: bool = True) -> Trial:
     """Train ``family`` at ``width`` with ``setting`` for ``steps`` steps and return its :class:`Trial`.
 
     Args:
@@ -173,12 +179,13 @@ def run_trial(family: WidthFamily, width: int, setting: Setting, data: ImageData
         readout_zero_init: start a default-initialised muP readout at zero.
         model_hook: called with the model before training (e.g. to register activation hooks).
         heldout: held-out batches; when given, the trial's ``top1`` is measured after training (not if diverged).
+        predicted_readout: as :func:`build`.
 
     Raises:
         UsageError: bad ``param``, ``optimizer`` or ``init`` (see :func:`build`).
     """
     model = build(family, width, setting, param=param, init=init, predict=predict, seed=seed,
-                  readout_zero_init=readout_zero_init).to(device)
+                  readout_zero_init=readout_zero_init, predicted_readout=predicted_readout).to(device)
     x, y = data.train.images[:batch_size].float().to(device) / 255, data.train.labels[:batch_size].to(device)
     flops = step_flops(model, x, y) if steps else 0.0
     if model_hook is not None:

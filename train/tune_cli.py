@@ -180,7 +180,8 @@ def _coord_check(args, family, data, predict) -> int:
                  f"{args.lr:g}")
             checks.append(coord_check(family, widths, data, param=param, steps=steps, lr=args.lr, init=init,
                                       predict=predict, optimizer=args.optimizer, batch_size=args.batch_size,
-                                      seed=args.seed, device=args.device, readout_zero_init=args.readout_zero_init))
+                                      seed=args.seed, device=args.device, readout_zero_init=args.readout_zero_init,
+                                      predicted_readout=not args.keep_classifier_init))
     rows = [[c.param, c.init, layer, w, step + 1, v] for c in checks for layer, by_w in c.sizes.items()
             for w, values in by_w.items() for step, v in enumerate(values)]
     write_csv(os.path.join(args.out, "coord_check.csv"), ["param", "init", "layer", "width", "step", "mean_abs"],
@@ -220,7 +221,7 @@ def _tune(args, family, data, predict) -> int:
     heldout = list(eval_batches(data, "heldout", batch_size=256))
     common = dict(param=args.param, steps=steps, init=args.init, predict=predict, optimizer=args.optimizer,
                   batch_size=args.batch_size, seed=args.seed, device=args.device,
-                  readout_zero_init=args.readout_zero_init)
+                  readout_zero_init=args.readout_zero_init, predicted_readout=not args.keep_classifier_init)
     all_trials = []
     best_by_proxy = {}
     for w in proxies:

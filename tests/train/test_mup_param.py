@@ -135,3 +135,14 @@ def test_bad_settings():
         make_optimizer([], name="lion", lr=0.1)
     with pytest.raises(UsageError, match="lr must be > 0"):
         make_optimizer([], name="sgd", lr=0.0)
+
+
+def test_a_default_classifier_behind_predicted_layers_gets_mups_default_conversion():
+    """--keep-classifier-init: the GHN predicted the hidden layers only, so the readout is a default init and is
+    rescaled by sqrt(width_mult) like one, not by width_mult / output_mult like a predicted classifier."""
+    family = width_family("mlp", 10, 8)
+    torch.manual_seed(0)
+    sp = family.build(256)
+    before = sp.layers[5].weight.detach().clone()
+    model = parametrise(sp, family, "mup", predicted=True, predicted_readout=False)
+    torch.testing.assert_close(model.layers[5].weight.detach(), before * 2.0)

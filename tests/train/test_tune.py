@@ -135,3 +135,23 @@ def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
 def test_ghn_tune_bad_input(tmp_path, capsys, argv, message):
     status, _, err = run_ghn(argv + ["--out", str(tmp_path / "o")], capsys)
     assert_usage_error(status, err, message)
+
+
+def test_lr_sweep_plot_leaves_out_diverged_runs(tmp_path):
+    from train.plots import plot_lr_sweep
+
+    losses = {p: {w: {2.0 ** -6: 0.4 / w, 2.0 ** -5: 0.3, 2.0 ** -4: math.inf} for w in (1, 2)} for p in ("sp", "mup")}
+    path = plot_lr_sweep(losses, str(tmp_path / "fig1.png"), title="t")
+    assert (tmp_path / "fig1.png").stat().st_size > 0 and path.endswith("fig1.png")
+
+
+def test_ghn_tune_random_search_draws_trials(tmp_path, capsys):
+    out = tmp_path / "r"
+    status, _, err = run_ghn(["tune", "mlp", "--proxy-widths", "16", "--target-width", "32", "--lr-range", "-8", "-4",
+                              "--output-mults", "-1", "0", "--trials", "3", "--steps", "2", "--out", str(out)], capsys)
+    assert status == 0, err
+    report = json.load(open(out / "tune.json"))
+    proxy = [t for t in report["trials"] if t["role"] == "proxy"]
+    assert report["settings"] == 3 and len(proxy) == 3
+    assert len({(t["lr"], t["output_mult"]) for t in proxy}) == 3
+    assert report["target_tuning_measured"] is False and report["transfer_gap"] is None
