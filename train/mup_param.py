@@ -12,11 +12,19 @@ counts), :class:`mup.MuReadout` (the output layer, whose forward divides by the 
   ``r = width / base_width`` (``width_mult``) and ``m`` the output multiplier. A GHN predicts the standard
   classifier ``W x + b``; setting ``W_mu = W r / m`` and ``b_mu = b`` gives the same logits, so the muP model
   computes exactly the predicted network's function at step 0 (:func:`load_predicted_readout`). Hidden weights
-  and biases need no change: muP initialises hidden weights with the same ``1/fan_in`` variance as SP, and
+  and biases need no change: muP gives hidden weights a ``1/fan_in`` variance as SP's fan-in inits do, and
   ``set_base_shapes(rescale_params=False)`` keeps them as predicted. From step 0 on, muP's optimiser sets the
-  dynamics: the readout's effective update is ``lr m^2 / r`` times its gradient under ``MuSGD`` (its weight is
-  vector-like, learning rate times ``r``; its gradient is scaled by ``m / r`` twice), the ``1/width`` of muP;
-- an initialisation multiplier for the search of ``ghn tune`` (the paper's tunable init scale, Sec. 6).
+  learning rates: the readout's effective update is ``lr m^2 / r`` times its gradient under ``MuSGD`` (its weight
+  is vector-like, learning rate times ``r``; its gradient is scaled by ``m / r`` twice), the ``1/width`` of muP.
+  The limit of this choice: the effective readout keeps the predicted (SP-sized, about ``1/sqrt(fan_in)``)
+  entries rather than muP's ``1/fan_in``, so the logits' size after the first updates can still grow with width
+  (the coordinate checks of the README measure it);
+- an initialisation multiplier for the search of ``ghn tune`` (the paper's tunable init scale, Sec. 6);
+- a family's own initialisation redone with ``mup.init`` where it depends on fan-out
+  (:attr:`train.width_family.WidthFamily.mup_init`).
+
+``copy.deepcopy`` of a muP model drops the ``infshape`` attributes (torch copies parameters without their Python
+attributes): build a muP model by :func:`parametrise` where it is used, do not copy one.
 """
 
 from __future__ import annotations
@@ -72,8 +80,9 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
     ``base_width`` and ``2 * base_width`` on the meta device; a default initialisation is converted to muP's by
     ``set_base_shapes`` (readout weights and biases rescaled, Tensor Programs V, Table 3), a predicted one is
     kept and its readout rescaled so that the logits do not change (module docstring).
-    Under ``sp``: only ``output_mult`` scales the classifier's weights (so the searched multiplier means the same
-    thing at the base width in both).
+    Under ``sp``: ``output_mult`` multiplies the classifier's input in its forward (a pre-hook), so SP and muP with
+    the same multiplier are the same network, with the same gradients, at the base width; a predicted classifier
+    is divided by it, which keeps the predicted logits.
 
     Args:
         model: the network, on any device.
@@ -98,15 +107,15 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
         raise UsageError(f"parametrisation must be one of {', '.join(PARAMETRISATIONS)}, got {param!r}")
     if not (output_mult > 0 and init_mult > 0):
         raise UsageError(f"output and init multipliers must be > 0, got {output_mult} and {init_mult}")
-    if not predicted and init_mult != 1.0:
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() >= 2:
-                    p.mul_(init_mult)
+    if not predicted and init_mult != 1.0 and (param == "sp" or family.mup_init is None):
+        _scale_weights(model, init_mult)  # (a family with a mup_init is scaled after it, below)
     if param == "sp":
         if output_mult != 1.0:
-            with torch.no_grad():
-                model.get_submodule(readout_name(model)).weight.mul_(output_mult)
+            readout = model.get_submodule(readout_name(model))
+            if predicted and (predicted if predicted_readout is None else predicted_readout):
+                with torch.no_grad():
+                    readout.weight.div_(output_mult)
+            readout.register_forward_pre_hook(lambda _m, inputs: (inputs[0] * output_mult,) + tuple(inputs[1:]))
         return model
     import mup
 
@@ -119,11 +128,23 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
         raise UsageError(f"{family.spec} cannot be put in muP: {str(e).splitlines()[0]}") from None
     except KeyError as e:
         raise UsageError(f"{family.spec}: the model's parameters do not match its family's ({e})") from None
-    if predicted and (predicted if predicted_readout is None else predicted_readout):
+    if not predicted and family.mup_init is not None:  # touches conv weights only: commutes with the rescaling
+        with torch.no_grad():
+            family.mup_init(model)
+        if init_mult != 1.0:
+            _scale_weights(model, init_mult)
+    elif predicted and (predicted if predicted_readout is None else predicted_readout):
         load_predicted_readout(readout)
     elif predicted:  # a default-initialised classifier behind predicted hidden layers
         readout._rescale_parameters()
     return model
+
+
+def _scale_weights(model: nn.Module, factor: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(factor)
 
 
 def load_predicted_readout(readout: nn.Module) -> None:

@@ -4,9 +4,9 @@
 A trial trains one member of a :class:`~train.width_family.WidthFamily` at one width with one setting (learning
 rate, output and init multipliers) for a fixed number of steps with :func:`train.finetune.train_sgd` (the
 project's one training loop: seeded batches, cosine schedule to 0; here with the muP or SP optimiser of
-:func:`train.mup_param.make_optimizer`, no weight decay and no gradient clipping) and scores it by its final training loss, the
-objective of the paper's Figure 1. Every trial of a search shares the data order and the default initialisation
-seed, so settings differ only in the setting.
+:func:`train.mup_param.make_optimizer`, no weight decay and no gradient clipping) and scores it by its final
+training loss, the objective of the paper's Figure 1. Every trial of a search shares the data order and the
+default initialisation seed, so settings differ only in the setting.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ status 2 and a one-line message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -130,6 +131,24 @@ def _check_args(args: argparse.Namespace, family) -> None:
         raise UsageError(f"--lr-range LO HI needs LO <= HI, got {args.lr_range}")
     if args.init != "default" and args.ckpt is None:
         raise UsageError(f"--init {args.init} needs a GHN: --ckpt PATH or a released name")
+    if args.keep_classifier_init and args.ckpt is None:
+        raise UsageError("--keep-classifier-init applies to predicted parameters: pass --ckpt")
+    if args.coord_check:
+        given = [flag for flag, value in (("--proxy-widths", args.proxy_widths), ("--target-width", args.target_width),
+                                          ("--trials", args.trials), ("--verify", args.verify or None),
+                                          ("--init", None if args.init == "default" else args.init))
+                 if value is not None]
+        if given:
+            raise UsageError(f"--coord-check trains --widths with --lr; {', '.join(given)} belong to a search "
+                             f"(drop them or --coord-check)")
+    elif args.widths is not None or args.lr != COORD_LR:
+        raise UsageError("--widths and --lr set the coordinate check; a search uses --proxy-widths, --target-width "
+                         "and --lr-range (or add --coord-check)")
+    if args.readout_zero_init and (args.param == "sp" or args.init != "default"):
+        raise UsageError("--readout-zero-init starts a default-initialised muP readout at zero; it does not apply "
+                         "to --param sp or predicted parameters")
+    if args.init != "default" and args.init_mults != [0]:
+        raise UsageError("--init-mults scales a default initialisation; predicted parameters are kept as they are")
     check_device(args.device)
     set_threads(args.threads)
     check_writable_dir(args.out, "--out")
@@ -239,13 +258,15 @@ def _tune(args, family, data, predict) -> int:
         _log(f"verify: the same search at the target width {target}")
         own_trials = search(family, target, settings, data, log=_log, **common)
         all_trials += [("target-search", t) for t in own_trials]
-        own = best_trial(own_trials)
+        own = dataclasses.replace(best_trial(own_trials))  # the search's trial, with the top-1 of its setting
         if (own.lr, own.output_mult, own.init_mult) == (transferred.lr, transferred.output_mult,
                                                          transferred.init_mult):
             own.top1 = transferred.top1
-        else:
-            own = run_trial(family, target, Setting(own.lr, own.output_mult, own.init_mult), data, heldout=heldout,
-                            **common)
+        else:  # the search measured no top-1: rerun that setting (same seed: the same run) with held-out images
+            rerun = run_trial(family, target, Setting(own.lr, own.output_mult, own.init_mult), data,
+                              heldout=heldout, **common)
+            all_trials.append(("target, own optimum rerun", rerun))
+            own.top1 = rerun.top1
     rows, table = _table(best_by_proxy, transferred, own, all_trials, len(settings))
     columns = ["role", "width", "lr", "log2_lr", "output_mult", "init_mult", "loss", "top1", "seconds", "flops",
                "transfer_gap"]
@@ -269,12 +290,12 @@ def _table(best_by_proxy, transferred, own, all_trials, n_settings):
 
     rows = [row("proxy optimum", t) for t in best_by_proxy.values()]
     gap = None
-    if own is not None:
-        gap = (transferred.loss - own.loss) / own.loss if own.loss > 0 else 0.0
+    if own is not None and own.loss > 0:  # inf when the transferred setting diverged at the target
+        gap = (transferred.loss - own.loss) / own.loss
     rows.append(row("target, transferred", transferred, gap))
     if own is not None:
         rows.append(row("target, own optimum", own))
-    proxy_seconds = sum(t.seconds for role, t in all_trials if role == "proxy")
+    proxy_seconds = sum(t.seconds for role, t in all_trials if role == "proxy")  # the search only, not the reruns
     proxy_flops = sum(t.flops for role, t in all_trials if role == "proxy")
     measured = [t for role, t in all_trials if role == "target-search"]
     if measured:
@@ -295,8 +316,8 @@ def _print_table(columns, rows, table) -> None:
         loss = f"{r[6]:.4f}" if math.isfinite(r[6]) else "inf"
         print(f"{r[0]:<22}{r[1]:>6}{r[3]:>9.0f}{r[4]:>6g}{r[5]:>6g}{loss:>9}{top1:>8}{r[8]:>9.1f}")
     if table["transfer_gap"] is not None:
-        print(f"transfer gap: the transferred setting's loss is {100 * table['transfer_gap']:+.1f}% of the target's "
-              f"own best")
+        print(f"transfer gap: the transferred setting's loss is {100 * table['transfer_gap']:+.1f}% relative to "
+              f"the target's own best")
     kind = "measured" if table["target_tuning_measured"] else "estimated: settings x one target run"
     ratio = table["proxy_over_target_flops"]
     print(f"tuning compute: proxies {table['proxy_tuning_seconds']:.1f} s / {table['proxy_tuning_flops']:.3g} FLOPs; "

@@ -6,9 +6,9 @@ Three families are built in, each named by a ``MODEL`` spec:
 
 - ``mlp``: an MLP on flattened images with two hidden layers of ``width`` units (:class:`archspace.mlp.MLP`);
   default widths 64 to 2048 (Tensor Programs V trains its MLPs at such widths).
-- ``resnet18`` (also ``resnet34``, ``resnet50``; ``torchvision:`` may prefix them): torchvision's ResNet with every
-  channel count scaled by ``width / 64`` (:mod:`archspace.resnet_width`), adapted to small images by the CIFAR
-  recipe (:func:`archspace.adapt_small_input`); default widths 4 to 64.
+- ``resnet18`` (also ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``; ``torchvision:`` may prefix them):
+  torchvision's ResNet with every channel count scaled by ``width / 64`` (:mod:`archspace.resnet_width`), adapted
+  to small images by the CIFAR recipe (:func:`archspace.adapt_small_input`); default widths 4 to 64.
 - ``deepnets:SPLIT/INDEX``: a DeepNets-1M net with base width ``C = width`` (Knyazev et al., NeurIPS 2021);
   default widths 8 to 128. Nets with self-attention are refused (muP scales attention logits by ``1/d``, not the
   ``1/sqrt(d)`` of ``nn.MultiheadAttention``), and so are nets whose classifier has a hidden layer of fixed size
@@ -25,7 +25,8 @@ import torch.nn as nn
 from archspace.errors import UsageError
 
 #: What ``MODEL`` may be, for messages.
-FAMILY_HELP = "mlp, resnet18 / resnet34 / resnet50 (torchvision ResNets at any width) or deepnets:SPLIT/INDEX"
+FAMILY_HELP = ("mlp, resnet18 / resnet34 / resnet50 / resnet101 / resnet152 (torchvision ResNets at any width) or "
+               "deepnets:SPLIT/INDEX")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class WidthFamily:
             ``torch.device("meta")`` context (base shapes are built there).
         widths: the default widths of a sweep (powers of two, narrow to wide).
         base_width: muP's base width: at this width muP and SP give the same network (``width_mult`` 1).
+        mup_init: ``model -> None``, the family's own initialisation redone with ``mup.init`` after
+            ``set_base_shapes`` (``None``: the family's init already scales as muP wants, e.g. PyTorch's fan-in
+            defaults). torchvision's ResNets draw conv weights with Kaiming ``fan_out``, which shrinks the stem's
+            weights (3 input channels, a growing fan-out) with width; muP needs an input layer of fixed size.
     """
 
     spec: str
@@ -46,6 +51,7 @@ class WidthFamily:
     build: Callable[[int], nn.Module]
     widths: tuple[int, ...]
     base_width: int
+    mup_init: Callable[[nn.Module], None] | None = None
 
 
 def width_family(spec: str, num_classes: int = 10, image_size: int = 8) -> WidthFamily:
@@ -80,7 +86,7 @@ def width_family(spec: str, num_classes: int = 10, image_size: int = 8) -> Width
         def build_resnet(w: int) -> nn.Module:
             return adapt_small_input(resnet_at_width(short, w, num_classes))
 
-        return WidthFamily(short, "resnet", build_resnet, (4, 8, 16, 32, 64), 4)
+        return WidthFamily(short, "resnet", build_resnet, (4, 8, 16, 32, 64), 4, mup_init=_resnet_mup_init)
     if name.startswith("deepnets:"):
         def build_net(w: int) -> nn.Module:
             return load_model(name, num_classes=num_classes, image_size=image_size, width=w)
@@ -108,3 +114,13 @@ def _check_deepnets(family: WidthFamily) -> None:
                          f"muP cannot scale; choose a net with a single classifier layer")
     if not linears:
         raise UsageError(f"{family.spec} has no linear classifier to turn into a muP readout")
+
+
+def _resnet_mup_init(model: nn.Module) -> None:
+    """torchvision's ResNet initialisation of conv weights (Kaiming normal, ``fan_out``, ReLU gain) through
+    ``mup.init``: the same draw at the base width, muP's scaling elsewhere (the stem keeps a fixed size)."""
+    import mup
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            mup.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

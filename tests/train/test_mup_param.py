@@ -146,3 +146,35 @@ def test_a_default_classifier_behind_predicted_layers_gets_mups_default_conversi
     before = sp.layers[5].weight.detach().clone()
     model = parametrise(sp, family, "mup", predicted=True, predicted_readout=False)
     torch.testing.assert_close(model.layers[5].weight.detach(), before * 2.0)
+
+
+def test_resnet_stem_keeps_its_size_under_mup():
+    """torchvision draws conv weights with Kaiming fan_out: the stem (3 input channels) shrinks with width under
+    SP; muP redraws it with mup.init, which keeps input weights at a fixed size and hidden ones at 1/sqrt(fan-in)."""
+    family = width_family("resnet18", 10, 8)
+    stds = {}
+    for param in ("sp", "mup"):
+        for w in (4, 64):
+            torch.manual_seed(0)
+            m = parametrise(family.build(w), family, param)
+            stds[param, w] = (m.conv1.weight.std().item(), m.layer2[0].conv1.weight.std().item())
+    assert stds["sp", 4][0] / stds["sp", 64][0] == pytest.approx(4.0, rel=0.15)  # 1/sqrt(fan_out), 16x width
+    assert stds["mup", 4][0] / stds["mup", 64][0] == pytest.approx(1.0, rel=0.15)
+    assert stds["mup", 4][1] / stds["mup", 64][1] == pytest.approx(4.0, rel=0.15)
+
+
+def test_sp_output_multiplier_is_mups_at_the_base_width():
+    """With the same output multiplier, SP and muP at the base width give the same logits before and after an
+    update (the multiplier scales the readout's input in both, so the gradients agree too)."""
+    family = width_family("mlp", 10, 8)
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+    models = {}
+    for param in ("sp", "mup"):
+        torch.manual_seed(0)
+        m = parametrise(family.build(family.base_width), family, param, output_mult=4.0)
+        opt = make_optimizer(m.parameters(), name="sgd", lr=0.05, param=param)
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        models[param] = m
+    with torch.no_grad():
+        torch.testing.assert_close(models["mup"](x), models["sp"](x))

@@ -99,14 +99,24 @@ def test_ghn_tune_debug_size(tmp_path, capsys):
     assert [r["role"] for r in rows] == ["proxy optimum", "proxy optimum", "target, transferred",
                                          "target, own optimum"]
     assert [int(r["width"]) for r in rows] == [16, 32, 64, 64]
-    assert rows[2]["lr"] == rows[1]["lr"]  # the widest proxy's best setting is transferred
-    assert float(rows[2]["top1"]) >= 0 and rows[2]["transfer_gap"] != ""
     report = json.load(open(out / "tune.json"))
-    assert len(report["trials"]) == 3 + 3 + 1 + 3
-    own = min((t for t in report["trials"] if t["role"] == "target-search"), key=lambda t: t["loss"])
-    assert report["transfer_gap"] == pytest.approx((report["trials"][6]["loss"] - own["loss"]) / own["loss"])
+    by_role = {}
+    for t in report["trials"]:
+        by_role.setdefault(t["role"], []).append(t)
+    assert [len(by_role[r]) for r in ("proxy", "target", "target-search")] == [6, 1, 3]
+    widest = min(by_role["proxy"][3:], key=lambda t: t["loss"])
+    assert float(rows[2]["lr"]) == widest["lr"] == float(rows[1]["lr"])  # the widest proxy's best is transferred
+    own = min(by_role["target-search"], key=lambda t: t["loss"])
+    assert float(rows[3]["loss"]) == pytest.approx(own["loss"]) and float(rows[3]["lr"]) == own["lr"]
+    assert report["transfer_gap"] == pytest.approx((by_role["target"][0]["loss"] - own["loss"]) / own["loss"])
+    assert 0 <= float(rows[2]["top1"]) <= 100 and 0 <= float(rows[3]["top1"]) <= 100
+    # compute: the proxies' search is measured against the same search at the (wider, costlier) target
+    assert report["target_tuning_measured"] is True
+    assert report["proxy_tuning_flops"] == pytest.approx(sum(t["flops"] for t in by_role["proxy"]))
+    assert report["target_tuning_flops"] == pytest.approx(sum(t["flops"] for t in by_role["target-search"]))
+    assert 0 < report["proxy_over_target_flops"] < 1
     assert "transfer gap" in stdout and "tuning compute" in stdout
-    assert len(list(csv.reader(open(out / "trials.csv")))) == 1 + 10
+    assert len(list(csv.reader(open(out / "trials.csv")))) == 1 + len(report["trials"])
 
 
 def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
@@ -131,6 +141,12 @@ def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
     (["tune", "mlp", "--search", "random"], "--search random needs --trials"),
     (["tune", "mlp", "--steps", "0"], "--steps must be >= 1"),
     (["tune", "mlp", "--search", "grid", "--trials", "3"], "drop --trials or use --search random"),
+    (["tune", "--coord-check", "mlp", "--target-width", "64"], "--target-width belong to a search"),
+    (["tune", "mlp", "--widths", "8", "16"], "--widths and --lr set the coordinate check"),
+    (["tune", "mlp", "--keep-classifier-init"], "--keep-classifier-init applies to predicted parameters"),
+    (["tune", "mlp", "--readout-zero-init", "--param", "sp"], "--readout-zero-init starts a default-initialised"),
+    (["tune", "mlp", "--init", "predicted", "--ckpt", "x.safetensors", "--init-mults", "1"],
+     "--init-mults scales a default initialisation"),
 ])
 def test_ghn_tune_bad_input(tmp_path, capsys, argv, message):
     status, _, err = run_ghn(argv + ["--out", str(tmp_path / "o")], capsys)
