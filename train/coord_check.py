@@ -70,7 +70,14 @@ class CoordCheck:
 
 
 def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers a coordinate check follows: leaf modules that hold parameters, in module order."""
+    """The layers a coordinate check follows: leaf modules that hold parameters, in module order.
+
+    Args:
+        model: the network.
+
+    Returns:
+        ``(name, module)`` pairs.
+    """
     return [(n, m) for n, m in model.named_modules()
             if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
 

@@ -44,6 +44,12 @@ MOMENTUM = 0.9
 def readout_name(model: nn.Module) -> str:
     """The dotted name of the model's readout: its last ``nn.Linear`` in module order (the classifier).
 
+    Args:
+        model: the network.
+
+    Returns:
+        The name, e.g. ``"fc"`` or ``"layers.5"``.
+
     Raises:
         UsageError: the model has no ``nn.Linear``.
     """
@@ -162,7 +168,14 @@ def load_predicted_readout(readout: nn.Module) -> None:
 
 
 def width_mult(model: nn.Module) -> float:
-    """The muP width multiplier ``width / base_width`` of a model put in muP by :func:`parametrise` (1.0 for SP)."""
+    """The muP width multiplier ``width / base_width`` of a model put in muP by :func:`parametrise` (1.0 for SP).
+
+    Args:
+        model: the network.
+
+    Returns:
+        The readout's ``width_mult``.
+    """
     readout = model.get_submodule(readout_name(model))
     return float(readout.width_mult()) if hasattr(readout.weight, "infshape") else 1.0
 
@@ -177,6 +190,9 @@ def make_optimizer(params, *, name: str = "sgd", lr: float, param: str = "mup", 
         lr: the base learning rate (muP: the learning rate at the base width).
         param: ``"mup"`` or ``"sp"``.
         weight_decay: L2 penalty (scaled by muP like the learning rate).
+
+    Returns:
+        The ``torch.optim`` optimiser (muP: one parameter group per learning-rate scale).
 
     Raises:
         UsageError: an unknown optimiser or parametrisation, or ``lr <= 0``.

@@ -160,6 +160,11 @@ def plot_coord_checks(checks: Sequence, path: str, title: str = "") -> str:
     SP and muP in columns, default and predicted initialisation in rows; each line is one layer's mean absolute
     output at the last step against width (log-log); a panel's title gives its worst layer's max/min ratio.
 
+    Args:
+        checks: the checks, one per parametrisation and initialisation.
+        path: PNG file to write.
+        title: figure title.
+
     Returns:
         ``path``.
 
@@ -224,7 +229,8 @@ def plot_lr_sweep(losses: dict[str, dict[int, dict[float, float]]], path: str, t
     axes[0][0].set_ylabel("training loss")
     if finite:  # log scale up to about chance level (ln 10 = 2.3 for 10 classes): above it nothing trained
         axes[0][0].set_yscale("log")
-        axes[0][0].set_ylim(min(finite) * 0.9, min(3.0, max(finite) * 1.05))
+        low = min(finite) * 0.9
+        axes[0][0].set_ylim(low, max(low * 2, min(3.0, max(finite) * 1.05)))
     axes[0][-1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)

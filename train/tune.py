@@ -88,6 +88,12 @@ class Trial:
 def lr_grid(lo_log2: float, hi_log2: float) -> list[float]:
     """Learning rates ``2^lo, 2^(lo+1), ..., 2^hi`` (factor-2 steps, the grid of the paper's figures).
 
+    Args:
+        lo_log2, hi_log2: integer log2 bounds, inclusive.
+
+    Returns:
+        The learning rates, ascending.
+
     Raises:
         UsageError: ``lo_log2 > hi_log2`` or non-integer exponents.
     """
@@ -100,6 +106,14 @@ def search_space(lrs: Sequence[float], output_mults: Sequence[float] = (1.0,), i
                  trials: int | None = None, seed: int = 0) -> list[Setting]:
     """The settings of a search: the full grid, or ``trials`` of them drawn at random without replacement
     (random search, Tensor Programs V, Sec. 7) in the grid's order.
+
+    Args:
+        lrs, output_mults, init_mults: the grid's axes (multipliers as factors, not log2).
+        trials: how many settings to draw (``None`` or at least the grid's size: the whole grid).
+        seed: seed of the draw.
+
+    Returns:
+        The :class:`Setting` list, learning rate varying fastest.
 
     Raises:
         UsageError: ``trials < 1``.
@@ -116,6 +130,13 @@ def search_space(lrs: Sequence[float], output_mults: Sequence[float] = (1.0,), i
 def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """FLOPs of one training step's forward and backward on the batch ``(x, y)`` (``torch.utils.flop_counter``),
     counted in eval mode so that BatchNorm statistics are not updated; gradients are cleared afterwards.
+
+    Args:
+        model: the network.
+        x, y: one batch.
+
+    Returns:
+        The FLOPs of forward plus backward.
 
     Shapes:
         ``x``: ``(B, 3, H, W)``, ``y``: ``(B,)``.
@@ -140,10 +161,21 @@ def build(family: WidthFamily, width: int, setting: Setting, *, param: str, init
     ``init`` is one of :data:`ghn.warm_start.INITS`: ``default`` (drawn from ``seed``), ``predicted`` (the GHN's
     parameters), ``predicted+noise`` or ``predicted+orth`` (the prediction diversified, Knyazev 2022: a GHN tiles
     one decoded block over a wide layer, so a predicted 1024x1024 matrix has rank 64 and is no i.i.d. draw;
-    orthogonalisation restores a full-rank matrix with entries of size ``1/sqrt(fan_in)``, muP's hidden scale).
+    orthogonalisation restores a full-rank matrix, with entries of size ``1/sqrt(max(fan_in, fan_out))``).
 
     ``predicted_readout=False`` says that ``predict`` leaves the classifier at its default initialisation
     (``--keep-classifier-init``), so muP converts it as a default one.
+
+    Args:
+        family, width, setting: what to build (the setting's multipliers; its ``lr`` is not used here).
+        param: ``"mup"`` or ``"sp"``.
+        init: the initialisation (above).
+        predict: sets a model's parameters to a GHN's prediction in place (:func:`train.rank.ghn_predictor`).
+        seed: seed of the default initialisation (and of the diversifying noise).
+        readout_zero_init, predicted_readout: as :func:`train.mup_param.parametrise`.
+
+    Returns:
+        The model, on the CPU.
 
     Raises:
         UsageError: an unknown ``init``, or a predicted one without ``predict``.
@@ -207,6 +239,12 @@ def run_trial(family: WidthFamily, width: int, setting: Setting, data: ImageData
 def best_trial(trials: Sequence[Trial]) -> Trial:
     """The trial of lowest final loss (the first of equals).
 
+    Args:
+        trials: the trials of one search.
+
+    Returns:
+        The best :class:`Trial`.
+
     Raises:
         UsageError: no trial converged.
     """
@@ -219,6 +257,10 @@ def best_trial(trials: Sequence[Trial]) -> Trial:
 def search(family: WidthFamily, width: int, settings: Sequence[Setting], data: ImageData, *,
            log: Callable[[str], None] | None = None, **kwargs) -> list[Trial]:
     """One :func:`run_trial` per setting at ``width`` (keyword arguments passed on).
+
+    Args:
+        family, width, settings, data: what to train.
+        log: optional ``callable(str)`` for one line per trial.
 
     Returns:
         The trials, in the order of ``settings``.
@@ -234,6 +276,13 @@ def search(family: WidthFamily, width: int, settings: Sequence[Setting], data: I
 
 
 def optimum_shift(best_lr_by_width: dict[int, float]) -> int:
-    """How many factor-2 steps the best learning rate moves across widths: ``max - min`` of ``log2(lr)``."""
+    """How many factor-2 steps the best learning rate moves across widths: ``max - min`` of ``log2(lr)``.
+
+    Args:
+        best_lr_by_width: width -> best learning rate.
+
+    Returns:
+        The number of steps (0 for an empty dict).
+    """
     logs = [math.log2(v) for v in best_lr_by_width.values()]
     return int(round(max(logs) - min(logs))) if logs else 0
