@@ -58,8 +58,8 @@ def width_family(spec: str, num_classes: int = 10, image_size: int = 8) -> Width
     """The :class:`WidthFamily` named by ``spec`` (see the module docstring).
 
     Args:
-        spec: ``mlp``, ``resnet18``/``resnet34``/``resnet50`` (optionally ``torchvision:``-prefixed) or
-            ``deepnets:SPLIT/INDEX``.
+        spec: ``mlp``, a key of :data:`archspace.resnet_width.LAYOUTS` (``resnet18`` ... ``resnet152``,
+            optionally ``torchvision:``-prefixed) or ``deepnets:SPLIT/INDEX``.
         num_classes: classifier outputs.
         image_size: side of the square RGB input images.
 
