@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from archspace.files import write_csv, write_json  # noqa: E402
-from train.coord_check import FLAT_RATIO, coord_check  # noqa: E402
+from train.coord_check import FLAT_RATIO, coord_checks  # noqa: E402
 from train.data import eval_batches, load_digits  # noqa: E402
 from train.plots import plot_coord_checks, plot_lr_sweep  # noqa: E402
 from train.tune import Setting, lr_grid, optimum_shift, run_trial  # noqa: E402
@@ -135,13 +135,9 @@ def main(argv=None) -> int:
         from train.rank import ghn_predictor
 
         predict = ghn_predictor(GHN.from_pretrained(args.ckpt).eval(), data.image_size)
-    checks = []
-    inits = ["default"] + (["predicted", "predicted+orth"] if predict else [])
-    for init in inits:
-        for param in ("sp", "mup"):
-            checks.append(coord_check(family, widths, data, param=param, steps=args.coord_steps, lr=args.coord_lr,
-                                      init=init, predict=predict, optimizer=args.optimizer,
-                                      batch_size=args.batch_size, seed=args.seeds[0]))
+    checks = coord_checks(family, widths, data, predict=predict, steps=args.coord_steps, lr=args.coord_lr,
+                          optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seeds[0])
+    inits = sorted({c.init for c in checks}, key=[c.init for c in checks].index)
     results["coord_check"] = [{"param": c.param, "init": c.init, "flat": c.flat(), "worst_ratio": max(
         c.ratios().values()), "ratios": c.ratios()} for c in checks]
     results["coord_check_settings"] = {"steps": args.coord_steps, "lr": args.coord_lr, "flat_ratio": FLAT_RATIO}

@@ -127,3 +127,28 @@ def coord_check(family: WidthFamily, widths: Sequence[int], data: ImageData, *, 
             check.sizes.setdefault(name, {})[width] = values
     return check
 
+
+
+def coord_checks(family: WidthFamily, widths: Sequence[int], data: ImageData, *, predict: Predictor | None = None,
+                 log=None, **kwargs) -> list[CoordCheck]:
+    """The coordinate checks ``ghn tune --coord-check`` and ``benchmarks/bench_mup.py`` report: SP and muP from the
+    default initialisation and, with ``predict``, from predicted parameters as they are and orthogonalised
+    (``predicted+orth``).
+
+    Args:
+        family, widths, data: as :func:`coord_check`.
+        predict: a GHN predictor (``None``: default initialisation only).
+        log: optional ``callable(str)``, one line per check.
+        **kwargs: the other :func:`coord_check` arguments (``steps``, ``lr``, ``optimizer``, ...).
+
+    Returns:
+        The checks, SP then muP for each initialisation.
+    """
+    inits = ["default"] + (["predicted", "predicted+orth"] if predict is not None else [])
+    checks = []
+    for init in inits:
+        for param in ("sp", "mup"):
+            if log:
+                log(f"coordinate check: {param}, {init} init, widths {sorted(widths)}")
+            checks.append(coord_check(family, widths, data, param=param, init=init, predict=predict, **kwargs))
+    return checks

@@ -113,12 +113,13 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
         raise UsageError(f"parametrisation must be one of {', '.join(PARAMETRISATIONS)}, got {param!r}")
     if not (output_mult > 0 and init_mult > 0):
         raise UsageError(f"output and init multipliers must be > 0, got {output_mult} and {init_mult}")
+    readout_predicted = predicted and (predicted_readout is None or predicted_readout)
     if not predicted and init_mult != 1.0 and (param == "sp" or family.mup_init is None):
         _scale_weights(model, init_mult)  # (a family with a mup_init is scaled after it, below)
     if param == "sp":
         if output_mult != 1.0:
             readout = model.get_submodule(readout_name(model))
-            if predicted and (predicted if predicted_readout is None else predicted_readout):
+            if readout_predicted:
                 with torch.no_grad():
                     readout.weight.div_(output_mult)
             readout.register_forward_pre_hook(lambda _m, inputs: (inputs[0] * output_mult,) + tuple(inputs[1:]))
@@ -139,7 +140,7 @@ def parametrise(model: nn.Module, family: WidthFamily, param: str = "mup", *, pr
             family.mup_init(model)
         if init_mult != 1.0:
             _scale_weights(model, init_mult)
-    elif predicted and (predicted if predicted_readout is None else predicted_readout):
+    elif readout_predicted:
         load_predicted_readout(readout)
     elif predicted:  # a default-initialised classifier behind predicted hidden layers
         readout._rescale_parameters()

@@ -186,21 +186,15 @@ def _predictor(args, data):
 
 def _coord_check(args, family, data, predict) -> int:
     from archspace.files import write_csv, write_json
-    from train.coord_check import FLAT_RATIO, coord_check
+    from train.coord_check import FLAT_RATIO, coord_checks
     from train.plots import plot_coord_checks
 
     widths = sorted(args.widths or family.widths)
     steps = args.steps or COORD_STEPS
-    inits = ["default"] + (["predicted", "predicted+orth"] if predict is not None else [])
-    checks = []
-    for init in inits:
-        for param in ("sp", "mup"):
-            _log(f"coordinate check: {param}, {init} init, widths {widths}, {steps} steps, {args.optimizer} lr "
-                 f"{args.lr:g}")
-            checks.append(coord_check(family, widths, data, param=param, steps=steps, lr=args.lr, init=init,
-                                      predict=predict, optimizer=args.optimizer, batch_size=args.batch_size,
-                                      seed=args.seed, device=args.device, readout_zero_init=args.readout_zero_init,
-                                      predicted_readout=not args.keep_classifier_init))
+    _log(f"{steps} steps of {args.optimizer} at lr {args.lr:g} per width")
+    checks = coord_checks(family, widths, data, predict=predict, log=_log, steps=steps, lr=args.lr,
+                          optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                          readout_zero_init=args.readout_zero_init, predicted_readout=not args.keep_classifier_init)
     rows = [[c.param, c.init, layer, w, step + 1, v] for c in checks for layer, by_w in c.sizes.items()
             for w, values in by_w.items() for step, v in enumerate(values)]
     write_csv(os.path.join(args.out, "coord_check.csv"), ["param", "init", "layer", "width", "step", "mean_abs"],
