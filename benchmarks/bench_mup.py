@@ -19,8 +19,9 @@ Results are cached per trial in ``--out/trials.json`` (keyed by family, parametr
 optimiser, batch size, image size, init), so a rerun only trains what is missing. Writes ``lr_sweep.csv``,
 ``results.json``, ``fig1.png`` and ``coord_check.png`` in ``--out``; prints the figures.
 
-    python benchmarks/bench_mup.py --family mlp --widths 128 256 512 1024 2048 --seeds 0 1 2 --out docs/mup/mlp
-    python benchmarks/bench_mup.py --family resnet18 --widths 4 8 16 32 64 --out docs/mup/resnet18
+    python benchmarks/bench_mup.py --family mlp --widths 64 128 256 512 1024 2048 4096 --seeds 0 1 2 --out /tmp/mlp
+    python benchmarks/bench_mup.py --family resnet18 --widths 4 8 16 32 64 --lr-range -11 -2 --seeds 0 1 2 3 \
+        --out /tmp/resnet18
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 
 import torch
@@ -40,7 +40,7 @@ from archspace.files import write_csv, write_json  # noqa: E402
 from train.coord_check import FLAT_RATIO, coord_checks  # noqa: E402
 from train.data import eval_batches, load_digits  # noqa: E402
 from train.plots import plot_coord_checks, plot_lr_sweep  # noqa: E402
-from train.tune import Setting, lr_grid, optimum_shift, run_trial  # noqa: E402
+from train.tune import Setting, Trial, lr_grid, mean_trial, optimum_shift, run_trial  # noqa: E402
 from train.width_family import width_family  # noqa: E402
 
 
@@ -98,18 +98,19 @@ def main(argv=None) -> int:
             print(f"  {param:>3} width {width:>5} lr 2^{math.log2(lr):g} seed {seed} init {init}: "
                   f"loss {t.loss:.4f} ({t.seconds:.1f} s)", flush=True)
             return t.as_dict()
-        d = cache.get(key, run)
-        return math.inf if d["loss"] is None else d["loss"], d
+        d = dict(cache.get(key, run))
+        d["loss"] = math.inf if d["loss"] is None else d["loss"]
+        return Trial(**d)
 
     losses = {p: {w: {} for w in widths} for p in ("sp", "mup")}
     rows = []
     for param in ("sp", "mup"):
         for w in widths:
             for lr in lrs:
-                per_seed = [trial(param, w, lr, s)[0] for s in args.seeds]
-                mean = statistics.fmean(per_seed) if all(map(math.isfinite, per_seed)) else math.inf
+                per_seed = [trial(param, w, lr, s) for s in args.seeds]
+                mean = mean_trial(per_seed).loss
                 losses[param][w][lr] = mean
-                rows.append([param, w, lr, math.log2(lr), mean] + per_seed)
+                rows.append([param, w, lr, math.log2(lr), mean] + [t.loss for t in per_seed])
     write_csv(os.path.join(args.out, "lr_sweep.csv"),
               ["param", "width", "lr", "log2_lr", "loss_mean"] + [f"loss_seed{s}" for s in args.seeds], rows)
 
@@ -145,11 +146,11 @@ def main(argv=None) -> int:
     if predict is not None:  # predicted against default init at the widest width, each with its own proxy lr
         compare = {}
         for init in inits:
-            proxy = {lr: trial("mup", widths[0], lr, args.seeds[0], init, predict)[0] for lr in lrs}
+            proxy = {lr: trial("mup", widths[0], lr, args.seeds[0], init, predict).loss for lr in lrs}
             lr = min(lrs, key=proxy.get)
-            _, d = trial("mup", widths[-1], lr, args.seeds[0], init, predict, with_top1=True)
+            t = trial("mup", widths[-1], lr, args.seeds[0], init, predict, with_top1=True)
             compare[init] = {"proxy_width": widths[0], "target_width": widths[-1], "log2_lr": math.log2(lr),
-                             "target_loss": d["loss"], "target_top1": d["top1"]}
+                             "target_loss": t.loss if math.isfinite(t.loss) else None, "target_top1": t.top1}
         results["init_comparison"] = compare
     write_json(os.path.join(args.out, "results.json"), results)
 

@@ -6,11 +6,13 @@ rate, output and init multipliers) for a fixed number of steps with :func:`train
 project's one training loop: seeded batches, cosine schedule to 0; here with the muP or SP optimiser of
 :func:`train.mup_param.make_optimizer`, no weight decay and no gradient clipping) and scores it by its final
 training loss, the objective of the paper's Figure 1. Every trial of a search shares the data order and the
-default initialisation seed, so settings differ only in the setting.
+default initialisation seed, so settings differ only in the setting; :func:`run_setting` averages a setting over
+several seeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -64,6 +66,8 @@ class Trial:
         flops: floating-point operations of the run (one forward and backward per step, counted by
             ``torch.utils.flop_counter``, times the steps run).
         top1: held-out top-1 accuracy (%) after training (BatchNorm running statistics), when measured.
+        seeds: how many seeds the figures stand for (:func:`mean_trial`: loss and top-1 are their means,
+            seconds and flops their sums).
     """
 
     width: int
@@ -77,6 +81,7 @@ class Trial:
     seconds: float
     flops: float
     top1: float | None = None
+    seeds: int = 1
 
     def as_dict(self) -> dict:
         """A JSON-ready dict (``loss`` ``None`` when infinite)."""
@@ -236,6 +241,60 @@ def run_trial(family: WidthFamily, width: int, setting: Setting, data: ImageData
                  seconds, flops * len(curve.loss), top1)
 
 
+def mean_trial(trials: Sequence[Trial]) -> Trial:
+    """One setting trained with several seeds as one :class:`Trial`: mean loss (``inf`` when any seed diverged,
+    ``diverged_at`` the earliest divergence), mean top-1 (``None`` unless every seed measured one), summed seconds
+    and FLOPs, ``seeds`` the number of runs.
+
+    Near the optimum the loss-against-lr curve is flat to within the seed-to-seed noise, so the best grid point of
+    one seed is partly chance; Tensor Programs V (Yang, Hu et al., 2022) averages its curves over seeds too.
+
+    Args:
+        trials: runs of one (width, setting) with different seeds.
+
+    Returns:
+        The mean :class:`Trial` (with the first run's width, parametrisation, init and setting).
+
+    Raises:
+        ValueError: no trials, or trials of different widths or settings.
+    """
+    if not trials:
+        raise ValueError("mean_trial needs at least one trial")
+    first = trials[0]
+    if any((t.width, t.param, t.init, t.lr, t.output_mult, t.init_mult) != (first.width, first.param, first.init,
+           first.lr, first.output_mult, first.init_mult) for t in trials):
+        raise ValueError("mean_trial averages runs of one width and setting; got several")
+    losses = [t.loss for t in trials]
+    diverged = [t.diverged_at for t in trials if t.diverged_at is not None]
+    top1s = [t.top1 for t in trials]
+    return dataclasses.replace(
+        first, loss=sum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf,
+        diverged_at=min(diverged) if diverged else None, seconds=sum(t.seconds for t in trials),
+        flops=sum(t.flops for t in trials), top1=None if None in top1s else sum(top1s) / len(top1s),
+        seeds=sum(t.seeds for t in trials))
+
+
+def run_setting(family: WidthFamily, width: int, setting: Setting, data: ImageData, *, seeds: Sequence[int] = (0,),
+                **kwargs) -> Trial:
+    """:func:`run_trial` once per seed (the seed of the default initialisation, the noise and the data order),
+    averaged by :func:`mean_trial`.
+
+    Args:
+        family, width, setting, data: what to train.
+        seeds: one run per seed.
+        **kwargs: passed on to :func:`run_trial` (not ``seed``).
+
+    Returns:
+        The mean :class:`Trial`.
+
+    Raises:
+        UsageError: as :func:`run_trial`; no seeds.
+    """
+    if not seeds:
+        raise UsageError("at least one seed is needed")
+    return mean_trial([run_trial(family, width, setting, data, seed=s, **kwargs) for s in seeds])
+
+
 def best_trial(trials: Sequence[Trial]) -> Trial:
     """The trial of lowest final loss (the first of equals).
 
@@ -256,22 +315,23 @@ def best_trial(trials: Sequence[Trial]) -> Trial:
 
 def search(family: WidthFamily, width: int, settings: Sequence[Setting], data: ImageData, *,
            log: Callable[[str], None] | None = None, **kwargs) -> list[Trial]:
-    """One :func:`run_trial` per setting at ``width`` (keyword arguments passed on).
+    """One :func:`run_setting` per setting at ``width`` (keyword arguments passed on, ``seeds`` included).
 
     Args:
         family, width, settings, data: what to train.
-        log: optional ``callable(str)`` for one line per trial.
+        log: optional ``callable(str)`` for one line per setting.
 
     Returns:
         The trials, in the order of ``settings``.
     """
     trials = []
     for s in settings:
-        t = run_trial(family, width, s, data, **kwargs)
+        t = run_setting(family, width, s, data, **kwargs)
         trials.append(t)
         if log:
             loss = f"{t.loss:.4f}" if math.isfinite(t.loss) else f"diverged at step {t.diverged_at}"
-            log(f"  width {width:>5} {t.param} {s.label():<24} loss {loss}  ({t.seconds:.1f} s)")
+            seeds = f", mean of {t.seeds} seeds" if t.seeds > 1 else ""
+            log(f"  width {width:>5} {t.param} {s.label():<24} loss {loss}{seeds}  ({t.seconds:.1f} s)")
     return trials
 
 

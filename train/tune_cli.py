@@ -11,7 +11,8 @@ Examples::
 
 Every proxy width runs the same search (``--lr-range`` gives log2 bounds of a factor-2 grid; ``--output-mults``
 and ``--init-mults`` add log2 grids of multipliers; ``--trials N`` draws N settings of the grid at random);
-a trial trains ``--steps`` steps of ``--optimizer`` and scores its final training loss. The target then trains
+a trial trains ``--steps`` steps of ``--optimizer`` and scores its final training loss, averaged over ``--seeds N``
+runs (the loss is flat near its optimum, so one seed's best grid point is partly chance). The target then trains
 once with the widest proxy's best setting; ``--verify`` runs the same search on the target itself and reports the
 transfer gap (the transferred setting's loss relative to the target's own best). ``--init predicted`` starts
 proxies and target from the GHN's predicted parameters (the muP readout rescaled so that the logits are the
@@ -96,6 +97,9 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
     p.add_argument("--image-size", type=int, default=8, help="image side (digits are 8x8 scans)")
     p.add_argument("--seed", type=int, default=0, help="seed of default initialisations and data order")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="runs per setting, seeds SEED..SEED+N-1; a setting's loss is their mean (the loss curve is "
+                        "flat near its optimum, so one seed's best grid point is partly chance)")
     p.add_argument("--out", default="tune_out", help="output folder")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--threads", default=None, help="torch CPU threads: a number or 'auto'")
@@ -113,7 +117,7 @@ def _check_args(args: argparse.Namespace, family) -> None:
     from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers
 
-    check_numbers(args, at_least={"steps": 1, "batch_size": 1, "trials": 1, "target_width": 1},
+    check_numbers(args, at_least={"steps": 1, "batch_size": 1, "trials": 1, "target_width": 1, "seeds": 1},
                   above={"lr": 0})
     for name in ("widths", "proxy_widths"):
         values = getattr(args, name)
@@ -136,6 +140,7 @@ def _check_args(args: argparse.Namespace, family) -> None:
     if args.coord_check:
         given = [flag for flag, value in (("--proxy-widths", args.proxy_widths), ("--target-width", args.target_width),
                                           ("--trials", args.trials), ("--verify", args.verify or None),
+                                          ("--seeds", None if args.seeds == 1 else args.seeds),
                                           ("--init", None if args.init == "default" else args.init))
                  if value is not None]
         if given:
@@ -221,7 +226,7 @@ def _tune(args, family, data, predict) -> int:
     from archspace.errors import UsageError
     from archspace.files import write_csv, write_json
     from train.data import eval_batches
-    from train.tune import Setting, best_trial, lr_grid, run_trial, search, search_space
+    from train.tune import Setting, best_trial, lr_grid, run_setting, search, search_space
 
     proxies = sorted(args.proxy_widths or family.widths[:2])
     target = args.target_width or family.widths[-1]
@@ -233,8 +238,9 @@ def _tune(args, family, data, predict) -> int:
                             trials=args.trials, seed=args.seed)
     heldout = list(eval_batches(data, "heldout", batch_size=256))
     common = dict(param=args.param, steps=steps, init=args.init, predict=predict, optimizer=args.optimizer,
-                  batch_size=args.batch_size, seed=args.seed, device=args.device,
-                  readout_zero_init=args.readout_zero_init, predicted_readout=not args.keep_classifier_init)
+                  batch_size=args.batch_size, seeds=list(range(args.seed, args.seed + args.seeds)),
+                  device=args.device, readout_zero_init=args.readout_zero_init,
+                  predicted_readout=not args.keep_classifier_init)
     all_trials = []
     best_by_proxy = {}
     for w in proxies:
@@ -245,7 +251,7 @@ def _tune(args, family, data, predict) -> int:
     chosen = best_by_proxy[proxies[-1]]
     setting = Setting(chosen.lr, chosen.output_mult, chosen.init_mult)
     _log(f"target width {target} with the widest proxy's best setting ({setting.label()})")
-    transferred = run_trial(family, target, setting, data, heldout=heldout, **common)
+    transferred = run_setting(family, target, setting, data, heldout=heldout, **common)
     all_trials.append(("target", transferred))
     own = None
     if args.verify:
@@ -256,8 +262,8 @@ def _tune(args, family, data, predict) -> int:
         if (own.lr, own.output_mult, own.init_mult) == (transferred.lr, transferred.output_mult,
                                                          transferred.init_mult):
             own.top1 = transferred.top1
-        else:  # the search measured no top-1: rerun that setting (same seed: the same run) with held-out images
-            rerun = run_trial(family, target, Setting(own.lr, own.output_mult, own.init_mult), data,
+        else:  # the search measured no top-1: rerun that setting (same seeds: the same runs) with held-out images
+            rerun = run_setting(family, target, Setting(own.lr, own.output_mult, own.init_mult), data,
                               heldout=heldout, **common)
             all_trials.append(("target, own optimum rerun", rerun))
             own.top1 = rerun.top1
@@ -269,7 +275,8 @@ def _tune(args, family, data, predict) -> int:
               [[role] + list(t.as_dict().values()) for role, t in all_trials])
     write_json(os.path.join(args.out, "tune.json"), {
         "model": family.spec, "param": args.param, "init": args.init, "optimizer": args.optimizer, "steps": steps,
-        "batch_size": args.batch_size, "seed": args.seed, "data": data.name, "image_size": data.image_size,
+        "batch_size": args.batch_size, "seed": args.seed, "seeds": args.seeds, "data": data.name,
+        "image_size": data.image_size,
         "proxy_widths": proxies, "target_width": target, "settings": len(settings), **table,
         "trials": [dict(role=role, **t.as_dict()) for role, t in all_trials]})
     _print_table(columns, rows, table)

@@ -11,7 +11,18 @@ import torch
 from archspace.errors import UsageError
 from tests.train.helpers import assert_usage_error, run_ghn, save_tiny_ghn
 from train.finetune import train_sgd
-from train.tune import Setting, Trial, best_trial, build, lr_grid, optimum_shift, run_trial, search_space
+from train.tune import (
+    Setting,
+    Trial,
+    best_trial,
+    build,
+    lr_grid,
+    mean_trial,
+    optimum_shift,
+    run_setting,
+    run_trial,
+    search_space,
+)
 from train.width_family import width_family
 
 
@@ -44,6 +55,32 @@ def test_best_trial_and_optimum_shift():
         best_trial([trial(math.inf, 0.1)])
     assert optimum_shift({8: 2.0 ** -5, 16: 2.0 ** -7, 32: 2.0 ** -6}) == 2
     assert optimum_shift({8: 2.0 ** -5}) == 0
+
+
+def test_mean_trial_averages_seeds():
+    a = Trial(8, "mup", "default", 0.1, 1.0, 1.0, 0.5, None, 2.0, 10.0, top1=80.0)
+    b = Trial(8, "mup", "default", 0.1, 1.0, 1.0, 0.3, None, 3.0, 10.0, top1=90.0)
+    m = mean_trial([a, b])
+    assert (m.loss, m.seconds, m.flops, m.top1, m.seeds) == (pytest.approx(0.4), 5.0, 20.0, 85.0, 2)
+    bad = Trial(8, "mup", "default", 0.1, 1.0, 1.0, math.inf, 7, 1.0, 10.0)
+    worse = Trial(8, "mup", "default", 0.1, 1.0, 1.0, math.inf, 4, 1.0, 10.0)
+    m = mean_trial([a, bad, worse])
+    assert m.loss == math.inf and m.diverged_at == 4 and m.top1 is None and m.seeds == 3
+    with pytest.raises(ValueError, match="one width and setting"):
+        mean_trial([a, Trial(8, "mup", "default", 0.2, 1.0, 1.0, 0.5, None, 2.0, 10.0)])
+    with pytest.raises(ValueError):
+        mean_trial([])
+
+
+def test_run_setting_is_the_mean_of_its_seeds(digits8):
+    family = width_family("mlp", 10, 8)
+    runs = [run_trial(family, 16, Setting(2.0 ** -6), digits8, param="mup", steps=4, optimizer="adam", seed=s)
+            for s in (3, 4)]
+    assert runs[0].loss != runs[1].loss  # the seed changes the init and the data order
+    m = run_setting(family, 16, Setting(2.0 ** -6), digits8, seeds=[3, 4], param="mup", steps=4, optimizer="adam")
+    assert m.seeds == 2 and m.loss == pytest.approx((runs[0].loss + runs[1].loss) / 2)
+    with pytest.raises(UsageError, match="at least one seed"):
+        run_setting(family, 16, Setting(2.0 ** -6), digits8, seeds=[], param="mup", steps=4)
 
 
 def test_trials_are_deterministic_and_diverge_cleanly(digits8):
@@ -144,6 +181,8 @@ def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
     (["tune", "--coord-check", "mlp", "--target-width", "64"], "--target-width belong to a search"),
     (["tune", "mlp", "--widths", "8", "16"], "--widths and --lr set the coordinate check"),
     (["tune", "mlp", "--keep-classifier-init"], "--keep-classifier-init applies to predicted parameters"),
+    (["tune", "mlp", "--seeds", "0"], "--seeds must be >= 1"),
+    (["tune", "--coord-check", "mlp", "--seeds", "2"], "--seeds belong to a search"),
     (["tune", "mlp", "--readout-zero-init", "--param", "sp"], "--readout-zero-init starts a default-initialised"),
     (["tune", "mlp", "--init", "predicted", "--ckpt", "x.safetensors", "--init-mults", "1"],
      "--init-mults scales a default initialisation"),
@@ -171,3 +210,20 @@ def test_ghn_tune_random_search_draws_trials(tmp_path, capsys):
     assert report["settings"] == 3 and len(proxy) == 3
     assert len({(t["lr"], t["output_mult"]) for t in proxy}) == 3
     assert report["target_tuning_measured"] is False and report["transfer_gap"] is None
+
+
+def test_ghn_tune_seeds_average_every_setting(tmp_path, capsys):
+    out = tmp_path / "s"
+    status, stdout, err = run_ghn(["tune", "mlp", "--proxy-widths", "16", "--target-width", "32", "--lr-range", "-6",
+                                   "-5", "--steps", "3", "--seed", "2", "--seeds", "2", "--out", str(out)], capsys)
+    assert status == 0, err
+    report = json.load(open(out / "tune.json"))
+    assert report["seeds"] == 2 and all(t["seeds"] == 2 for t in report["trials"])
+    family = width_family("mlp", 10, 8)
+    from train.data import load_digits
+
+    first = report["trials"][0]
+    alone = [run_trial(family, 16, Setting(first["lr"]), load_digits(8), param="mup", steps=3, optimizer="adam",
+                       seed=s).loss for s in (2, 3)]
+    assert first["loss"] == pytest.approx(sum(alone) / 2)
+    assert "mean of 2 seeds" in err
