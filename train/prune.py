@@ -22,7 +22,9 @@ the Lottery Ticket Hypothesis"; the masks are :mod:`train.lottery`'s):
 Every run of a level trains for the same ``steps`` with the same data order (the seed), whatever its starting point
 (open_lth continues the schedule of the dense run after step K instead; here every start gets the same budget,
 which makes the rewind targets comparable). BatchNorm trains in batch mode and its running statistics follow the
-training (held-out accuracy uses them).
+training (held-out accuracy uses them); the predicted start gets running statistics estimated on
+:data:`BN_BATCHES` training batches (a GHN predicts none). A dense run that diverges before a rewind step K leaves
+nothing to rewind to: the experiment stops with a one-line error.
 
 Layout of the run directory (each file written atomically; a level counts as done once its ``metrics.json``
 exists, so a killed run resumes at the first unfinished run)::
@@ -51,10 +53,11 @@ import torch.nn as nn
 from archspace.errors import UsageError
 from archspace.files import write_csv, write_json
 from archspace.seeding import mix_seed
+from ghn.batchnorm import recompute_bn_stats
 from ghn.checkpoint import atomic_save_safetensors
 from train.candidates import Candidate
 from train.data import ImageData
-from train.finetune import Batches, train_sgd
+from train.finetune import Batches, bn_batches, train_sgd
 from train.lottery import (
     Masks,
     apply_masks,
@@ -70,6 +73,8 @@ from train.lottery import (
 REWIND_HELP = "default (the initialisation), predicted (the GHN's parameters) or step:K (step K of the dense run)"
 CONTROLS = ("reinit", "random")
 ONESHOT_SOURCES = ("predicted", "default")
+#: Batches of training images that estimate the BatchNorm running statistics of the predicted start.
+BN_BATCHES = 10
 
 
 def parse_rewind(text: str, steps: int) -> tuple[str, ...]:
@@ -247,17 +252,26 @@ class PruneRun:
             torch.manual_seed(seed if name == "default" else mix_seed(seed, 1))
             state = self._build().state_dict()
         elif name == "predicted":
-            model = self._build(self._start(seed, "default"))
-            state = self.predict(model).state_dict()
+            model = self.predict(self._build(self._start(seed, "default")))
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                # a GHN predicts weights, not BatchNorm running statistics (left at mean 0, variance 1): estimate
+                # them from training images, as ghn finetune does, so that step 0 is evaluated correctly
+                recompute_bn_stats(model, bn_batches(self.data, BN_BATCHES, self.s.batch_size, seed),
+                                   num_batches=BN_BATCHES)
+            state = model.state_dict()
         else:  # step:K is written by the dense run from the default initialisation
-            raise RuntimeError(f"{path} is missing although the dense run finished; delete "
+            raise UsageError(f"{path} is missing although the dense run finished; delete "
                                f"{os.path.join(self.dir, f'seed-{seed}', 'dense-default')} to run it again")
         atomic_save_safetensors(state, path)
         return state
 
     def _rewind_state(self, seed: int, target: str) -> dict[str, torch.Tensor]:
         if target.startswith("step:"):
-            self._dense(seed, "default")  # writes the step-K states
+            dense = self._dense(seed, "default")  # writes the step-K states
+            step = int(target[5:])
+            if dense["diverged_at"] is not None and dense["diverged_at"] <= step:
+                raise UsageError(f"the dense run of seed {seed} diverged at step {dense['diverged_at']}, before the "
+                                 f"rewind point {target}: lower --lr or rewind to an earlier step")
         return self._start(seed, target)
 
     # ---- one training run -----------------------------------------------------------------------------------
@@ -401,9 +415,9 @@ class PruneRun:
         return out
 
     def summary(self) -> list[dict]:
-        """Per curve and level: the mean, standard deviation, minimum and maximum held-out accuracy over seeds,
-        the fraction of weights kept, and the median steps to the target accuracy (over the seeds that reach
-        it)."""
+        """Per curve and level: the mean, standard deviation, minimum and maximum held-out accuracy over the seeds
+        whose run did not diverge (``seeds`` counts every run, ``seeds_diverged`` those left out), the fraction of
+        weights kept, and the median steps to the target accuracy (over the seeds that reach it)."""
         groups: dict[tuple[str, int], list[dict]] = {}
         for r in self.rows():
             groups.setdefault((r["curve"], r["level"]), []).append(r)
@@ -413,7 +427,8 @@ class PruneRun:
             reach = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
             out.append({
                 "curve": key, "label": rs[0]["label"], "level": level, "fraction": rs[0]["fraction"],
-                "seeds": len(rs), "accuracy_mean": statistics.fmean(accs) if accs else None,
+                "seeds": len(rs), "seeds_diverged": sum(r["diverged_at"] is not None for r in rs),
+                "accuracy_mean": statistics.fmean(accs) if accs else None,
                 "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
                 "accuracy_min": min(accs) if accs else None, "accuracy_max": max(accs) if accs else None,
                 "steps_to_target_median": statistics.median(reach) if reach else None,

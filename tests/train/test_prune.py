@@ -184,3 +184,27 @@ def test_ghn_prune_command(tmp_path, capsys):
     assert_usage_error(status, err, "would prune all")
     status, _, err = run_ghn(["prune", MLP, "--rewind", "step:999", "--steps", "10"], capsys)
     assert_usage_error(status, err, "K must be between 1")
+
+
+def test_a_dense_run_diverging_before_the_rewind_step_is_a_usage_error(tmp_path, digits8):
+    run = make_run(tmp_path, digits8, rewind=("step:6",), controls=(), oneshot=(), seeds=(0,), levels=1, lr=1e6)
+    with pytest.raises(UsageError, match=r"diverged at step \d+, before the rewind point step:6"):
+        run.run()
+
+
+def test_diverged_runs_are_counted_apart_in_the_summary(tmp_path, digits8):
+    run = make_run(tmp_path, digits8, rewind=("default",), controls=(), oneshot=(), seeds=(0,), levels=1, lr=1e6)
+    run.run()
+    (row,) = [r for r in run.summary() if r["level"] == 1]
+    assert row["seeds"] == 1 and row["seeds_diverged"] == 1 and row["accuracy_mean"] is None
+
+
+def test_the_predicted_start_gets_batchnorm_statistics(tmp_path, digits8):
+    s = settings(model="deepnets:test/0", width=8, rewind=("predicted",), controls=(), oneshot=(), seeds=(0,))
+    candidate = one_candidate("deepnets:test/0", width=8)
+    run = PruneRun(s, str(tmp_path), candidate, digits8, [], predict=fake_predict)
+    state = run._start(0, "predicted")
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    assert means and all(m.abs().sum() > 0 for m in means)  # estimated, not the 0 of an untouched BatchNorm
+    fresh = fake_predict(candidate.build(num_classes=10, image_size=8)).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in fresh.items() if "running" not in k and "num_batches" not in k)
