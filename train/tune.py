@@ -292,6 +292,8 @@ def run_setting(family: WidthFamily, width: int, setting: Setting, data: ImageDa
     """
     if not seeds:
         raise UsageError("at least one seed is needed")
+    if "seed" in kwargs:
+        raise TypeError("run_setting takes seeds=[...], not seed=")
     return mean_trial([run_trial(family, width, setting, data, seed=s, **kwargs) for s in seeds])
 
 

@@ -269,7 +269,7 @@ def _tune(args, family, data, predict) -> int:
             own.top1 = rerun.top1
     rows, table = _table(best_by_proxy, transferred, own, all_trials, len(settings))
     columns = ["role", "width", "lr", "log2_lr", "output_mult", "init_mult", "loss", "top1", "seconds", "flops",
-               "transfer_gap"]
+               "transfer_gap", "seeds"]
     write_csv(os.path.join(args.out, "tune.csv"), columns, rows)
     write_csv(os.path.join(args.out, "trials.csv"), ["role"] + list(transferred.as_dict()),
               [[role] + list(t.as_dict().values()) for role, t in all_trials])
@@ -287,7 +287,7 @@ def _tune(args, family, data, predict) -> int:
 def _table(best_by_proxy, transferred, own, all_trials, n_settings):
     def row(role, t, gap=None):
         return [role, t.width, t.lr, math.log2(t.lr), t.output_mult, t.init_mult, t.loss, t.top1, t.seconds, t.flops,
-                gap]
+                gap, t.seeds]
 
     rows = [row("proxy optimum", t) for t in best_by_proxy.values()]
     gap = None
@@ -319,7 +319,7 @@ def _print_table(columns, rows, table) -> None:
     if table["transfer_gap"] is not None:
         print(f"transfer gap: the transferred setting's loss is {100 * table['transfer_gap']:+.1f}% relative to "
               f"the target's own best")
-    kind = "measured" if table["target_tuning_measured"] else "estimated: settings x one target run"
+    kind = "measured" if table["target_tuning_measured"] else "estimated: settings x the target's run"
     ratio = table["proxy_over_target_flops"]
     print(f"tuning compute: proxies {table['proxy_tuning_seconds']:.1f} s / {table['proxy_tuning_flops']:.3g} FLOPs; "
           f"the same search on the target {table['target_tuning_seconds']:.1f} s / "

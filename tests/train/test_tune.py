@@ -81,6 +81,8 @@ def test_run_setting_is_the_mean_of_its_seeds(digits8):
     assert m.seeds == 2 and m.loss == pytest.approx((runs[0].loss + runs[1].loss) / 2)
     with pytest.raises(UsageError, match="at least one seed"):
         run_setting(family, 16, Setting(2.0 ** -6), digits8, seeds=[], param="mup", steps=4)
+    with pytest.raises(TypeError, match="not seed="):
+        run_setting(family, 16, Setting(2.0 ** -6), digits8, seed=3, param="mup", steps=4)
 
 
 def test_trials_are_deterministic_and_diverge_cleanly(digits8):
@@ -215,15 +217,26 @@ def test_ghn_tune_random_search_draws_trials(tmp_path, capsys):
 def test_ghn_tune_seeds_average_every_setting(tmp_path, capsys):
     out = tmp_path / "s"
     status, stdout, err = run_ghn(["tune", "mlp", "--proxy-widths", "16", "--target-width", "32", "--lr-range", "-6",
-                                   "-5", "--steps", "3", "--seed", "2", "--seeds", "2", "--out", str(out)], capsys)
+                                   "-5", "--steps", "3", "--seed", "2", "--seeds", "2", "--verify", "--out", str(out)],
+                                  capsys)
     assert status == 0, err
     report = json.load(open(out / "tune.json"))
     assert report["seeds"] == 2 and all(t["seeds"] == 2 for t in report["trials"])
-    family = width_family("mlp", 10, 8)
-    from train.data import load_digits
+    rows = list(csv.DictReader(open(out / "tune.csv")))
+    assert {r["seeds"] for r in rows} == {"2"}
+    from train.data import eval_batches, load_digits
 
+    family, data = width_family("mlp", 10, 8), load_digits(8)
+    heldout = list(eval_batches(data, "heldout", batch_size=256))
     first = report["trials"][0]
-    alone = [run_trial(family, 16, Setting(first["lr"]), load_digits(8), param="mup", steps=3, optimizer="adam",
-                       seed=s).loss for s in (2, 3)]
+    alone = [run_trial(family, 16, Setting(first["lr"]), data, param="mup", steps=3, optimizer="adam", seed=s).loss
+             for s in (2, 3)]
     assert first["loss"] == pytest.approx(sum(alone) / 2)
+    target = next(t for t in report["trials"] if t["role"] == "target")
+    runs = [run_trial(family, 32, Setting(target["lr"]), data, param="mup", steps=3, optimizer="adam", seed=s,
+                      heldout=heldout) for s in (2, 3)]
+    assert target["top1"] == pytest.approx(sum(r.top1 for r in runs) / 2)  # the target's top-1: mean over seeds
+    assert target["loss"] == pytest.approx(sum(r.loss for r in runs) / 2)
+    own = rows[-1]
+    assert own["role"] == "target, own optimum" and own["top1"] != ""
     assert "mean of 2 seeds" in err
