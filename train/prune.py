@@ -261,7 +261,7 @@ class PruneRun:
             state = model.state_dict()
         else:  # step:K is written by the dense run from the default initialisation
             raise UsageError(f"{path} is missing although the dense run finished; delete "
-                               f"{os.path.join(self.dir, f'seed-{seed}', 'dense-default')} to run it again")
+                             f"{os.path.join(self.dir, f'seed-{seed}', 'dense-default')} to run it again")
         atomic_save_safetensors(state, path)
         return state
 

@@ -13,8 +13,8 @@ Every proxy width runs the same search (``--lr-range`` gives log2 bounds of a fa
 and ``--init-mults`` add log2 grids of multipliers; ``--trials N`` draws N settings of the grid at random);
 a trial trains ``--steps`` steps of ``--optimizer`` and scores its final training loss, averaged over ``--seeds N``
 runs (the loss is flat near its optimum, so one seed's best grid point is partly chance). The target then trains
-once with the widest proxy's best setting; ``--verify`` runs the same search on the target itself and reports the
-transfer gap (the transferred setting's loss relative to the target's own best). ``--init predicted`` starts
+once (per seed) with the widest proxy's best setting; ``--verify`` runs the same search on the target itself and
+reports the transfer gap (the transferred setting's loss relative to the target's own best). ``--init predicted`` starts
 proxies and target from the GHN's predicted parameters (the muP readout rescaled so that the logits are the
 predicted network's, :mod:`train.mup_param`); ``predicted+orth`` orthogonalises each predicted weight matrix first
 (a GHN fills a wide layer by tiling one block, a low-rank matrix). ``--coord-check`` instead trains ``--widths``
@@ -264,7 +264,7 @@ def _tune(args, family, data, predict) -> int:
             own.top1 = transferred.top1
         else:  # the search measured no top-1: rerun that setting (same seeds: the same runs) with held-out images
             rerun = run_setting(family, target, Setting(own.lr, own.output_mult, own.init_mult), data,
-                              heldout=heldout, **common)
+                                heldout=heldout, **common)
             all_trials.append(("target, own optimum rerun", rerun))
             own.top1 = rerun.top1
     rows, table = _table(best_by_proxy, transferred, own, all_trials, len(settings))
