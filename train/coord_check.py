@@ -128,7 +128,6 @@ def coord_check(family: WidthFamily, widths: Sequence[int], data: ImageData, *, 
     return check
 
 
-
 def coord_checks(family: WidthFamily, widths: Sequence[int], data: ImageData, *, predict: Predictor | None = None,
                  log=None, **kwargs) -> list[CoordCheck]:
     """The coordinate checks ``ghn tune --coord-check`` and ``benchmarks/bench_mup.py`` report: SP and muP from the
