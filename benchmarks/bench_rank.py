@@ -9,6 +9,8 @@ between the two trained rankings is the ceiling, the agreement no ranker can be 
 
 Rankers (:data:`train.scores.SCORES`, all computed on the same nets in the same run): the GHN's accuracy and loss
 with predicted parameters; the zero-cost proxies at the default initialisation and at the predicted parameters;
+short training runs (``sgdK``: K SGD steps from the default initialisation or from the predicted parameters, K from
+``--sgd-steps`` besides :data:`train.scores.SHORT_SGD_STEPS`, their data order seeded apart from the yardstick's);
 the baselines parameter count, FLOPs, depth and random; property prediction (an RBF support-vector regressor on
 mean-pooled GHN node embeddings, fitted on labelled nets of the val split, Knyazev et al., NeurIPS 2021, Sec. 5.3);
 and ``vote``, the rank average of the three best single rankers on the val nets (chosen there, scored on the test
@@ -113,27 +115,61 @@ def pick_steps(args) -> None:
               f"{statistics.mean(secs[b]):10.1f}")
 
 
-def _rows(nets: list[str], args, ghn, data, held, proxy_batch):
-    from train.rank import ghn_predictor, score_candidates
-    from train.scores import SCORES
+def _scoring_inputs(data_name: str, image_size: int, eval_images: int, ckpt: str) -> dict:
+    """What every score needs: the task, its held-out batches, the proxies' training batch, the GHN."""
+    from ghn import GHN
+    from train.finetune import bn_batches
 
-    cands = parse_candidates(nets, width=args.width)
-    rows = score_candidates(cands, ghn_predictor(ghn, data.image_size), held, num_classes=data.num_classes,
-                            image_size=data.image_size, scores=SCORES, proxy_batch=proxy_batch,
-                            log=lambda m: print("  " + m, file=sys.stderr, flush=True))
-    return cands, rows
+    torch.manual_seed(0)
+    data = load_image_data(data_name, image_size=image_size, seed=0)
+    return {"data": data, "held": list(eval_batches(data, "heldout", batch_size=64, limit=eval_images)),
+            "proxy_batch": next(iter(bn_batches(data, 1, batch_size=64, seed=0))),
+            "ghn": GHN.from_pretrained(ckpt).eval()}
+
+
+def _init_scorer(data_name: str, image_size: int, eval_images: int, ckpt: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER["inputs"] = _scoring_inputs(data_name, image_size, eval_images, ckpt)
+
+
+def _score(nets: list[str], width: int, names: list[str], inputs: dict | None = None, log=None) -> list:
+    """Rows of :func:`train.rank.score_candidates` for ``nets`` (in this process's worker inputs by default)."""
+    from train.rank import ghn_predictor, score_candidates
+
+    inp = inputs or _WORKER["inputs"]
+    data = inp["data"]
+    return score_candidates(parse_candidates(nets, width=width), ghn_predictor(inp["ghn"], data.image_size),
+                            inp["held"], num_classes=data.num_classes, image_size=data.image_size, scores=names,
+                            proxy_batch=inp["proxy_batch"], train_data=data, log=log)
+
+
+def score_nets(nets: list[str], names: list[str], args, inputs: dict) -> list:
+    """Score ``nets`` with ``names``: in this process (``--score-jobs 1``, the costs of its threads) or in
+    ``--score-jobs`` processes of one thread each (the costs of one thread); rows in the order of ``nets``."""
+    if args.score_jobs <= 1:
+        return _score(nets, args.width, names, inputs, log=lambda m: print("  " + m, file=sys.stderr, flush=True))
+    chunks = [nets[i:i + 5] for i in range(0, len(nets), 5)]
+    rows, t0 = [], time.perf_counter()
+    with ProcessPoolExecutor(args.score_jobs, mp_context=get_context("spawn"), initializer=_init_scorer,
+                             initargs=(args.data, args.image_size, args.eval_images, args.ckpt)) as pool:
+        for chunk in pool.map(_score, chunks, [args.width] * len(chunks), [names] * len(chunks)):
+            rows += chunk
+            if len(rows) % 20 == 0 or len(rows) == len(nets):
+                print(f"  scored {len(rows)}/{len(nets)} nets in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                      flush=True)
+    return rows
 
 
 def run_benchmark(args) -> None:
     """Train (or read from the cache) the yardstick, score every net with every ranker, print and write the
     table (``table.csv``), the per-net scores (``scores.csv``), ``results.json`` and the scatter plot."""
-    from ghn import GHN
     from train.correlation import ranking_report
-    from train.finetune import bn_batches
     from train.rank import embed_candidates, fit_embedding_regressor, ghn_embedder
-    from train.scores import SCORES, add_vote
+    from train.scores import GHN_SUFFIX, SCORES, add_vote, needs_ghn
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    names = list(SCORES) + [f"sgd{k}{sfx}" for k in args.sgd_steps for sfx in ("", GHN_SUFFIX)
+                            if f"sgd{k}{sfx}" not in SCORES]
     test = [c.name for c in parse_candidates([f"deepnets:{args.split}/{args.nets}"], width=args.width)]
     labelled = [c.name for c in parse_candidates([f"deepnets:{args.labelled}"], width=args.width)]
     trained(test, seeds[:1], [args.steps], args)  # the ground truth first, then the labels, then the ceiling
@@ -144,15 +180,16 @@ def run_benchmark(args) -> None:
         if t["steps_to_90"] == 0:
             t["steps_to_90"] = args.steps
 
-    torch.manual_seed(0)
-    data = load_image_data(args.data, image_size=args.image_size, seed=0)
-    held = eval_batches(data, "heldout", batch_size=64, limit=args.eval_images)
-    proxy_batch = next(iter(bn_batches(data, 1, batch_size=64, seed=0)))
-    ghn = GHN.from_pretrained(args.ckpt).eval()
-    print(f"scoring {len(test)} test and {len(labelled)} labelled nets with {len(SCORES)} per-net scores "
-          f"({torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
-    test_cands, rows = _rows(test, args, ghn, data, held, proxy_batch)
-    lab_cands, lab_rows = _rows(labelled, args, ghn, data, held, proxy_batch)
+    inputs = _scoring_inputs(args.data, args.image_size, args.eval_images, args.ckpt)
+    data, ghn = inputs["data"], inputs["ghn"]
+    where = (f"{args.score_jobs} processes of 1 thread" if args.score_jobs > 1 else
+             f"this process, {torch.get_num_threads()} threads")
+    print(f"scoring {len(test)} test and {len(labelled)} labelled nets with {len(names)} per-net scores ({where})",
+          file=sys.stderr, flush=True)
+    rows = score_nets(test, names, args, inputs)
+    lab_rows = score_nets(labelled, names, args, inputs)
+    test_cands = parse_candidates(test, width=args.width)
+    lab_cands = parse_candidates(labelled, width=args.width)
     rows = [r for r in rows if r.error is None]
     lab_rows = [r for r in lab_rows if r.error is None]
 
@@ -171,12 +208,10 @@ def run_benchmark(args) -> None:
     # the vote: the three best single rankers on the labelled nets (chosen there, judged on the test nets)
     lab_truth = [truth[r.name]["top1"] for r in lab_rows]
     lab_tau = {n: ranking_report([r.scores[n] for r in lab_rows], lab_truth, resamples=10)["kendall_tau"]
-               for n in SCORES if n != "random"}
+               for n in names if n != "random"}
     members = sorted(lab_tau, key=lambda n: -np.nan_to_num(lab_tau[n], nan=-1))[:3]
     add_vote(rows, members)
-    from train.scores import GHN_SCORES
-
-    shared = max(0, sum(m in GHN_SCORES for m in members) - 1)  # one GHN prediction serves every member
+    shared = max(0, sum(needs_ghn(m) for m in members) - 1)  # one GHN prediction serves every member
     for r in rows:
         r.score_seconds["vote"] = sum(r.score_seconds[m] for m in members) - shared * r.predict_seconds
 
@@ -195,7 +230,7 @@ def run_benchmark(args) -> None:
         ceil = ranking_report([s["top1"] for s, _ in second], [t for _, t in second], resamples=args.bootstrap)
         ceil["cost_s"] = statistics.median(s["seconds"] for s, _ in second)
         results["ceiling"] = ceil
-    for name in list(SCORES) + ["embed", "vote"]:
+    for name in names + ["embed", "vote"]:
         scores = [r.scores[name] for r in rows]
         rep = ranking_report(scores, top1, resamples=args.bootstrap)
         rep["tau_loss"] = ranking_report(scores, loss, resamples=10)["kendall_tau"] if finite_loss else None
@@ -220,7 +255,7 @@ def run_benchmark(args) -> None:
     print(f"vote = rank average of {', '.join(members)} (the best three on {len(lab_rows)} labelled nets)")
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "table.csv"), list(head), table)
-    cols = ["name", "trained_top1", "trained_loss", "steps_to_90"] + list(SCORES) + ["embed", "vote"]
+    cols = ["name", "trained_top1", "trained_loss", "steps_to_90"] + names + ["embed", "vote"]
     write_csv(os.path.join(args.out, "scores.csv"), cols,
               [[r.name, truth[r.name]["top1"], truth[r.name]["loss"], truth[r.name]["steps_to_90"]]
                + [r.scores[n] for n in cols[4:]] for r in rows])
@@ -228,10 +263,10 @@ def run_benchmark(args) -> None:
     print(f"wrote {args.out}/table.csv, scores.csv, results.json")
     best = next(n for n, _ in named if n in results["rankers"])  # results first: the plot may fail
     from train.plots import plot_rank_scatter
-    from train.scores import BASELINES, SCORE_HELP
+    from train.scores import BASELINES, score_help
 
     png = os.path.join(args.out, "rank_scatter.png")
-    label = f"rank average of {', '.join(members)}" if best == "vote" else SCORE_HELP[best]
+    label = f"rank average of {', '.join(members)}" if best == "vote" else score_help(best)
     plot_rank_scatter([r.scores[best] for r in rows], top1, png, tau=results["rankers"][best]["kendall_tau"],
                       rho=results["rankers"][best]["spearman_rho"], x_label=f"{best} ({label})",
                       trained_label=f"held-out top-1 after {args.steps} SGD steps (%)",
@@ -263,6 +298,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/bench_rank")
     p.add_argument("--pick-steps", default=None, metavar="S1,S2,...",
                    help="only compare these training budgets on --nets (seed 0) and stop")
+    p.add_argument("--sgd-steps", type=lambda v: [int(k) for k in v.split(",")], default=[],
+                   metavar="K1,K2,...", help="also score sgdK and sgdK@ghn for these K (train.scores.SHORT_SGD_STEPS "
+                   "is always scored)")
+    p.add_argument("--score-jobs", type=int, default=1, help="scoring processes of one thread each (1: score in "
+                   "this process with its threads; the costs are those of the scoring processes)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the 95%% intervals")
     p.add_argument("--eval-images", type=int, default=128, help="held-out images of the GHN's accuracy and loss "
                    "(ghn rank's default)")

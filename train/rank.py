@@ -68,7 +68,7 @@ class RankRow:
 def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None, eval_batches: Batches, *,
                      num_classes: int, image_size: int, seed: int = 0, device: str | torch.device = "cpu",
                      scores: Sequence[str] = ("ghn_acc", "ghn_loss"),
-                     proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None, train_data: ImageData | None = None,
                      log: Callable[[str], None] | None = None) -> list[RankRow]:
     """Build every candidate at its default initialisation and compute its ``scores``
     (:func:`train.scores.candidate_scores`); a candidate that fails gets a row with ``error`` set.
@@ -87,6 +87,7 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
         scores: per-candidate scores of :data:`train.scores.SCORES`; ``ghn_acc``/``ghn_loss`` also fill
             ``accuracy``/``loss``.
         proxy_batch: one training batch for the zero-cost proxies.
+        train_data: the task the ``sgdK`` scores train on.
         log: optional ``callable(str)`` for progress lines.
 
     Returns:
@@ -99,7 +100,7 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
     """
     from train.scores import candidate_scores, check_inputs
 
-    check_inputs(scores, predict, eval_batches, proxy_batch)
+    check_inputs(scores, predict, eval_batches, proxy_batch, train_data)
     rows = []
     t_all = time.perf_counter()
     for i, cand in enumerate(candidates):
@@ -111,7 +112,7 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
             row.params = sum(p.numel() for p in model.parameters())
             row.scores, row.score_seconds, row.predict_seconds = candidate_scores(
                 model, scores, name=cand.name, image_size=image_size, predict=predict, eval_batches=eval_batches,
-                proxy_batch=proxy_batch, seed=seed, device=device)
+                proxy_batch=proxy_batch, train_data=train_data, seed=seed, device=device)
             if "ghn_acc" in row.scores:
                 row.accuracy = row.scores["ghn_acc"]
             if "ghn_loss" in row.scores:
@@ -279,11 +280,11 @@ def _fmt(v, digits: str = ".4f") -> str:
 
 def _score_columns(rows: Sequence[RankRow]) -> list[str]:
     """Scores of the rows other than those shown as ``accuracy``/``loss``, in :data:`train.scores.ALL_SCORES`
-    order."""
+    order (``sgdK`` scores outside it last, by name)."""
     from train.scores import ALL_SCORES
 
     present = {k for r in rows for k in r.scores} - {"ghn_acc", "ghn_loss", "embed"} - set(_COLUMNS)
-    return [k for k in ALL_SCORES if k in present]
+    return [k for k in ALL_SCORES if k in present] + sorted(present - set(ALL_SCORES))
 
 
 def _present_columns(rows: Sequence[RankRow]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``ghn rank``: rank candidate architectures by their accuracy with GHN-predicted parameters.
+"""``ghn rank``: rank candidate architectures without training them to the end.
 
 Examples::
 
@@ -9,8 +9,9 @@ Examples::
     ghn rank genotypes.jsonl --ckpt ghn.pt --embed-regressor labels.csv --score embed
 
 Knyazev et al., NeurIPS 2021, Sec. 5.3. ``--score`` chooses the ranker (:mod:`train.scores`: the GHN's accuracy
-or loss with predicted parameters, zero-cost proxies at the default or the predicted parameters, the baselines,
-property prediction, a vote); its default is the best ranker of ``benchmarks/bench_rank.py``. See
+or loss with predicted parameters, zero-cost proxies at the default or the predicted parameters, short SGD runs
+from either, the baselines, property prediction, a vote); its default is the best ranker of
+``benchmarks/bench_rank.py`` (``sgd30``: 30 SGD steps from the default initialisation). See
 :mod:`train.rank` for the protocol and :mod:`train.candidates` for the candidate grammar. Errors in the
 arguments exit with status 2 and a one-line message, without a traceback.
 """
@@ -25,7 +26,7 @@ import time
 from train.cli_args import add_common_options
 from train.finetune import SGD_LR
 from train.rank import TRAINED_STEPS
-from train.scores import ALL_SCORES, BASELINES, DEFAULT_SCORE, SCORE_HELP
+from train.scores import ALL_SCORES, BASELINES, DEFAULT_SCORE, score_help
 
 #: The old ``--rank-by`` keys and the scores they name.
 _RANK_BY = {"accuracy": "ghn_acc", "loss": "ghn_loss", "embed": "embed"}
@@ -42,7 +43,7 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
         The ``rank`` parser.
     """
     p = subparsers.add_parser(
-        "rank", help="rank candidate architectures by accuracy with predicted parameters",
+        "rank", help="rank candidate architectures (short SGD runs, GHN scores, zero-cost proxies)",
         description=__doc__.split("\n\n")[0] + " Candidates: deepnets:SPLIT[/RANGES], torchvision:NAME[,NAME...], "
         "pkg.module:callable, or a file of Genotype.to_dict() JSON lines (see train/candidates.py).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -53,9 +54,10 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                    help="score on the first N images of the split (cost per candidate grows linearly with N)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="evaluation batch (BN uses batch statistics; 64 in the paper)")
-    p.add_argument("--score", default=None, choices=ALL_SCORES, metavar="NAME",
+    p.add_argument("--score", default=None, metavar="NAME",
                    help=f"the ranker (default {DEFAULT_SCORE}, the best of benchmarks/bench_rank.py): "
-                        + ", ".join(ALL_SCORES))
+                        + ", ".join(ALL_SCORES) + "; sgdK and sgdK@ghn for any K (K SGD steps from the default "
+                        "init or from the predicted parameters, then the held-out top-1)")
     p.add_argument("--rank-by", default=None, choices=tuple(_RANK_BY), help=argparse.SUPPRESS)  # the old name
     p.add_argument("--out", default=None, help="write the ranking to this CSV (and a .summary.json beside it)")
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
@@ -82,6 +84,7 @@ def _check_args(args: argparse.Namespace) -> None:
     from archspace.network import MIN_WIDTH
     from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers, check_outputs
+    from train.scores import check_score_names
 
     check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
                                   "validate": 0, "train_batch_size": 1,
@@ -91,6 +94,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--rank-by {args.rank_by} and --score {args.score} disagree: give --score alone")
     args.score = args.score or (_RANK_BY[args.rank_by] if args.rank_by else
                                 "embed" if args.embed_regressor else DEFAULT_SCORE)
+    try:
+        check_score_names([args.score])
+    except ValueError as e:
+        raise UsageError(f"--score: {e}") from None
     if args.embed_regressor and args.score != "embed":
         raise UsageError(f"--embed-regressor fits the ranker of --score embed, not of --score {args.score}")
     if args.plot and not args.validate:
@@ -149,7 +156,7 @@ def run_rank(args: argparse.Namespace) -> int:
                    if needs_proxy_batch(names) else None)
     rows = score_candidates(candidates, ghn_predictor(ghn, data.image_size, args.keep_classifier_init), batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
-                            device=args.device, scores=names, proxy_batch=proxy_batch, log=_log)
+                            device=args.device, scores=names, proxy_batch=proxy_batch, train_data=data, log=_log)
     t_score = time.perf_counter() - t0
     summary: dict = {"candidates": len(candidates), "scored": sum(r.error is None for r in rows),
                      "eval_images": n_images, "data": args.data, "split": args.split,
@@ -241,6 +248,6 @@ def _plot(ranked, report: dict, args) -> None:
     mine = report["rankers"][args.score]
     plot_rank_scatter([r.scores[args.score] for r in both], [r.trained_accuracy for r in both], args.plot,
                       labels=[r.name for r in both], tau=mine["kendall_tau"], rho=mine["spearman_rho"],
-                      x_label=f"{args.score} ({SCORE_HELP[args.score]})",
+                      x_label=f"{args.score} ({score_help(args.score)})",
                       trained_label=f"accuracy after {args.validate} SGD steps (%)",
                       baselines={k: v["kendall_tau"] for k, v in report["rankers"].items() if k != args.score})

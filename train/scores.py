@@ -8,6 +8,11 @@ Per candidate (:func:`candidate_scores`), from one build at the default initiali
 ``ghn_loss``        minus the mean cross-entropy with predicted parameters
 ``PROXY``           a zero-cost proxy of :data:`train.zero_cost.PROXIES` at the default initialisation
 ``PROXY@ghn``       the same proxy at the GHN-predicted parameters
+``sgdK``            top-1 (%) on the held-out batches after ``K`` steps of the project's SGD recipe from the default
+                    initialisation (:func:`train.finetune.train_sgd`, its cosine decay over the ``K`` steps; data
+                    order seeded apart from the yardstick's), BatchNorm batch statistics: a short training run,
+                    the reduced-training proxy of the NAS field, at a cost of seconds rather than milliseconds
+``sgdK@ghn``        the same ``K`` steps from the GHN-predicted parameters (a warm start scored after ``K`` steps)
 ``params``          parameter count (a baseline every ranker must beat)
 ``flops``           floating-point operations of one forward pass of one image (``torch.utils.flop_counter``)
 ``depth``           nodes on the longest path of the network's graph (real edges, :func:`archspace.to_graph`)
@@ -23,6 +28,7 @@ in every score that needs it, building the candidate in none.
 from __future__ import annotations
 
 import copy
+import re
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,10 +41,19 @@ from train.accuracy import accuracy
 from train.zero_cost import PROXIES
 
 GHN_SUFFIX = "@ghn"
+#: ``K`` of the short-training scores in :data:`SCORES` (any ``sgdK`` / ``sgdK@ghn`` is accepted by name): of 10, 20
+#: and 30 steps, 30 ranked best on the 200 test nets of ``benchmarks/bench_rank.py`` (README, "Ranking candidate
+#: designs").
+SHORT_SGD_STEPS = 30
+#: Added to the ranking seed for the data order of the short-training scores, so that they never replay the
+#: batches of the yardstick run they are judged against (:func:`train.rank.train_to_convergence`, seed 0).
+SHORT_SGD_SEED_OFFSET = 1000
+_SHORT_SGD = re.compile(r"sgd([1-9][0-9]{0,5})$")
 #: Scores computed per candidate, in table order. ``embed`` and ``vote`` come from sets of candidates.
 SCORES: tuple[str, ...] = (("ghn_acc", "ghn_loss") + tuple(PROXIES) + tuple(p + GHN_SUFFIX for p in PROXIES)
+                           + (f"sgd{SHORT_SGD_STEPS}", f"sgd{SHORT_SGD_STEPS}{GHN_SUFFIX}")
                            + ("params", "flops", "depth", "random"))
-#: Scores that need the GHN (prediction or embeddings).
+#: Scores that need the GHN (prediction or embeddings), besides any ``sgdK@ghn`` (see :func:`needs_ghn`).
 GHN_SCORES = frozenset({"ghn_acc", "ghn_loss", "embed"} | {p + GHN_SUFFIX for p in PROXIES})
 #: Scores over sets of candidates.
 SET_SCORES = ("embed", "vote")
@@ -47,16 +62,37 @@ ALL_SCORES = SCORES + SET_SCORES
 BASELINES = ("params", "flops", "depth", "random")
 #: The members of ``vote``: the three best single rankers on the 60 labelled val nets of ``benchmarks/bench_rank.py``
 #: (digits default, main-job GHN; README, "Ranking candidate designs").
-VOTE = ("ghn_loss", "ghn_acc", "jacob_cov@ghn")
+VOTE = ("sgd30@ghn", "sgd20@ghn", "sgd30")
 #: ``ghn rank``'s ranker: the best of ``benchmarks/bench_rank.py`` on 200 test nets (README, "Ranking candidate
-#: designs": Kendall tau 0.23 against 400-step accuracy, FLOPs 0.22, the GHN's accuracy alone 0.19).
-DEFAULT_SCORE = "vote"
-#: One line per score, for help texts and plot labels.
+#: designs": Kendall tau 0.56 against 400-step accuracy, the seed-to-seed ceiling 0.60, the vote 0.53, FLOPs 0.22,
+#: the GHN's accuracy alone 0.19).
+DEFAULT_SCORE = f"sgd{SHORT_SGD_STEPS}"
+#: One line per score but ``sgdK`` (see :func:`score_help`), for help texts and plot labels.
 SCORE_HELP = {"ghn_acc": "top-1 % with predicted parameters", "ghn_loss": "minus the loss with predicted parameters",
               **{p: f"{p} at the default init" for p in PROXIES},
               **{p + GHN_SUFFIX: f"{p} at the predicted parameters" for p in PROXIES},
               "params": "parameter count", "flops": "FLOPs of one image", "depth": "longest path of the graph",
               "random": "chance", "embed": "SVR on GHN embeddings", "vote": "rank average of " + ", ".join(VOTE)}
+
+
+def short_sgd_steps(name: str) -> int | None:
+    """``K`` of a short-training score name (``sgdK`` or ``sgdK@ghn``, ``1 <= K < 10**6``), else ``None``."""
+    m = _SHORT_SGD.match(name.removesuffix(GHN_SUFFIX))
+    return int(m.group(1)) if m else None
+
+
+def needs_ghn(name: str) -> bool:
+    """Whether the score ``name`` needs the GHN (its prediction or its embeddings)."""
+    return name in GHN_SCORES or (short_sgd_steps(name) is not None and name.endswith(GHN_SUFFIX))
+
+
+def score_help(name: str) -> str:
+    """One line describing the score ``name`` (help texts, plot labels)."""
+    k = short_sgd_steps(name)
+    if k is not None:
+        start = "the predicted parameters" if name.endswith(GHN_SUFFIX) else "the default init"
+        return f"top-1 % after {k} SGD steps from {start}"
+    return SCORE_HELP[name]
 
 
 def per_candidate_scores(score: str, with_baselines: bool = False) -> list[str]:
@@ -83,9 +119,10 @@ def check_score_names(names: Sequence[str]) -> list[str]:
     Raises:
         ValueError: an unknown name, with the list of known ones.
     """
-    bad = [n for n in names if n not in ALL_SCORES]
+    bad = [n for n in names if n not in ALL_SCORES and short_sgd_steps(n) is None]
     if bad:
-        raise ValueError(f"unknown score {bad[0]!r}; choose from {', '.join(ALL_SCORES)}")
+        raise ValueError(f"unknown score {bad[0]!r}; choose from {', '.join(ALL_SCORES)} (or sgdK, sgdK@ghn "
+                         "for any number of steps K)")
     return list(names)
 
 
@@ -122,7 +159,7 @@ def needs_proxy_batch(names: Sequence[str]) -> bool:
     return any(n.split("@")[0] in PROXIES for n in names)
 
 
-def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch) -> list[str]:
+def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch, train_data=None) -> list[str]:
     """Check that per-candidate scores ``names`` are known and have their inputs (see :func:`candidate_scores`).
 
     Raises:
@@ -131,11 +168,14 @@ def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch) -> li
     names = check_score_names(names)
     if any(n in SET_SCORES for n in names):
         raise ValueError(f"{', '.join(SET_SCORES)} are scored over sets of candidates, not one at a time")
-    needs_ghn = [n for n in names if n in GHN_SCORES]
-    if needs_ghn and predict is None:
-        raise ValueError(f"score {needs_ghn[0]!r} needs a GHN (predict)")
-    if any(n in ("ghn_acc", "ghn_loss") for n in names) and eval_batches is None:
-        raise ValueError("ghn_acc and ghn_loss need held-out batches (eval_batches)")
+    with_ghn = [n for n in names if needs_ghn(n)]
+    if with_ghn and predict is None:
+        raise ValueError(f"score {with_ghn[0]!r} needs a GHN (predict)")
+    if any(n in ("ghn_acc", "ghn_loss") or short_sgd_steps(n) for n in names) and eval_batches is None:
+        raise ValueError("ghn_acc, ghn_loss and sgdK need held-out batches (eval_batches)")
+    short = [n for n in names if short_sgd_steps(n)]
+    if short and train_data is None:
+        raise ValueError(f"score {short[0]!r} trains the candidate: it needs the training images (train_data)")
     if needs_proxy_batch(names) and proxy_batch is None:
         raise ValueError("zero-cost proxies need one batch of images and labels (proxy_batch)")
     return names
@@ -143,7 +183,7 @@ def check_inputs(names: Sequence[str], predict, eval_batches, proxy_batch) -> li
 
 def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image_size: int,
                      predict: Callable[[nn.Module], nn.Module] | None = None, eval_batches=None,
-                     proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
+                     proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None, train_data=None, seed: int = 0,
                      device: str | torch.device = "cpu") -> tuple[dict[str, float], dict[str, float], float]:
     """Compute the per-candidate scores ``names`` of one network at its default initialisation.
 
@@ -156,7 +196,8 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
             scores.
         eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches for ``ghn_acc``/``ghn_loss``.
         proxy_batch: one training batch ``(images (B, C, H, W), labels (B,))`` for the zero-cost proxies.
-        seed: seed of ``random``.
+        train_data: the task (:class:`train.data.ImageData`) whose training images the ``sgdK`` scores train on.
+        seed: seed of ``random``; ``seed +`` :data:`SHORT_SGD_SEED_OFFSET` seeds the data order of ``sgdK``.
         device: where to evaluate.
 
     Returns:
@@ -169,7 +210,7 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
     Raises:
         ValueError: an unknown or set-level score name, or a missing input a requested score needs.
     """
-    names = check_inputs(names, predict, eval_batches, proxy_batch)
+    names = check_inputs(names, predict, eval_batches, proxy_batch, train_data)
     scores: dict[str, float] = {}
     seconds: dict[str, float] = {}
     image_shape = (proxy_batch[0].shape[1:] if proxy_batch is not None else
@@ -185,7 +226,7 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
         seconds[key] = time.perf_counter() - t + extra
 
     predicted, t_predict = None, 0.0
-    if any(n in GHN_SCORES for n in names):
+    if any(needs_ghn(n) for n in names):
         t = time.perf_counter()
         with torch.no_grad():
             predicted = predict(copy.deepcopy(model)).to(device)
@@ -207,6 +248,12 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
                 on_device = copy.deepcopy(model).to(device)
             net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (on_device, 0.0)
             timed(n, lambda base=base, net=net: PROXIES[base](net, x, y), extra)
+        elif short_sgd_steps(n):
+            if not n.endswith(GHN_SUFFIX) and on_device is None:
+                on_device = copy.deepcopy(model).to(device)
+            net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (on_device, 0.0)
+            timed(n, lambda n=n, net=net: short_sgd_score(net, train_data, eval_batches, short_sgd_steps(n),
+                                                          seed=seed, device=device), extra)
         elif n == "params":
             timed(n, lambda: sum(p.numel() for p in model.parameters()))
         elif n == "flops":
@@ -216,6 +263,32 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
         elif n == "random":
             timed(n, lambda: random_score(name, seed))
     return {n: scores[n] for n in names}, {n: seconds[n] for n in names}, t_predict
+
+
+def short_sgd_score(model: nn.Module, data, eval_batches, steps: int, *, seed: int = 0,
+                    device: str | torch.device = "cpu") -> float:
+    """The ``sgdK`` score: held-out top-1 (%) of a copy of ``model`` after ``steps`` steps of the project's SGD
+    recipe (:func:`train.finetune.train_sgd`: lr :data:`train.finetune.SGD_LR` with its cosine decay over the
+    ``steps``, batches of 64 in the order of seed ``seed +`` :data:`SHORT_SGD_SEED_OFFSET`), BatchNorm with batch
+    statistics. Reduced training is the NAS field's conventional cheap proxy (Zhou et al., CVPR 2020, EcoNAS; the
+    baseline Abdelfattah et al., ICLR 2021, hold zero-cost proxies against).
+
+    Args:
+        model: the network at its starting point (not changed).
+        data: the task (:class:`train.data.ImageData`) whose training images are used.
+        eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches.
+        steps: SGD steps (>= 1).
+
+    Returns:
+        The top-1 in %, ``nan`` when the run diverges (ranked last).
+    """
+    from train.finetune import train_sgd
+
+    net = copy.deepcopy(model)
+    curve = train_sgd(net, data, steps=steps, seed=seed + SHORT_SGD_SEED_OFFSET, device=device)
+    if curve.diverged_at is not None:
+        return float("nan")
+    return accuracy(net, eval_batches, bn_mode="batch", device=device).top1
 
 
 def rank_average(columns: Sequence[Sequence[float]]) -> np.ndarray:

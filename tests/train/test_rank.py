@@ -245,7 +245,7 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     assert float(row["trained_accuracy"]) == pytest.approx(trained.top1, abs=1e-3)
 
 
-@pytest.mark.parametrize("score", ["synflow", "jacob_cov@ghn", "params", None])
+@pytest.mark.parametrize("score", ["synflow", "jacob_cov@ghn", "params", "sgd3@ghn", "vote", None])
 def test_rank_cli_ranks_by_the_chosen_score(ghn_ckpt, tmp_path, capsys, score):
     from train.scores import DEFAULT_SCORE, VOTE
 
@@ -310,6 +310,8 @@ def test_rank_cli_writes_the_csv_before_a_plot_that_fails(ghn_ckpt, tmp_path, ca
     (["deepnets:test/0", "--lr", "0"], "--lr must be > 0, got 0"),
     (["deepnets:test/0", "--plot", "x.png"], "add --validate"),
     (["deepnets:test/0", "--score", "embed"], "needs --embed-regressor"),
+    (["deepnets:test/0", "--score", "sgd0"], "--score: unknown score 'sgd0'"),
+    (["deepnets:test/0", "--score", "synflw"], "--score: unknown score 'synflw'"),
     (["deepnets:test/0", "--rank-by", "embed"], "needs --embed-regressor"),  # the old name of --score
     (["deepnets:test/0", "--rank-by", "loss", "--score", "synflow"], "disagree"),
     (["deepnets:test/0", "--score", "synflow", "--embed-regressor", "l.csv"], "fits the ranker of --score embed"),
