@@ -241,17 +241,23 @@ def candidate_scores(model: nn.Module, names: Sequence[str], *, name: str, image
     if proxy_batch is not None:
         x, y = proxy_batch[0].to(device), proxy_batch[1].to(device)
     on_device = None
+
+    def start(n: str) -> tuple[nn.Module, float]:
+        """The network score ``n`` starts from (predicted or default, on ``device``) and the prediction's cost."""
+        nonlocal on_device
+        if n.endswith(GHN_SUFFIX):
+            return predicted, t_predict
+        if on_device is None:
+            on_device = copy.deepcopy(model).to(device)
+        return on_device, 0.0
+
     for n in names:
         base = n.split("@")[0]
         if base in PROXIES:
-            if not n.endswith(GHN_SUFFIX) and on_device is None:
-                on_device = copy.deepcopy(model).to(device)
-            net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (on_device, 0.0)
+            net, extra = start(n)
             timed(n, lambda base=base, net=net: PROXIES[base](net, x, y), extra)
         elif short_sgd_steps(n):
-            if not n.endswith(GHN_SUFFIX) and on_device is None:
-                on_device = copy.deepcopy(model).to(device)
-            net, extra = (predicted, t_predict) if n.endswith(GHN_SUFFIX) else (on_device, 0.0)
+            net, extra = start(n)
             timed(n, lambda n=n, net=net: short_sgd_score(net, train_data, eval_batches, short_sgd_steps(n),
                                                           seed=seed, device=device), extra)
         elif n == "params":
