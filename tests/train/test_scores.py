@@ -10,6 +10,7 @@ import torch.nn as nn
 from train.scores import (
     ALL_SCORES,
     SCORES,
+    SHORT_SGD_STEPS,
     VOTE,
     add_vote,
     candidate_scores,
@@ -95,8 +96,9 @@ def test_candidate_scores_with_a_stub_predictor():
     assert scores["ghn_acc"] == pytest.approx(expected.top1) and scores["ghn_loss"] == pytest.approx(-expected.loss)
     assert scores["random"] == random_score("n")
     assert scores["depth"] == 3 and scores["flops"] == forward_flops(model, (3, 4, 4))
-    assert scores["sgd30"] == short_sgd_score(model, _task(), [(x, y)], 30)
-    assert scores["sgd30@ghn"] == short_sgd_score(predict(_net()), _task(), [(x, y)], 30)
+    k = SHORT_SGD_STEPS
+    assert scores[f"sgd{k}"] == short_sgd_score(model, _task(), [(x, y)], k)
+    assert scores[f"sgd{k}@ghn"] == short_sgd_score(predict(_net()), _task(), [(x, y)], k)
     # a score does not depend on which others ran before it
     alone, _, _ = candidate_scores(model, ["snip@ghn"], name="n", image_size=4, predict=predict, proxy_batch=(x, y))
     assert alone["snip@ghn"] == scores["snip@ghn"]
