@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conv import Conv2d
 from .norm import BatchNorm2d
 
 #: Candidate cell operations of DeepNets-1M, in the order of the reference sampler. The position is the op id
@@ -101,7 +102,7 @@ class ReLUConvBN(nn.Sequential):
                 nn.Conv2d(C_in, C_out, (kernel_size, 1), stride=(stride, 1), padding=(pad, 0), bias=False),
             ]
         else:
-            convs = [nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=pad, bias=False)]
+            convs = [Conv2d(C_in, C_out, kernel_size, stride=stride, padding=pad, bias=False)]
         super().__init__(*_seq(nn.ReLU(), *convs, norm_layer(norm, C_out)))
 
 
@@ -176,8 +177,8 @@ class FactorizedReduce(nn.Module):
     def __init__(self, C_in: int, C_out: int, norm: str | None = "bn"):
         super().__init__()
         self.relu = nn.ReLU()
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)  # archspace.conv: safe 1x1 strided
+        self.conv_2 = Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
         bn = norm_layer(norm, C_out)
         if bn is not None:
             self.bn = bn
