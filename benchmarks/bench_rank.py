@@ -33,41 +33,23 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from functools import partial
 
 import numpy as np
 import torch
 
 from archspace.files import write_csv, write_json
-from train.candidates import parse_candidates
+from train.candidates import one_candidate, parse_candidates
 from train.correlation import rank_correlation
 from train.data import eval_batches, load_image_data
 from train.finetune import SGD_LR
-from train.rank import TRAINED_STEPS, train_to_convergence
-
-_WORKER: dict = {}
+from train.rank import TRAINED_STEPS, train_candidate
+from train.workers import task_runner
 
 
 def _key(net: str, args, steps: int, seed: int) -> str:
     return (f"{net}|width={args.width}|image_size={args.image_size}|data={args.data}|steps={steps}|lr={args.lr}"
             f"|batch={args.batch_size}|seed={seed}")
-
-
-def _init_worker(data_name: str, image_size: int) -> None:
-    torch.set_num_threads(1)
-    data = load_image_data(data_name, image_size=image_size, seed=0)
-    _WORKER["data"] = data
-    _WORKER["eval"] = eval_batches(data, "heldout", batch_size=100)
-
-
-def _train_one(net: str, width: int, steps: int, seed: int, lr: float, batch_size: int) -> dict:
-    data = _WORKER["data"]
-    (cand,) = parse_candidates([net], width=width)
-    torch.manual_seed(seed)
-    model = cand.build(num_classes=data.num_classes, image_size=data.image_size)
-    t = train_to_convergence(model, data, _WORKER["eval"], steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-    return {"top1": t.top1, "loss": t.loss, "steps_to_90": t.steps_to_90, "seconds": t.seconds}
 
 
 def load_cache(path: str) -> dict:
@@ -87,13 +69,16 @@ def trained(nets: list[str], seeds: list[int], steps_list: list[int], args) -> d
         return cache
     print(f"training {len(todo)} runs in {args.jobs} processes (cache {args.cache})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(args.data, args.image_size)) as pool:
-        futures = {pool.submit(_train_one, n, args.width, st, s, args.lr, args.batch_size): (n, st, s)
-                   for n, st, s in todo}
-        for i, fut in enumerate(as_completed(futures), 1):
-            n, st, s = futures[fut]
-            cache[_key(n, args, st, s)] = fut.result()
+    data = load_image_data(args.data, image_size=args.image_size, seed=0)
+    run_one = partial(train_candidate, data=data, eval_batches=eval_batches(data, "heldout", batch_size=100),
+                      lr=args.lr, batch_size=args.batch_size)
+    with task_runner(run_one, args.jobs) as run:
+        for i, ((n, st, s), t) in enumerate(zip(todo, run((one_candidate(n, args.width), st, s)
+                                                           for n, st, s in todo)), 1):
+            if isinstance(t, str):
+                raise RuntimeError(f"{n} could not be trained: {t}")
+            cache[_key(n, args, st, s)] = {"top1": t.top1, "loss": t.loss, "steps_to_90": t.steps_to_90,
+                                           "seconds": t.seconds}
             write_json(args.cache, cache)
             if i % 10 == 0 or i == len(todo):
                 print(f"  {i}/{len(todo)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -127,37 +112,17 @@ def _scoring_inputs(data_name: str, image_size: int, eval_images: int, ckpt: str
             "ghn": GHN.from_pretrained(ckpt).eval()}
 
 
-def _init_scorer(data_name: str, image_size: int, eval_images: int, ckpt: str) -> None:
-    torch.set_num_threads(1)
-    _WORKER["inputs"] = _scoring_inputs(data_name, image_size, eval_images, ckpt)
-
-
-def _score(nets: list[str], width: int, names: list[str], inputs: dict | None = None, log=None) -> list:
-    """Rows of :func:`train.rank.score_candidates` for ``nets`` (in this process's worker inputs by default)."""
+def score_nets(nets: list[str], names: list[str], args, inputs: dict) -> list:
+    """Score ``nets`` with ``names`` (:func:`train.rank.score_candidates`): in this process (``--score-jobs 1``,
+    the costs of its threads) or in ``--score-jobs`` processes of one thread each (the costs of one thread); rows
+    in the order of ``nets``."""
     from train.rank import ghn_predictor, score_candidates
 
-    inp = inputs or _WORKER["inputs"]
-    data = inp["data"]
-    return score_candidates(parse_candidates(nets, width=width), ghn_predictor(inp["ghn"], data.image_size),
-                            inp["held"], num_classes=data.num_classes, image_size=data.image_size, scores=names,
-                            proxy_batch=inp["proxy_batch"], train_data=data, log=log)
-
-
-def score_nets(nets: list[str], names: list[str], args, inputs: dict) -> list:
-    """Score ``nets`` with ``names``: in this process (``--score-jobs 1``, the costs of its threads) or in
-    ``--score-jobs`` processes of one thread each (the costs of one thread); rows in the order of ``nets``."""
-    if args.score_jobs <= 1:
-        return _score(nets, args.width, names, inputs, log=lambda m: print("  " + m, file=sys.stderr, flush=True))
-    chunks = [nets[i:i + 5] for i in range(0, len(nets), 5)]
-    rows, t0 = [], time.perf_counter()
-    with ProcessPoolExecutor(args.score_jobs, mp_context=get_context("spawn"), initializer=_init_scorer,
-                             initargs=(args.data, args.image_size, args.eval_images, args.ckpt)) as pool:
-        for chunk in pool.map(_score, chunks, [args.width] * len(chunks), [names] * len(chunks)):
-            rows += chunk
-            if len(rows) % 20 == 0 or len(rows) == len(nets):
-                print(f"  scored {len(rows)}/{len(nets)} nets in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-                      flush=True)
-    return rows
+    data = inputs["data"]
+    return score_candidates(parse_candidates(nets, width=args.width), ghn_predictor(inputs["ghn"], data.image_size),
+                            inputs["held"], num_classes=data.num_classes, image_size=data.image_size, scores=names,
+                            proxy_batch=inputs["proxy_batch"], train_data=data, jobs=args.score_jobs,
+                            log=lambda m: print("  " + m, file=sys.stderr, flush=True))
 
 
 def run_benchmark(args) -> None:

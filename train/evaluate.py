@@ -18,7 +18,6 @@ Shapes: images ``(B, C, H, W)``, labels ``(B,)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ from ghn.batchnorm import check_bn_mode
 from .accuracy import accuracy
 from .data import ImageData, eval_batches
 from .finetune import SGD_LR, SGD_RECIPE, accuracy_after_sgd
+from .workers import task_runner
 
 
 @dataclass
@@ -191,7 +191,8 @@ def check_split_range(split: str, num_nets: int | None = None, start: int = 0, w
 @dataclass
 class _NetEvaluator:
     """Evaluates one network: predicted parameters, default initialisation, SGD from it. One object per table,
-    pickled once into each worker process of :func:`_net_runner` (the GHN, data and batches travel with it)."""
+    pickled once into each worker process of :func:`train.workers.task_runner` (the GHN, data and batches travel
+    with it)."""
 
     ghn: nn.Module | None
     data: ImageData
@@ -240,36 +241,6 @@ class _NetEvaluator:
         n_params = sum(p.numel() for p in model.parameters())
         model.cpu()
         return NetResult(name, n_params, top1, top5, init1, sgd, dt)
-
-
-_WORKER: _NetEvaluator | None = None  # the evaluator of a worker process (set by _init_worker)
-
-
-def _init_worker(evaluator: _NetEvaluator) -> None:
-    global _WORKER
-    torch.set_num_threads(1)  # the processes share the cores: one thread each
-    _WORKER = evaluator
-
-
-def _work(task: tuple[int, str, nn.Module]) -> NetResult:
-    return _WORKER(*task)
-
-
-@contextlib.contextmanager
-def _net_runner(evaluator: _NetEvaluator, workers: int):
-    """Yields ``run(tasks)``: the :class:`NetResult` of each ``(j, name, model)`` task, in order, computed here
-    (``workers`` <= 1 or off the CPU) or by ``workers`` processes of one thread each, started once (``spawn``:
-    nothing of this process's thread pools is inherited) and shared by every row of a table. Each net is computed
-    the same way either way (one thread here when the caller set one): its figures do not depend on ``workers``.
-    """
-    if workers <= 1 or evaluator.device.type != "cpu":
-        yield lambda tasks: (evaluator(*t) for t in tasks)
-        return
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                                   initargs=(evaluator,)) as pool:
-        yield lambda tasks: pool.imap(_work, tasks)
 
 
 def _tasks(nets: Iterable[tuple[str, nn.Module]]) -> Iterator[tuple[int, str, nn.Module]]:
@@ -412,7 +383,7 @@ def evaluate_ghn(ghn: nn.Module | None, nets: Iterable[tuple[str, nn.Module]], d
     evaluator = _evaluator(ghn, data, image_split, batch_size, bn_mode, sgd_steps, sgd_num_nets, sgd_lr,
                            image_limit, ve_cutoff, device, seed, keep_classifier_init, channels_last)
     t_start = time.time()
-    with _net_runner(evaluator, workers) as run:
+    with task_runner(evaluator, workers, evaluator.device) as run:
         label = split_name if width is None else f"{split_name}@{width}"
         results = _collect(iter(run(_tasks(nets))), len(nets), label, progress)
     return _row_summary(results, evaluator, split_name, width, image_split, time.time() - t_start)
@@ -567,7 +538,7 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
     # Every row's range checked before any work; the nets of all rows in one stream, so that no worker waits for
     # the last net of a row.
     row_tasks = [row_nets(row, num_classes=data.num_classes, image_size=data.image_size) for row in rows]
-    with _net_runner(evaluator, workers) as run:
+    with task_runner(evaluator, workers, evaluator.device) as run:
         results = iter(run(task for nets in row_tasks for task in _tasks(nets)))
         for row, nets in zip(rows, row_tasks):
             t_row = time.time()

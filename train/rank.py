@@ -69,14 +69,14 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
                      num_classes: int, image_size: int, seed: int = 0, device: str | torch.device = "cpu",
                      scores: Sequence[str] = ("ghn_acc", "ghn_loss"),
                      proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None, train_data: ImageData | None = None,
-                     log: Callable[[str], None] | None = None) -> list[RankRow]:
+                     jobs: int = 1, log: Callable[[str], None] | None = None) -> list[RankRow]:
     """Build every candidate at its default initialisation and compute its ``scores``
     (:func:`train.scores.candidate_scores`); a candidate that fails gets a row with ``error`` set.
 
     Args:
         candidates: the architectures.
         predict: sets the parameters of a freshly built model in place and returns it (``None`` when no score
-            needs a GHN).
+            needs a GHN); with ``jobs > 1`` it must be picklable, as :func:`ghn_predictor`'s is.
         eval_batches: held-out ``(images (B, C, H, W), labels (B,))`` batches, reused for every candidate
             (materialise an iterator as a list first).
         num_classes: classifier outputs of the built networks.
@@ -88,6 +88,10 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
             ``accuracy``/``loss``.
         proxy_batch: one training batch for the zero-cost proxies.
         train_data: the task the ``sgdK`` scores train on.
+        jobs: worker processes of one thread each (:func:`train.workers.task_runner`; ``1``: score here). Every
+            candidate is scored the same way in either case, so the scores do not depend on ``jobs`` (up to
+            floating-point rounding when this process uses several threads); ``seconds`` are then the costs of
+            one thread.
         log: optional ``callable(str)`` for progress lines.
 
     Returns:
@@ -98,34 +102,50 @@ def score_candidates(candidates: Sequence[Candidate], predict: Predictor | None,
             run, not a property of one candidate).
         ValueError: an unknown score, or a score whose input is missing (see :func:`train.scores.candidate_scores`).
     """
-    from train.scores import candidate_scores, check_inputs
+    from functools import partial
+
+    from train.scores import check_inputs
+    from train.workers import task_runner
 
     check_inputs(scores, predict, eval_batches, proxy_batch, train_data)
+    score_one = partial(_score_one, predict=predict, eval_batches=eval_batches, num_classes=num_classes,
+                        image_size=image_size, seed=seed, device=device, scores=tuple(scores),
+                        proxy_batch=proxy_batch, train_data=train_data)
     rows = []
     t_all = time.perf_counter()
-    for i, cand in enumerate(candidates):
-        t0 = time.perf_counter()
-        row = RankRow(cand.name)
-        try:
-            torch.manual_seed(seed)
-            model = cand.build(num_classes=num_classes, image_size=image_size)
-            row.params = sum(p.numel() for p in model.parameters())
-            row.scores, row.score_seconds, row.predict_seconds = candidate_scores(
-                model, scores, name=cand.name, image_size=image_size, predict=predict, eval_batches=eval_batches,
-                proxy_batch=proxy_batch, train_data=train_data, seed=seed, device=device)
-            if "ghn_acc" in row.scores:
-                row.accuracy = row.scores["ghn_acc"]
-            if "ghn_loss" in row.scores:
-                row.loss = -row.scores["ghn_loss"]
-        except ClassMismatchError:
-            raise
-        except (RuntimeError, ValueError, NotImplementedError) as e:  # the candidate fails (torch or our checks)
-            row.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        row.seconds = time.perf_counter() - t0
-        rows.append(row)
-        if log and ((i + 1) % 10 == 0 or i + 1 == len(candidates)):
-            log(f"scored {i + 1}/{len(candidates)} candidates in {time.perf_counter() - t_all:.1f} s")
+    with task_runner(score_one, jobs, device) as run:
+        for row in run((c,) for c in candidates):
+            rows.append(row)
+            if log and (len(rows) % 10 == 0 or len(rows) == len(candidates)):
+                log(f"scored {len(rows)}/{len(candidates)} candidates in {time.perf_counter() - t_all:.1f} s")
     return rows
+
+
+def _score_one(cand: Candidate, *, predict: Predictor | None, eval_batches: Batches, num_classes: int,
+               image_size: int, seed: int, device: str | torch.device, scores: Sequence[str],
+               proxy_batch: tuple[torch.Tensor, torch.Tensor] | None, train_data: ImageData | None) -> RankRow:
+    """The :class:`RankRow` of one candidate (the task of :func:`score_candidates`)."""
+    from train.scores import candidate_scores
+
+    t0 = time.perf_counter()
+    row = RankRow(cand.name)
+    try:
+        torch.manual_seed(seed)
+        model = cand.build(num_classes=num_classes, image_size=image_size)
+        row.params = sum(p.numel() for p in model.parameters())
+        row.scores, row.score_seconds, row.predict_seconds = candidate_scores(
+            model, scores, name=cand.name, image_size=image_size, predict=predict, eval_batches=eval_batches,
+            proxy_batch=proxy_batch, train_data=train_data, seed=seed, device=device)
+        if "ghn_acc" in row.scores:
+            row.accuracy = row.scores["ghn_acc"]
+        if "ghn_loss" in row.scores:
+            row.loss = -row.scores["ghn_loss"]
+    except ClassMismatchError:
+        raise
+    except (RuntimeError, ValueError, NotImplementedError) as e:  # the candidate fails (torch or our checks)
+        row.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    row.seconds = time.perf_counter() - t0
+    return row
 
 
 #: SGD steps of the ranking yardstick on the digits default. Measured with ``benchmarks/bench_rank.py --pick-steps``
@@ -191,7 +211,7 @@ def train_to_convergence(model: nn.Module, data: ImageData, eval_batches: Batche
 
 def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate], data: ImageData,
                         eval_batches: Batches, *, steps: int = TRAINED_STEPS, lr: float = SGD_LR,
-                        batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
+                        batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu", jobs: int = 1,
                         log: Callable[[str], None] | None = None) -> None:
     """Train each scored candidate from its default initialisation with :func:`train_to_convergence` (the recipe
     and budget of ``benchmarks/bench_rank.py``) and record ``trained_accuracy``/``trained_loss`` on the held-out
@@ -206,23 +226,47 @@ def validate_candidates(rows: Sequence[RankRow], candidates: Sequence[Candidate]
         steps: SGD steps per candidate (``--validate K``).
         lr, batch_size, seed: the :func:`train.finetune.train_sgd` recipe.
         device: where to train.
+        jobs: worker processes of one thread each (as in :func:`score_candidates`; ``1``: train here).
         log: optional progress callable.
     """
+    from functools import partial
+
+    from train.workers import task_runner
+
     by_name = {c.name: c for c in candidates}
     t_all = time.perf_counter()
     todo = [r for r in rows if r.error is None]
-    for i, row in enumerate(todo):
-        try:
-            torch.manual_seed(seed)
-            model = by_name[row.name].build(num_classes=data.num_classes, image_size=data.image_size)
-            t = train_to_convergence(model, data, eval_batches, steps=steps, lr=lr, batch_size=batch_size,
-                                     seed=seed, device=device)
-            row.trained_accuracy, row.trained_loss = t.top1, t.loss
-        except (RuntimeError, ValueError) as e:  # keep the GHN score; the candidate just has no SGD score
-            if log:
-                log(f"{row.name}: SGD validation failed: {type(e).__name__}: {e}".splitlines()[0][:300])
-        if log and ((i + 1) % 5 == 0 or i + 1 == len(todo)):
-            log(f"trained {i + 1}/{len(todo)} candidates for {steps} steps in {time.perf_counter() - t_all:.1f} s")
+    train_one = partial(train_candidate, data=data, eval_batches=eval_batches, lr=lr, batch_size=batch_size,
+                        device=device)
+    with task_runner(train_one, jobs, device) as run:
+        for i, (row, result) in enumerate(zip(todo, run((by_name[r.name], steps, seed) for r in todo))):
+            if isinstance(result, str):  # keep the ranking score; the candidate just has no SGD score
+                if log:
+                    log(f"{row.name}: SGD validation failed: {result}")
+            else:
+                row.trained_accuracy, row.trained_loss = result.top1, result.loss
+            if log and ((i + 1) % 5 == 0 or i + 1 == len(todo)):
+                log(f"trained {i + 1}/{len(todo)} candidates for {steps} steps in "
+                    f"{time.perf_counter() - t_all:.1f} s")
+
+
+def train_candidate(cand: Candidate, steps: int, seed: int, *, data: ImageData, eval_batches: Batches,
+                    lr: float = SGD_LR, batch_size: int = 64, device: str | torch.device = "cpu") -> Trained | str:
+    """The yardstick of one candidate: built at its default initialisation (global seed ``seed``) and trained by
+    :func:`train_to_convergence` for ``steps`` steps of the recipe with data-order seed ``seed``; the task of
+    :func:`validate_candidates` and of ``benchmarks/bench_rank.py``.
+
+    Returns:
+        The :class:`Trained` scores, or a one-line ``"Error: message"`` when the candidate cannot be built or
+        trained (a torch error or a failed check: ``RuntimeError``/``ValueError``).
+    """
+    try:
+        torch.manual_seed(seed)
+        model = cand.build(num_classes=data.num_classes, image_size=data.image_size)
+        return train_to_convergence(model, data, eval_batches, steps=steps, lr=lr, batch_size=batch_size,
+                                    seed=seed, device=device)
+    except (RuntimeError, ValueError) as e:
+        return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
 def rank_rows(rows: Sequence[RankRow], by: str = "accuracy") -> list[RankRow]:
@@ -423,6 +467,7 @@ def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_cl
 def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False) -> Predictor:
     """A :data:`Predictor` that sets a model's parameters in place with ``ghn.predict`` (graph traced at
     ``image_size``); BatchNorm layers are left as they are (``bn_mode="running"``): evaluation chooses the mode.
+    The predictor is picklable (it can be sent to the worker processes of ``score_candidates(jobs=N)``).
 
     Args:
         ghn: the GHN.
@@ -435,11 +480,20 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
         without ``keep_classifier_init``, and :class:`ghn.model.InputSizeError` when the model's forward pass
         fails at ``image_size``.
     """
+    return _GHNPredictor(ghn, image_size, keep_classifier_init)
 
-    def predict(model: nn.Module) -> nn.Module:
-        return ghn.predict(model, input_size=image_size, bn_mode="running", keep_classifier_init=keep_classifier_init)
 
-    return predict
+@dataclass
+class _GHNPredictor:
+    """:func:`ghn_predictor`'s predictor: a class rather than a closure, so that it pickles."""
+
+    ghn: nn.Module
+    image_size: int
+    keep_classifier_init: bool
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        return self.ghn.predict(model, input_size=self.image_size, bn_mode="running",
+                                keep_classifier_init=self.keep_classifier_init)
 
 
 def ghn_embedder(ghn: nn.Module, image_size: int) -> Embedder:

@@ -60,6 +60,10 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                         "init or from the predicted parameters, then the held-out top-1)")
     p.add_argument("--rank-by", default=None, choices=tuple(_RANK_BY), help=argparse.SUPPRESS)  # the old name
     p.add_argument("--out", default=None, help="write the ranking to this CSV (and a .summary.json beside it)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes of one thread each that score (and --validate) the candidates; on a "
+                        "machine of N cores, N is fastest for the training rankers (sgdK) and --validate (1: all "
+                        "in this process, on --threads threads)")
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
     p.add_argument("--validate", type=int, nargs="?", const=TRAINED_STEPS, default=0, metavar="K",
                    help=f"also train every candidate from its default init for K SGD steps (default "
@@ -87,7 +91,7 @@ def _check_args(args: argparse.Namespace) -> None:
     from train.scores import check_score_names
 
     check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
-                                  "validate": 0, "train_batch_size": 1,
+                                  "validate": 0, "train_batch_size": 1, "jobs": 1,
                                   "validate_images": 1},
                   above={"lr": 0})
     if args.rank_by and args.score and _RANK_BY[args.rank_by] != args.score:
@@ -129,6 +133,8 @@ def run_rank(args: argparse.Namespace) -> int:
             one line and exits with status 2.
     """
 
+    import torch
+
     from archspace.errors import UsageError
     from archspace.files import write_json
     from ghn import GHN
@@ -149,20 +155,23 @@ def run_rank(args: argparse.Namespace) -> int:
     n_images = sum(len(y) for _, y in batches)
     classifier = ("default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted")
     names = per_candidate_scores(args.score, with_baselines=bool(args.validate))
+    where = f"{args.jobs} processes of 1 thread" if args.jobs > 1 else f"{torch.get_num_threads()} threads"
     _log(f"ranking {len(candidates)} candidates by {args.score} on {n_images} {args.data} {args.split} images "
-         f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier})")
+         f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier}; "
+         f"{where})")
     t0 = time.perf_counter()
     proxy_batch = (next(iter(bn_batches(data, 1, batch_size=min(64, len(data.train)), seed=args.seed)))
                    if needs_proxy_batch(names) else None)
     rows = score_candidates(candidates, ghn_predictor(ghn, data.image_size, args.keep_classifier_init), batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
-                            device=args.device, scores=names, proxy_batch=proxy_batch, train_data=data, log=_log)
+                            device=args.device, scores=names, proxy_batch=proxy_batch, train_data=data, jobs=args.jobs,
+                            log=_log)
     t_score = time.perf_counter() - t0
     summary: dict = {"candidates": len(candidates), "scored": sum(r.error is None for r in rows),
                      "eval_images": n_images, "data": args.data, "split": args.split,
                      "seconds_scoring": round(t_score, 2), "seconds_per_candidate": round(t_score / len(rows), 4),
                      "seconds_predicting": round(sum(r.predict_seconds for r in rows), 2),
-                     "bn_mode": "batch", "classifier": classifier, "score": args.score}
+                     "bn_mode": "batch", "classifier": classifier, "score": args.score, "jobs": args.jobs}
     if summary["scored"] == 0:
         raise UsageError(f"no candidate could be scored; first error: {rows[0].name}: {rows[0].error}")
 
@@ -177,7 +186,8 @@ def run_rank(args: argparse.Namespace) -> int:
         _log(f"validating: {args.validate} SGD steps per candidate from the default initialisation ({SGD_RECIPE}), "
              f"held-out accuracy on {sum(len(y) for _, y in held)} images")
         validate_candidates(rows, candidates, data, held, steps=args.validate, lr=args.lr,
-                            batch_size=args.train_batch_size, seed=args.seed, device=args.device, log=_log)
+                            batch_size=args.train_batch_size, seed=args.seed, device=args.device, jobs=args.jobs,
+                            log=_log)
         summary["seconds_validation"] = round(time.perf_counter() - t1, 2)
 
     ranked = rank_rows(rows, by=args.score)
