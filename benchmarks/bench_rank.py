@@ -18,9 +18,10 @@ nets). For each: Kendall tau and Spearman rho with bootstrap 95% intervals, top-
 candidate in seconds.
 
 Trained accuracies are cached in ``--cache`` (JSON, written atomically after every net), keyed by net, width,
-image size, data, steps, lr, batch size and seed, so a killed run resumes and other rankers reuse them. Training
-runs in ``--jobs`` processes of one thread each; scoring runs afterwards in this process, so its costs are not
-disturbed. Examples::
+image size, data, steps, lr, batch size and seed, so a killed run resumes and other rankers reuse them; the default
+cache is committed (``docs/bench_rank_trained.json``) and grows as sessions add trainings. Training runs in
+``--jobs`` processes of one thread each; scoring runs afterwards, in this process or in ``--score-jobs`` processes
+of one thread each. Examples::
 
     python benchmarks/bench_rank.py --pick-steps 100,200,400 --nets 0-11      # choose TRAINED_STEPS
     python benchmarks/bench_rank.py --ckpt runs/train/<run>/ghn.safetensors --out docs/bench_rank
@@ -259,7 +260,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1", help="training seeds: the first is the ground truth, the second the "
                    "ceiling")
     p.add_argument("--jobs", type=int, default=2, help="training processes (one thread each)")
-    p.add_argument("--cache", default="runs/bench_rank/trained.json")
+    p.add_argument("--cache", default="docs/bench_rank_trained.json",
+                   help="trained accuracies (committed, so that a rerun only scores; new trainings are added)")
     p.add_argument("--out", default="runs/bench_rank")
     p.add_argument("--pick-steps", default=None, metavar="S1,S2,...",
                    help="only compare these training budgets on --nets (seed 0) and stop")

@@ -60,10 +60,11 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                         "init or from the predicted parameters, then the held-out top-1)")
     p.add_argument("--rank-by", default=None, choices=tuple(_RANK_BY), help=argparse.SUPPRESS)  # the old name
     p.add_argument("--out", default=None, help="write the ranking to this CSV (and a .summary.json beside it)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes of one thread each that score (and --validate) the candidates; on a "
-                        "machine of N cores, N is fastest for the training rankers (sgdK) and --validate (1: all "
-                        "in this process, on --threads threads)")
+    p.add_argument("--jobs", default="auto", metavar="N",
+                   help="worker processes of one thread each that score (and --validate) the candidates; auto: one "
+                        "per CPU core when the ranker trains (sgdK, vote) or with --validate, each candidate on one "
+                        "thread whatever the core count (the training scores depend on the thread count through "
+                        "rounding), else 1; 1: all in this process, on --threads threads")
     p.add_argument("--top", type=int, default=20, help="rows shown in the terminal table (0: all)")
     p.add_argument("--validate", type=int, nargs="?", const=TRAINED_STEPS, default=0, metavar="K",
                    help=f"also train every candidate from its default init for K SGD steps (default "
@@ -91,7 +92,7 @@ def _check_args(args: argparse.Namespace) -> None:
     from train.scores import check_score_names
 
     check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
-                                  "validate": 0, "train_batch_size": 1, "jobs": 1,
+                                  "validate": 0, "train_batch_size": 1,
                                   "validate_images": 1},
                   above={"lr": 0})
     if args.rank_by and args.score and _RANK_BY[args.rank_by] != args.score:
@@ -111,9 +112,34 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.embed_regressor and not os.path.isfile(args.embed_regressor):
         raise UsageError(f"labels file {args.embed_regressor!r} does not exist; write name,label rows "
                          "(deepnets:train/5,61.2)")
+    if args.jobs != "auto":
+        try:
+            args.jobs = int(args.jobs)
+        except ValueError:
+            raise UsageError(f"--jobs must be a number of processes or 'auto', got {args.jobs!r}") from None
+        check_numbers(args, at_least={"jobs": 1})
     check_device(args.device)
     set_threads(args.threads)  # a count or "auto"; UsageError otherwise
     check_outputs(args)
+
+
+def _auto_jobs(names: list[str], args: argparse.Namespace, num_candidates: int) -> int:
+    """``--jobs auto``: one process of one thread per CPU core (at most one per candidate) when a score trains or
+    ``--validate`` is on, so that every candidate is trained on one thread whatever the machine (``sgdK`` scores
+    move with the thread count through rounding, which their SGD steps amplify); this process alone otherwise.
+    With a single process for training scores and no ``--threads``, this process then runs on one thread."""
+    import torch
+
+    from ghn.threads import auto_threads
+    from train.scores import short_sgd_steps
+
+    trains = bool(args.validate) or any(short_sgd_steps(n) for n in names)
+    if not trains or torch.device(args.device).type != "cpu":
+        return 1
+    jobs = max(1, min(auto_threads(), num_candidates))
+    if jobs == 1 and args.threads is None:
+        torch.set_num_threads(1)
+    return jobs
 
 
 def _log(msg: str) -> None:
@@ -147,6 +173,9 @@ def run_rank(args: argparse.Namespace) -> int:
 
     _check_args(args)
     candidates = parse_candidates(args.candidates, width=args.width)
+    names = per_candidate_scores(args.score, with_baselines=bool(args.validate))
+    if args.jobs == "auto":
+        args.jobs = _auto_jobs(names, args, len(candidates))
     ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
     data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
     if args.validate:
@@ -154,7 +183,6 @@ def run_rank(args: argparse.Namespace) -> int:
     batches = list(eval_batches(data, args.split, batch_size=args.batch_size, limit=args.eval_images))
     n_images = sum(len(y) for _, y in batches)
     classifier = ("default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted")
-    names = per_candidate_scores(args.score, with_baselines=bool(args.validate))
     where = f"{args.jobs} processes of 1 thread" if args.jobs > 1 else f"{torch.get_num_threads()} threads"
     _log(f"ranking {len(candidates)} candidates by {args.score} on {n_images} {args.data} {args.split} images "
          f"(predicted parameters, BatchNorm batch statistics, batches of {args.batch_size}; classifier {classifier}; "

@@ -266,18 +266,22 @@ def test_rank_cli_ranks_by_the_chosen_score(ghn_ckpt, tmp_path, capsys, score):
     assert json.loads((tmp_path / "r.summary.json").read_text())["score"] == score
 
 
-def test_rank_cli_jobs_give_the_scores_and_validation_of_one_process(ghn_ckpt, tmp_path, capsys):
-    """Two worker processes of one thread compute each candidate as this one-thread process does."""
+def test_rank_cli_jobs_give_the_scores_and_validation_of_one_thread(ghn_ckpt, tmp_path, capsys):
+    """Worker processes of one thread compute each candidate as one thread here does; --jobs auto (a training
+    ranker: one process per core) gives the same table whatever the machine's core count."""
+    from ghn.threads import auto_threads
+
     tables = []
-    for jobs in (1, 2):
-        out = tmp_path / f"r{jobs}.csv"
+    for i, opts in enumerate((["--jobs", "1", "--threads", "1"], ["--jobs", "2"], [])):
+        out = tmp_path / f"r{i}.csv"
         status, _, err = run_ghn(["rank", "deepnets:test/0-4", "--ckpt", ghn_ckpt, *SMALL, "--eval-images", "64",
-                                  "--score", "sgd3@ghn", "--validate", "3", "--train-batch-size", "32",
-                                  "--threads", "1", "--jobs", str(jobs), "--out", str(out)], capsys)
+                                  "--score", "sgd3@ghn", "--validate", "3", "--train-batch-size", "32", *opts,
+                                  "--out", str(out)], capsys)
         assert status == 0, err
-        assert json.loads((tmp_path / f"r{jobs}.summary.json").read_text())["jobs"] == jobs
+        jobs = json.loads((tmp_path / f"r{i}.summary.json").read_text())["jobs"]
+        assert jobs == (int(opts[1]) if opts else min(auto_threads(), 5))
         tables.append([{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader(out.open())])
-    assert tables[0] == tables[1]
+    assert tables[0] == tables[1] == tables[2]
     assert all(r["trained_accuracy"] for r in tables[1]) and len(tables[1]) == 5
 
 
@@ -324,6 +328,7 @@ def test_rank_cli_writes_the_csv_before_a_plot_that_fails(ghn_ckpt, tmp_path, ca
     (["deepnets:test/0", "--train-batch-size", "0", "--validate", "2"], "--train-batch-size must be >= 1"),
     (["deepnets:test/0", "--lr", "0"], "--lr must be > 0, got 0"),
     (["deepnets:test/0", "--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["deepnets:test/0", "--jobs", "many"], "--jobs must be a number of processes or 'auto', got 'many'"),
     (["deepnets:test/0", "--plot", "x.png"], "add --validate"),
     (["deepnets:test/0", "--score", "embed"], "needs --embed-regressor"),
     (["deepnets:test/0", "--score", "sgd0"], "--score: unknown score 'sgd0'"),
