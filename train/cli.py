@@ -231,7 +231,8 @@ def train(cfg: DictConfig) -> dict:
         if result.cut_short:
             print(f"WARNING: the safety time limit (train.time_limit_min={t.get('time_limit_min')}) cut the run short "
                   f"at step {result.step} of {result.planned_steps} ({100.0 * result.step / result.planned_steps:.1f}%"
-                  f"); its GHN is not the reproducible result of this configuration")
+                  f"); its GHN is not the reproducible result of this configuration. To finish it: ghn-train "
+                  f"<the same overrides> hydra.run.dir={run_dir} resume=true train.time_limit_min=0")
     if world > 1:
         import torch.distributed as dist
 

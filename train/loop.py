@@ -373,12 +373,18 @@ class Trainer:
         Raises:
             TrainingDiverged: ``max_bad_steps`` consecutive non-finite steps; the last checkpoint is kept.
             UsageError: ``run_dir`` has checkpoints but ``resume`` is false, or they cannot be resumed by this
-                trainer (see :meth:`resume`).
+                trainer (see :meth:`resume`), or the resumed run was cut short and has already used
+                ``time_limit_s`` (the message gives the ``train.time_limit_min`` that lets it finish).
         """
         if self.is_writer:
             os.makedirs(self.run_dir, exist_ok=True)
         if resume:
             self.resume()
+            if self.time_limit_s and self.elapsed >= self.time_limit_s and self.step < self.steps:
+                raise UsageError(
+                    f"{self.run_dir} was cut short at step {self.step} of {self.steps} after {self.elapsed:.0f} s of "
+                    f"training, and its safety time limit is {self.time_limit_s:.0f} s; to finish it, resume with a "
+                    f"larger limit (train.time_limit_min={math.ceil(2 * self.elapsed / 60)}) or none (0)")
         elif latest_checkpoint(self.run_dir) is not None:
             raise UsageError(f"{self.run_dir} already has checkpoints; pass resume=True to continue that run or use a "
                              f"new run directory")

@@ -66,8 +66,8 @@ def test_default_is_the_offline_digits_run():
     c = compose_cfg("train", [])
     assert c.data.name == "digits" and c.data.batch_size == 64
     # A run of a fixed number of steps (reproducible); the time limit is only a safety stop beyond its expected
-    # length (about 15 minutes on 2 idle cores).
-    assert c.train.steps == 2900 and c.train.time_limit_min >= 16
+    # length (13 minutes on 2 idle AVX-512 cores, 27.5 on 2 AVX2-only ones).
+    assert c.train.steps == 2900 and c.train.time_limit_min >= 30
     assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
     assert c.archspace.width_policy == "loguniform" and list(c.archspace.width_range) == [8, 32]
     assert c.data.image_size == 16 and c.archspace.eval_width == 8

@@ -256,3 +256,15 @@ def test_the_safety_time_limit_cuts_the_run_short_and_says_so(tmp_path, archs, s
     # The lr schedule of a cut run is the step schedule, truncated: the one step ran at the initial lr.
     lrs = [float(r.split(",")[4]) for r in open(tmp_path / "metrics.csv").read().split()[1:]]
     assert lrs == pytest.approx([1e-3])
+
+
+def test_resuming_a_cut_short_run_needs_a_larger_time_limit(tmp_path, archs, small_digits):
+    """A cut-short run resumed with the limit it already used would stop again after one step (and evaluate a
+    GHN it knows is not the run's): it is refused up front, with the limit that lets it finish."""
+    cut = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e-9)
+    assert cut.fit().cut_short
+    again = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e-9)
+    with pytest.raises(UsageError, match=r"cut short at step 1 of 4 .*train\.time_limit_min=1\)"):
+        again.fit(resume=True)
+    done = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e6).fit(resume=True)
+    assert not done.cut_short and done.step == 4 and os.path.exists(done.ghn_path)
