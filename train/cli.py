@@ -222,10 +222,12 @@ def train(cfg: DictConfig) -> dict:
     result = trainer.fit(resume=bool(c.get("resume")))
     summary = {"run_dir": run_dir, "step": result.step, "loss": result.last_loss, "acc": result.last_acc,
                "skipped_large": result.skipped_large, "skipped_nonfinite": result.skipped_nonfinite,
-               "train_seconds": result.seconds, "ghn": result.ghn_path, "planned_steps": result.planned_steps,
+               "train_seconds": result.total_seconds, "ghn": result.ghn_path, "planned_steps": result.planned_steps,
                "cut_short": result.cut_short}
     if rank == 0:
-        print(f"trained {result.step} steps in {result.seconds:.0f} s: loss {result.last_loss:.3f}, "
+        resumed = (f" ({result.total_seconds:.0f} s over all segments)"
+                   if result.total_seconds > result.seconds + 1 else "")
+        print(f"trained {result.step} steps in {result.seconds:.0f} s{resumed}: loss {result.last_loss:.3f}, "
               f"train acc {result.last_acc:.3f}; skipped {result.skipped_large} large and "
               f"{result.skipped_nonfinite} non-finite meta-batches; GHN: {result.ghn_path}")
         if result.cut_short:
@@ -241,7 +243,7 @@ def train(cfg: DictConfig) -> dict:
     if rank == 0 and c["eval"].get("enabled", True) and result.ghn_path:
         ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
         training = {"steps": result.step, "planned_steps": result.planned_steps, "cut_short": result.cut_short,
-                    "train_seconds": round(result.seconds, 1)}
+                    "train_seconds": round(result.total_seconds, 1)}
         widths = c["archspace"].get("width_range")
         summary["eval"] = run_eval(ev, trainer.final_ghn, data, run_dir, seed, training,
                                    base_width=c["archspace"].get("eval_width"), width_range=widths)

@@ -69,6 +69,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     planned_steps: int = 0  #: ``steps`` of the configuration
     cut_short: bool = False  #: the safety time limit stopped the run before ``planned_steps``
+    total_seconds: float = 0.0  #: training seconds over all segments of the run (``seconds`` is this call's)
 
 
 def _is_dist() -> bool:
@@ -469,4 +470,4 @@ class Trainer:
                 dist.barrier()
         return TrainResult(self.step, ghn_path, float(last["loss"]), float(last["acc"]), self.skipped_large,
                            self.skipped_nonfinite, self.clock() - t_start, history, planned_steps=self.steps,
-                           cut_short=timed_out and self.step < self.steps)
+                           cut_short=timed_out and self.step < self.steps, total_seconds=self.elapsed)

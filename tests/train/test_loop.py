@@ -262,9 +262,11 @@ def test_resuming_a_cut_short_run_needs_a_larger_time_limit(tmp_path, archs, sma
     """A cut-short run resumed with the limit it already used would stop again after one step (and evaluate a
     GHN it knows is not the run's): it is refused up front, with the limit that lets it finish."""
     cut = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e-9)
-    assert cut.fit().cut_short
+    first = cut.fit()
+    assert first.cut_short and first.total_seconds == cut.elapsed > 0
     again = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e-9)
     with pytest.raises(UsageError, match=r"cut short at step 1 of 4 .*train\.time_limit_min=1\)"):
         again.fit(resume=True)
     done = make_trainer(tmp_path, archs, small_digits, steps=4, lr_schedule="linear", time_limit_s=1e6).fit(resume=True)
     assert not done.cut_short and done.step == 4 and os.path.exists(done.ghn_path)
+    assert done.total_seconds > first.total_seconds  # eval.json's train_seconds covers both segments
