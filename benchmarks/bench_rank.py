@@ -24,6 +24,7 @@ cache is committed (``docs/bench_rank_trained.json``) and grows as sessions add 
 of one thread each. Examples::
 
     python benchmarks/bench_rank.py --pick-steps 100,200,400 --nets 0-11      # choose TRAINED_STEPS
+    python benchmarks/bench_rank.py --width 16 --ceiling-nets 0-59 --train-only   # the yardstick alone, no GHN
     python benchmarks/bench_rank.py --ckpt runs/train/<run>/ghn.safetensors --out docs/bench_rank
 """
 
@@ -140,7 +141,13 @@ def run_benchmark(args) -> None:
     labelled = [c.name for c in parse_candidates([f"deepnets:{args.labelled}"], width=args.width)]
     trained(test, seeds[:1], [args.steps], args)  # the ground truth first, then the labels, then the ceiling
     trained(labelled, seeds[:1], [args.steps], args)
-    cache = trained(test, seeds[1:], [args.steps], args) if not args.skip_ceiling else load_cache(args.cache)
+    twice = (test if args.ceiling_nets is None else
+             [c.name for c in parse_candidates([f"deepnets:{args.split}/{args.ceiling_nets}"], width=args.width)])
+    cache = trained(twice, seeds[1:], [args.steps], args) if not args.skip_ceiling else load_cache(args.cache)
+    if args.train_only:
+        print(f"trained: {len(test)} nets of {args.split}, {len(labelled)} labelled, "
+              f"{0 if args.skip_ceiling else len(twice)} with seed {seeds[1:]} (cache {args.cache})")
+        return
     truth = {n: dict(cache[_key(n, args, args.steps, seeds[0])]) for n in test + labelled}
     for t in truth.values():  # runs cached before steps_to_90 left out step 0 gave 0 for nets that never learned
         if t["steps_to_90"] == 0:
@@ -252,6 +259,10 @@ def main(argv=None) -> None:
     p.add_argument("--nets", default="0-199", help="indices of the ranked nets in --split")
     p.add_argument("--skip-ceiling", action="store_true", help="do not train the second seed; the ceiling uses the "
                    "nets already in the cache")
+    p.add_argument("--ceiling-nets", default=None, help="indices in --split of the nets trained with the second "
+                   "seed (default: all of --nets)")
+    p.add_argument("--train-only", action="store_true", help="train the yardstick (ground truth, labelled nets, "
+                   "ceiling) into the cache and stop: no GHN needed, nothing scored")
     p.add_argument("--labelled", default="val/0-59", help="labelled nets (split/ranges) for property prediction "
                    "and for choosing the vote's members")
     p.add_argument("--steps", type=int, default=TRAINED_STEPS, help="SGD steps of the yardstick")
@@ -278,7 +289,7 @@ def main(argv=None) -> None:
     if args.pick_steps:
         pick_steps(args)
         return
-    if not args.ckpt:
+    if not args.ckpt and not args.train_only:
         p.error("--ckpt is required (the GHN whose rankers are benchmarked)")
     run_benchmark(args)
 
