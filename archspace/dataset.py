@@ -42,8 +42,10 @@ class ArchDataset(PygDataset):
         ve_cutoff: virtual-edge cutoff ``s`` of the graphs (GHN-2: 50).
         width_range: ``(lo, hi)``: each net's width is drawn from it (deterministically from ``seed`` and the
             index); ``None`` keeps the genotype's width.
-        width_policy: how widths are drawn from ``width_range`` (:mod:`archspace.width_policy`): ``'uniform'``, or
-            ``'ghn2'``, GHN-2's training distribution (large nets narrow, a drawn classifier size).
+        width_policy: how widths are drawn from ``width_range`` (:mod:`archspace.width_policy`): ``'uniform'``,
+            ``'loguniform'``, ``'octave'`` or ``'half_octave'`` (uniform over the geometric grid ``lo, 2 lo, ...`` or
+            ``lo, sqrt(2) lo, ...``), or ``'ghn2'``, GHN-2's training distribution (large nets narrow, a drawn
+            classifier size).
         seed: seed of the width draws.
 
     Raises:

@@ -5,6 +5,12 @@
 ``loguniform``: the width is drawn log-uniformly from ``[lo, hi]`` (rounded down to an integer), so each octave of
 widths gets the same share of nets (8..15 and 16..32 half each for 8..32); the classifier size is kept.
 
+``octave`` and ``half_octave``: the width is drawn uniformly from the geometric grid ``lo, r lo, r^2 lo, ... <= hi``
+(rounded to integers) with ``r = 2`` or ``sqrt(2)``: for 8..32, ``{8, 16, 32}`` or ``{8, 11, 16, 23, 32}``. The widths a
+GHN is evaluated at then get a third (a fifth) of the training nets each, where the log-uniform draw gives width 8
+about 4% of them (``P(w < 9)``) and width 32 under 1%; the shape encoding sees the exact channel counts it is asked
+for. The classifier size is kept.
+
 ``ghn2``: GHN-2's training distribution (Knyazev et al., NeurIPS 2021: training nets of width 32..128; the rule
 below is the reference loader's, ``ppuda/deepnets1m/loader.py``). The width comes from the grid
 ``lo, lo + 16, ..., hi``, and how much of the grid a net may use depends on its size at the base width (parameters
@@ -35,12 +41,32 @@ from .errors import UsageError
 from .genotype import Genotype
 
 #: Width policies understood by :func:`net_size`.
-WIDTH_POLICIES: tuple[str, ...] = ("uniform", "loguniform", "ghn2")
+WIDTH_POLICIES: tuple[str, ...] = ("uniform", "loguniform", "octave", "half_octave", "ghn2")
+#: Ratio of consecutive widths of the geometric-grid policies.
+GRID_RATIOS: dict[str, float] = {"octave": 2.0, "half_octave": 2.0 ** 0.5}
 #: Step of GHN-2's width grid.
 GHN2_WIDTH_STEP: int = 16
 #: GHN-2's grid of classifier hidden sizes.
 GHN2_FC_DIMS: tuple[int, ...] = tuple(range(64, 513, 64))
 _LARGE_CONVS = ("conv_5x5", "conv_7x7")
+
+
+def geometric_widths(lo: int, hi: int, ratio: float) -> list[int]:
+    """The widths ``round(lo * ratio^k) <= hi``, ``k = 0, 1, ...`` (the grid of the ``octave`` and ``half_octave``
+    policies): ``geometric_widths(8, 32, 2) == [8, 16, 32]``, ``geometric_widths(8, 32, 2 ** 0.5) == [8, 11, 16,
+    23, 32]``.
+
+    Raises:
+        ValueError: ``ratio <= 1`` or ``lo < 1``.
+    """
+    if ratio <= 1 or lo < 1:
+        raise ValueError(f"a geometric width grid needs lo >= 1 and ratio > 1, got lo={lo}, ratio={ratio}")
+    widths, k = [], 0
+    while (w := int(round(lo * ratio**k))) <= hi:
+        if not widths or w != widths[-1]:
+            widths.append(w)
+        k += 1
+    return widths
 
 
 def ghn2_width_choices(genotype: Genotype, base_params: int) -> int | None:
@@ -69,7 +95,7 @@ def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, g
     """Width and classifier hidden size of training net ``index`` under ``policy``.
 
     Args:
-        policy: ``'uniform'``, ``'loguniform'`` or ``'ghn2'`` (module docstring).
+        policy: ``'uniform'``, ``'loguniform'``, ``'octave'``, ``'half_octave'`` or ``'ghn2'`` (module docstring).
         width_range: ``(lo, hi)``, both included.
         seed: seed of the draws.
         index: net index.
@@ -89,6 +115,9 @@ def net_size(policy: str, width_range: tuple[int, int], seed: int, index: int, g
         return int(rng.integers(lo, hi + 1)), None
     if policy == "loguniform":  # as many nets in [w, 2w) as in [2w, 4w): narrow nets are not outnumbered
         return min(hi, int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1))))), None
+    if policy in GRID_RATIOS:
+        grid = geometric_widths(lo, hi, GRID_RATIOS[policy])
+        return grid[int(rng.integers(len(grid)))], None
     if policy != "ghn2":
         raise UsageError(f"unknown width policy {policy!r}; choose one of {', '.join(WIDTH_POLICIES)}")
     grid = list(range(lo, hi + 1, GHN2_WIDTH_STEP))

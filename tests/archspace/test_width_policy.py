@@ -11,7 +11,7 @@ from archspace.dataset import ArchDataset
 from archspace.errors import UsageError
 from archspace.genotype import Genotype
 from archspace.network import Network, num_params
-from archspace.width_policy import ghn2_width_choices, net_size
+from archspace.width_policy import geometric_widths, ghn2_width_choices, net_size
 
 ALL_FC = (64, 128, 192, 256, 320, 384, 448, 512)  # GHN-2's classifier hidden sizes
 FIRST_FC = (64, 128, 192, 256)  # the first four
@@ -115,6 +115,38 @@ def test_loguniform_policy_gives_each_octave_the_same_share():
     assert [net_size("loguniform", (8, 32), 3, i)[0] for i in range(4000)] == draws  # a function of (seed, index)
 
 
+def test_geometric_grids():
+    assert geometric_widths(8, 32, 2) == [8, 16, 32]
+    assert geometric_widths(8, 32, 2**0.5) == [8, 11, 16, 23, 32]  # 8 * 2^(k/2) rounded
+    assert geometric_widths(8, 40, 2) == [8, 16, 32]  # the top of the range need not be on the grid
+    assert geometric_widths(4, 4, 2) == [4]
+    assert geometric_widths(2, 4, 1.1) == [2, 3, 4]  # rounding never repeats a width
+    with pytest.raises(ValueError, match="ratio > 1"):
+        geometric_widths(8, 32, 1.0)
+
+
+@pytest.mark.parametrize("policy, grid", [("octave", [8, 16, 32]), ("half_octave", [8, 11, 16, 23, 32])])
+def test_grid_policies_draw_each_width_of_the_grid_equally(policy, grid):
+    draws = [net_size(policy, (8, 32), 3, i) for i in range(3000)]
+    assert {f for _, f in draws} == {None}  # the genotype's classifier is kept
+    widths = [w for w, _ in draws]
+    assert sorted(set(widths)) == grid
+    for w in grid:  # each a 1 / len(grid) share (binomial standard error < 0.01)
+        assert abs(widths.count(w) / len(widths) - 1 / len(grid)) < 0.03
+    # The log-uniform draw gives the end widths a small share: width 8 is P(w < 9) = log(9/8) / log(33/8) = 8%.
+    log = [net_size("loguniform", (8, 32), 3, i)[0] for i in range(3000)]
+    assert log.count(8) / len(log) < 0.11 and log.count(32) / len(log) < 0.03
+    assert [net_size(policy, (8, 32), 3, i) for i in reversed(range(3000))][::-1] == draws  # f(seed, index)
+    assert [net_size(policy, (8, 32), 4, i) for i in range(3000)] != draws
+
+
+def test_grid_policy_in_arch_dataset():
+    ds = ArchDataset(split="train", num=40, width_range=(8, 32), width_policy="octave", seed=0)
+    widths = [ds.width(i) for i in range(40)]
+    assert set(widths) <= {8, 16, 32} and len(set(widths)) == 3
+    assert widths == [net_size("octave", (8, 32), 0, i)[0] for i in range(40)]
+
+
 def test_ghn2_draws_are_a_function_of_seed_and_index():
     a = [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in range(100)]
     assert [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in reversed(range(100))][::-1] == a
@@ -122,7 +154,8 @@ def test_ghn2_draws_are_a_function_of_seed_and_index():
 
 
 def test_bad_policy():
-    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, loguniform, ghn2"):
+    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, loguniform, octave, "
+                                         "half_octave, ghn2"):
         net_size("wide", (32, 128), 0, 0, plain(), 1)
     with pytest.raises(ValueError, match="parameter count"):
         net_size("ghn2", (32, 128), 0, 0, plain())
