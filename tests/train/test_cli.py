@@ -87,10 +87,10 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ev = json.loads((trained / "eval.json").read_text())
     # The paper's Table 2 rows at base width 4 (archspace.eval_width), the wide split at 4x it.
     assert [(r["split"], r["width"], r["num_nets"]) for r in ev["rows"]] == [
-        ("test", 4, 1), ("test", 16, 1), ("test", 32, 1), ("wide", 16, 1), ("deep", 4, 1), ("dense", 4, 1),
-        ("bnfree", 4, 1)]
+        ("test", 4, 1), ("test", 16, 1), ("test", 32, 1), ("test", 12, 1), ("test", 24, 1), ("wide", 16, 1),
+        ("deep", 4, 1), ("dense", 4, 1), ("bnfree", 4, 1)]
     assert ev["trained_width_range"] == [4, 4] and ev["base_width"] == 4 and ev["training"]["steps"] == 2
-    assert [r["in_trained_widths"] for r in ev["rows"]] == [True, False, False, False, True, True, True]
+    assert [r["in_trained_widths"] for r in ev["rows"]] == [True] + [False] * 5 + [True] * 3
 
 
 @pytest.mark.parametrize("override, phrase", [
