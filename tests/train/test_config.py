@@ -69,7 +69,7 @@ def test_default_is_the_offline_digits_run():
     # length (13 minutes on 2 idle AVX-512 cores, 27.5 on 2 AVX2-only ones).
     assert c.train.steps == 2900 and c.train.time_limit_min >= 30
     assert c.optim.schedule == "linear" and c.optim.lr == 2e-3 and c.train.meta_batch_size == 2
-    assert c.archspace.width_policy == "half_octave" and list(c.archspace.width_range) == [8, 32]
+    assert c.archspace.width_policy == "loguniform" and list(c.archspace.width_range) == [8, 32]
     assert c.data.image_size == 16 and c.archspace.eval_width == 8
     assert c.train.channels_last is True
 
