@@ -212,7 +212,8 @@ def train(cfg: DictConfig) -> dict:
     trainer = Trainer(
         ghn, archs, images, run_dir, steps=t["steps"], meta_batch_size=t["meta_batch_size"],
         max_nodes=t["max_nodes"], optimizer=o["name"], lr=o["lr"], weight_decay=o["weight_decay"],
-        milestones=o["milestones"], gamma=o["gamma"], lr_schedule=o.get("schedule", "step"), clip=t["clip"],
+        milestones=o["milestones"], gamma=o["gamma"], lr_schedule=o.get("schedule", "step"),
+        warmup=float(o.get("warmup") or 0.0), clip=t["clip"],
         label_smoothing=t["label_smoothing"], amp=t["amp"], channels_last=bool(t.get("channels_last", True)),
         device=c.get("device"), seed=seed, ckpt_every=t["ckpt_every"],
         keep_checkpoints=t["keep_checkpoints"], log_every=t["log_every"], max_bad_steps=t["max_bad_steps"],

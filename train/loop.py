@@ -94,6 +94,7 @@ class Trainer:
         milestones, gamma: lr x ``gamma`` at these fractions of the run (paper: 200/300 and 250/300, x0.1).
         lr_schedule: ``step`` (the paper's, with ``milestones``) or ``linear`` (decay to 0 over the run); see
             :func:`train.optim.schedule_factor`.
+        warmup: fraction of the run with a linear lr warm-up from 0 (0: none, as the paper).
         clip: gradient-norm clip (paper: 5); 0: off.
         label_smoothing: cross-entropy label smoothing.
         amp: autocast (bfloat16) on CUDA; ignored on CPU.
@@ -128,7 +129,8 @@ class Trainer:
     def __init__(self, ghn: nn.Module, archs: ArchDataset, images: TrainBatches, run_dir: str, *, steps: int,
                  meta_batch_size: int = 8, max_nodes: int = 2200, optimizer: str = "adam", lr: float = 1e-3,
                  weight_decay: float = 1e-5, milestones: Sequence[float] = (200 / 300, 250 / 300),
-                 gamma: float = 0.1, lr_schedule: str = "step", clip: float = 5.0, label_smoothing: float = 0.0,
+                 gamma: float = 0.1, lr_schedule: str = "step", warmup: float = 0.0, clip: float = 5.0,
+                 label_smoothing: float = 0.0,
                  amp: bool = True, channels_last: bool = True,
                  device: str | None = None, seed: int = 0, ckpt_every: int = 500, keep_checkpoints: int = 2,
                  log_every: int = 10, max_bad_steps: int = 10, inject_nan_steps: Sequence[int] = (),
@@ -184,8 +186,10 @@ class Trainer:
             self.ema.update_parameters(self.ghn)  # the first update copies: the average starts at the initial weights
         self.elapsed = 0.0  # training seconds over all segments of the run (resumes included)
         self.step = 0
-        self.lr_schedule = lr_schedule
-        self.scheduler = build_progress_scheduler(self.optimizer, self.run_fraction, lr_schedule, milestones, gamma)
+        # the schedule's name as checkpoints record it (a run without warm-up keeps the plain name)
+        self.lr_schedule = lr_schedule + (f"+warmup{warmup:g}" if warmup else "")
+        self.scheduler = build_progress_scheduler(self.optimizer, self.run_fraction, lr_schedule, milestones, gamma,
+                                                  warmup)
         self.skipped_large = 0
         self.skipped_nonfinite = 0
         self.bad_in_a_row = 0
@@ -249,7 +253,7 @@ class Trainer:
                              f"state differs); start a new run")
         if state["lr_schedule"] != self.lr_schedule:
             raise UsageError(f"checkpoint {path} was trained with lr schedule {state['lr_schedule']}, this run has "
-                             f"{self.lr_schedule}; resume with the optim.schedule it was started with")
+                             f"{self.lr_schedule}; resume with the optim.schedule and optim.warmup it was started with")
         saved_ema = state["ema"]
         if bool(saved_ema) != (self.ema is not None):
             raise UsageError(f"checkpoint {path} has {'a' if saved_ema else 'no'} weight average but this run has "

@@ -50,7 +50,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", lr
 
 
 def schedule_factor(schedule: str = "step", milestones: Sequence[float] = (200 / 300, 250 / 300),
-                    gamma: float = 0.1) -> Callable[[float], float]:
+                    gamma: float = 0.1, warmup: float = 0.0) -> Callable[[float], float]:
     """The lr factor of a schedule as a function of the fraction of the run done (0 at the start, 1 at the end).
 
     Args:
@@ -58,38 +58,48 @@ def schedule_factor(schedule: str = "step", milestones: Sequence[float] = (200 /
             ``linear`` (1 - fraction: to 0 at the end of the run; milestones and gamma unused).
         milestones: increasing fractions of the run in (0, 1) (paper: 200/300, 250/300).
         gamma: factor per milestone (paper: 0.1).
+        warmup: fraction of the run in [0, 1) over which the factor is multiplied by a linear ramp
+            ``fraction / warmup`` from 0 (Goyal et al., 2017, "Accurate, Large Minibatch SGD", Sec. 2.2, gradual
+            warm-up); 0: none (the paper's GHN training has none).
 
     Returns:
         ``factor(progress) -> float``.
 
     Raises:
-        UsageError: an unknown schedule, or milestones outside (0, 1) or not increasing.
+        UsageError: an unknown schedule, milestones outside (0, 1) or not increasing, or a warm-up outside [0, 1).
     """
+    if not 0.0 <= warmup < 1.0:
+        raise UsageError(f"optim.warmup must be a fraction of the run in [0, 1), got {warmup}")
     if schedule == "linear":
-        return lambda progress: max(0.0, 1.0 - progress)
-    if schedule != "step":
+        base = lambda progress: max(0.0, 1.0 - progress)  # noqa: E731
+    elif schedule != "step":
         raise UsageError(f"unknown lr schedule {schedule!r}{suggest(schedule, SCHEDULES)}")
-    marks = [float(m) for m in milestones]
-    if not all(0 < m < 1 for m in marks) or marks != sorted(marks):
-        raise UsageError(f"optim.milestones must be increasing fractions of the run in (0, 1), got {list(milestones)}")
-    return lambda progress: gamma ** sum(progress >= m for m in marks)
+    else:
+        marks = [float(m) for m in milestones]
+        if not all(0 < m < 1 for m in marks) or marks != sorted(marks):
+            raise UsageError(f"optim.milestones must be increasing fractions of the run in (0, 1), "
+                             f"got {list(milestones)}")
+        base = lambda progress: gamma ** sum(progress >= m for m in marks)  # noqa: E731
+    if not warmup:
+        return base
+    return lambda progress: min(1.0, progress / warmup) * base(progress)
 
 
 def build_progress_scheduler(optimizer: torch.optim.Optimizer, progress: Callable[[], float],
                              schedule: str = "step", milestones: Sequence[float] = (200 / 300, 250 / 300),
-                             gamma: float = 0.1) -> LambdaLR:
+                             gamma: float = 0.1, warmup: float = 0.0) -> LambdaLR:
     """The lr schedule of a run: lr = base lr x ``schedule_factor(...)(progress())``, set at every ``step()``.
 
     Args:
         optimizer: the GHN optimiser.
         progress: the fraction of the run done, read at construction and at every ``step()``.
-        schedule, milestones, gamma: see :func:`schedule_factor`.
+        schedule, milestones, gamma, warmup: see :func:`schedule_factor`.
 
     Returns:
         A ``LambdaLR``; its state dict holds no function, so it is weights-only loadable.
 
     Raises:
-        UsageError: an unknown schedule or bad milestones.
+        UsageError: an unknown schedule, bad milestones or a bad warm-up.
     """
-    factor = schedule_factor(schedule, milestones, gamma)
+    factor = schedule_factor(schedule, milestones, gamma, warmup)
     return LambdaLR(optimizer, lambda _: factor(progress()))

@@ -158,6 +158,9 @@ def test_bad_settings_are_explained(tmp_path, archs, small_digits):
         make_trainer(tmp_path, archs, small_digits, steps=2, seed=1).fit(resume=True)
     with pytest.raises(UsageError, match="lr schedule step, this run has linear"):
         make_trainer(tmp_path, archs, small_digits, steps=2, lr_schedule="linear").fit(resume=True)
+    with pytest.raises(UsageError, match=r"lr schedule step, this run has step\+warmup0.1; resume with the "
+                                         r"optim.schedule and optim.warmup"):
+        make_trainer(tmp_path, archs, small_digits, steps=2, warmup=0.1).fit(resume=True)
     with pytest.raises(UsageError, match="no weight average but this run has ema_decay=0.5"):
         make_trainer(tmp_path, archs, small_digits, steps=2, ema_decay=0.5).fit(resume=True)
 

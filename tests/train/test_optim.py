@@ -85,3 +85,16 @@ def test_bad_settings_are_usage_errors():
     with pytest.raises(UsageError, match="optim.lr must be positive, got 0"):
         build_optimizer(params, "adam", lr=0)
     assert isinstance(build_optimizer(params, "adamw", lr=1e-3), torch.optim.AdamW)
+
+
+def test_warmup_ramps_linearly_then_follows_the_schedule():
+    # 10% warm-up on the linear decay: the ramp multiplies the decay, so the factor at 5% is 0.5 x 0.95.
+    opt, progress = _opt(1.0), Progress()
+    sched = build_progress_scheduler(opt, progress, "linear", warmup=0.1)
+    assert opt.param_groups[0]["lr"] == 0.0  # the first step of the run
+    assert lrs_at(opt, sched, progress, (0.05, 0.1, 0.5)) == pytest.approx([0.5 * 0.95, 0.9, 0.5])
+    opt, progress = _opt(1.0), Progress()
+    sched = build_progress_scheduler(opt, progress, "step", milestones=(0.5,), gamma=0.1, warmup=0.2)
+    assert lrs_at(opt, sched, progress, (0.1, 0.3, 0.6)) == pytest.approx([0.5, 1.0, 0.1])
+    with pytest.raises(UsageError, match=r"optim.warmup must be a fraction of the run in \[0, 1\), got 1.5"):
+        build_progress_scheduler(_opt(), Progress(), "linear", warmup=1.5)
