@@ -10,7 +10,8 @@ running statistics are recomputed before step 0 in every run, as ``ghn finetune`
 held-out accuracy curve; per warm start against the default-init run of the same net:
 
 - the speed-up at steps 0, 25, 50, 100 and 200: the steps the default-init run needs to reach the warm run's
-  accuracy at that step, over that step (:func:`train.finetune.speedup`);
+  accuracy at that step, over that step (:func:`train.finetune.speedup`; where it never gets there, the lower
+  bound budget / step counts, in the table and in its median alike);
 - ``reach_final``: the first evaluation step at which the warm run reaches the default-init run's final accuracy,
   as a fraction of the budget (issue 12's criterion: at most one half; the goal one third);
 - ``catch_up``: the first evaluation step after 0 from which the default-init run stays at or above the warm run;
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 "reach_final": rf / args.steps if rf is not None else None,
                 "catch_up": catch_up(warm, scratch),
                 **{f"scratch_steps_at_{c}": sp[c]["scratch_steps"] for c in sp},
-                **{f"speedup_at_{c}": sp[c]["speedup"] for c in sp if c > 0},
+                # a default-init run that never reaches the warm accuracy counts with its lower bound, budget / c
+                **{f"speedup_at_{c}": sp[c]["speedup"] if sp[c]["speedup"] is not None
+                   else sp[c]["speedup_lower_bound"] for c in sp if c > 0},
             })
             line.append(f"{name} lr {lr} wu {wu}: {warm.accuracy[0]:.1f}->{warm.accuracy[-1]:.1f}")
         print(f"{cand.name:<32} " + "; ".join(line) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                        "reach_final_median": statistics.median(rf), "reach_final_never": never,
                        "start_accuracy_median": statistics.median(r["start_accuracy"] for r in rs)}
                 for c in CHECKPOINTS[1:]:
-                    vals = [r.get(f"speedup_at_{c}") for r in rs]
-                    row[f"speedup_at_{c}_median"] = statistics.median([v if v is not None else 0.0 for v in vals])
+                    vals = [r[f"speedup_at_{c}"] for r in rs if r.get(f"speedup_at_{c}") is not None]
+                    row[f"speedup_at_{c}_median"] = statistics.median(vals) if vals else None
                 table.append(row)
                 print(f"{init:<22} {lr:<6} {wu:<4} {spread([r['start_accuracy'] for r in rs]):<20} "
                       f"{spread([r['final_diff'] for r in rs]):<22} "
