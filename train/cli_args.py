@@ -26,7 +26,8 @@ def add_common_options(p: argparse.ArgumentParser, ckpt_required: bool = True) -
                    help=CKPT_HELP + ("" if ckpt_required else " (optional: needed for predicted parameters)"))
     p.add_argument("--data", default="digits", choices=DATASETS, help="image task: training and held-out images")
     p.add_argument("--data-root", default=None, help="dataset folder (cifar10, imagenet)")
-    p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image side (default: on digits the GHN's training size, else the dataset's)")
     p.add_argument("--width", type=int, default=None,
                    help="base width C of DeepNets-1M nets (default: each genotype's own, 32)")
     p.add_argument("--keep-classifier-init", action="store_true",
@@ -37,6 +38,23 @@ def add_common_options(p: argparse.ArgumentParser, ckpt_required: bool = True) -
     p.add_argument("--threads", default=None,
                    help="torch CPU threads: a number or 'auto' (default: torch's choice; 1 is faster on a busy "
                         "machine)")
+
+
+def data_image_size(args: argparse.Namespace, ghn=None) -> int | None:
+    """The image side a GHN-using command loads its data at: ``--image-size`` if given; else, on the digits (which
+    are resized to any size), the size the GHN was trained at (``ghn.image_size``, 16 for the main job's default),
+    so that the networks see the images the GHN predicted for; else ``None`` (the dataset's own size).
+
+    Args:
+        args: the parsed arguments (``image_size``, ``data``).
+        ghn: the loaded GHN, or ``None`` where the command runs without one.
+
+    Returns:
+        The side in pixels, or ``None`` for the dataset's default.
+    """
+    if args.image_size:
+        return args.image_size
+    return ghn.image_size if ghn is not None and args.data == "digits" else None
 
 
 def _flag(name: str) -> str:

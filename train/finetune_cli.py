@@ -48,8 +48,9 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     add_common_options(p)
     from ghn.warm_start import DEFAULT_BETA, INITS
 
-    p.add_argument("--init", default="predicted",
-                   help=f"comma list of starting points, one run each: {', '.join(INITS)}")
+    p.add_argument("--init", default="predicted+orth",
+                   help=f"comma list of starting points, one run each: {', '.join(INITS)} (the default: the one "
+                        "that ends highest against the default init in benchmarks/bench_finetune.py, README)")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA,
                    help="noise of predicted+noise and predicted+orth, relative to each layer's weight std")
     p.add_argument("--noise-from-layer", type=int, default=0,
@@ -171,7 +172,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from ghn.warm_start import warm_start
     from train.accuracy import accuracy
     from train.candidates import one_candidate
-    from train.cli_args import check_batch_size
+    from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, speedup, train_sgd
     from train.rank import ghn_predictor
@@ -180,7 +181,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     inits = _inits(args)
     candidate = one_candidate(args.model, width=args.width)
     ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
-    data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
+    data = load_image_data(args.data, root=args.data_root, image_size=data_image_size(args, ghn), seed=0)
     check_batch_size(args.batch_size, len(data.train), "--batch-size")
     held = list(eval_batches(data, "heldout", batch_size=64, limit=args.eval_images))
 
@@ -201,7 +202,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     bn_note = _init_bn(list(models.values()), data, args)
     _log(f"BatchNorm: {bn_note}; held-out accuracy during training uses running statistics (eval mode)")
     report: dict = {
-        "model": args.model, "ckpt": args.ckpt, "data": args.data, "steps": args.steps, "lr": args.lr,
+        "model": args.model, "ckpt": args.ckpt, "data": args.data, "image_size": data.image_size,
+        "steps": args.steps, "lr": args.lr,
         "warmup": args.warmup, "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
         "optimizer": SGD_RECIPE, "inits": inits, "beta": args.beta, "noise_from_layer": args.noise_from_layer,
         "bn_init": bn_note, "classifier": classifier, "accuracy_at_start_batch_stats": predicted_acc,

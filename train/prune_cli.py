@@ -125,7 +125,7 @@ def run_prune(args: argparse.Namespace) -> int:
     from archspace.files import check_writable_dir
     from archspace.plot import check_plot_path
     from train.candidates import one_candidate
-    from train.cli_args import check_batch_size
+    from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.lottery import level_counts, prunable_layers
     from train.plots import plot_sparsity
@@ -138,8 +138,7 @@ def run_prune(args: argparse.Namespace) -> int:
         from ghn import GHN
 
         ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
-    image_size = args.image_size or (ghn.image_size if ghn is not None and args.data == "digits" else None)
-    data = load_image_data(args.data, root=args.data_root, image_size=image_size, seed=0)
+    data = load_image_data(args.data, root=args.data_root, image_size=data_image_size(args, ghn), seed=0)
     settings = _settings(args, data.image_size)
     check_batch_size(args.batch_size, len(data.train), "--batch-size")
     run_dir = args.run_dir or os.path.join("runs", "prune", re.sub(r"[^\w.-]+", "_", args.model))

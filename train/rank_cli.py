@@ -165,7 +165,7 @@ def run_rank(args: argparse.Namespace) -> int:
     from archspace.files import write_json
     from ghn import GHN
     from train.candidates import parse_candidates
-    from train.cli_args import check_batch_size
+    from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, bn_batches
     from train.rank import format_table, ghn_predictor, rank_rows, score_candidates, validate_candidates, write_csv
@@ -177,7 +177,7 @@ def run_rank(args: argparse.Namespace) -> int:
     if args.jobs == "auto":
         args.jobs = _auto_jobs(names, args, len(candidates))
     ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
-    data = load_image_data(args.data, root=args.data_root, image_size=args.image_size, seed=0)
+    data = load_image_data(args.data, root=args.data_root, image_size=data_image_size(args, ghn), seed=0)
     if args.validate:
         check_batch_size(args.train_batch_size, len(data.train), "--train-batch-size")
     batches = list(eval_batches(data, args.split, batch_size=args.batch_size, limit=args.eval_images))

@@ -10,12 +10,13 @@ import torch.nn as nn
 SMALL = ["--width", "8", "--image-size", "16"]
 
 
-def save_tiny_ghn(path, num_classes: int = 10, seed: int = 0) -> str:
-    """An untrained debug-size GHN (weights drawn with ``seed``) saved with ``GHN.save``; returns the path."""
+def save_tiny_ghn(path, num_classes: int = 10, seed: int = 0, image_size: int | None = None) -> str:
+    """An untrained debug-size GHN (weights drawn with ``seed``, trained-image side ``image_size``; ``None``: the
+    GHN's default) saved with ``GHN.save``; returns the path."""
     from ghn import GHN
 
     torch.manual_seed(seed)
-    GHN(max_shape=(16, 16, 3, 3), num_classes=num_classes, hidden_dim=8).save(str(path))
+    GHN(max_shape=(16, 16, 3, 3), num_classes=num_classes, hidden_dim=8, image_size=image_size).save(str(path))
     return str(path)
 
 

@@ -115,14 +115,42 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
                               "--plot", str(png), "--out", str(out)], capsys)
     assert status == 0, err
     report = json.loads(out.read_text())
-    warm, scratch = report["runs"]["predicted init"], report["runs"]["default init"]
+    assert report["inits"] == ["predicted+orth", "default"]  # the default start: the benchmark's best (README)
+    warm, scratch = report["runs"]["predicted+orth init"], report["runs"]["default init"]
     assert warm["eval_steps"] == scratch["eval_steps"] == [0, 3, 6]
     assert warm["loss_steps"] == scratch["loss_steps"] == list(range(1, 7))
     assert warm["loss"] != scratch["loss"]  # different starting points
-    assert [r["step"] for r in report["speedup"]["predicted"]] == [0, 3, 6]
+    assert [r["step"] for r in report["speedup"]["predicted+orth"]] == [0, 3, 6]
     assert "recomputed from 2" in report["bn_init"] and "recomputed from 2" in err
     assert report["classifier"] == "predicted" and "cosine" in report["optimizer"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetune_cli_loads_the_digits_at_the_size_the_ghn_was_trained_at(tmp_path, capsys):
+    ckpt = save_tiny_ghn(tmp_path / "ghn16.safetensors", image_size=12)
+    base = ["finetune", "deepnets:test/0", "--ckpt", ckpt, "--width", "8", "--steps", "2", "--eval-every", "2",
+            "--batch-size", "16", "--bn-batches", "1", "--eval-images", "32"]
+    sizes = []
+    for extra in ([], ["--image-size", "16"]):
+        out = tmp_path / f"ft{len(sizes)}.json"
+        status, _, err = run_ghn([*base, *extra, "--out", str(out)], capsys)
+        assert status == 0, err
+        sizes.append(json.loads(out.read_text())["image_size"])
+    assert sizes == [12, 16]  # the GHN's training size (digits default 32 otherwise); --image-size wins
+
+
+def test_data_image_size_rule():
+    from argparse import Namespace
+
+    from train.cli_args import data_image_size
+
+    class Ghn:
+        image_size = 16
+
+    assert data_image_size(Namespace(image_size=None, data="digits"), Ghn()) == 16
+    assert data_image_size(Namespace(image_size=24, data="digits"), Ghn()) == 24
+    assert data_image_size(Namespace(image_size=None, data="cifar10"), Ghn()) is None  # the dataset's own
+    assert data_image_size(Namespace(image_size=None, data="digits"), None) is None
 
 
 def test_finetune_cli_every_init_and_warmup(ghn_ckpt, tmp_path, capsys):
