@@ -127,7 +127,7 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
 
 
 def test_finetune_cli_loads_the_digits_at_the_size_the_ghn_was_trained_at(tmp_path, capsys):
-    ckpt = save_tiny_ghn(tmp_path / "ghn16.safetensors", image_size=12)
+    ckpt = save_tiny_ghn(tmp_path / "ghn12.safetensors", image_size=12)
     base = ["finetune", "deepnets:test/0", "--ckpt", ckpt, "--width", "8", "--steps", "2", "--eval-every", "2",
             "--batch-size", "16", "--bn-batches", "1", "--eval-images", "32"]
     sizes = []
