@@ -1,6 +1,7 @@
 """The options that ``ghn rank``, ``ghn finetune`` and ``ghn prune`` share (among them the rule for the image size
-of their data, :func:`data_image_size`), and the checks of their arguments that argparse cannot make, each failing with a one-line :class:`archspace.errors.UsageError` before any long work (the ``ghn`` command's
-error boundary prints it as ``ghn: error: MESSAGE`` and exits with status 2).
+of their data, :func:`data_image_size`), and the checks of their arguments that argparse cannot make, each failing
+with a one-line :class:`archspace.errors.UsageError` before any long work (the ``ghn`` command's error boundary
+prints it as ``ghn: error: MESSAGE`` and exits with status 2).
 """
 
 from __future__ import annotations
