@@ -20,6 +20,9 @@ element-wise ops are not counted) on the timed steps run again, and divided by t
 machine's peak, measured in the same run as the best of several float32 2048x2048 matrix products with the same
 number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
 ``torch.nn.BatchNorm2d``'s own backward instead of :class:`archspace.norm.BatchNorm2d`'s (ratios in one process).
+``--profile N`` runs the first ``N`` timed steps again under ``torch.profiler`` and prints where the CPU time goes:
+the networks' convolutions forward and backward (the backward of depthwise ones apart), matrix products (most of
+them the GHN's), BatchNorm, and the operators with the most self time.
 
 Usage::
 
@@ -29,6 +32,7 @@ Usage::
     python benchmarks/bench_train.py --compare                # and the same steps in NCHW format (ratio)
     python benchmarks/bench_train.py --width-policy uniform   # paper: every net at a uniform width of 32..128
     python benchmarks/bench_train.py --threads 1
+    python benchmarks/bench_train.py --setting default --profile 20  # where a step's CPU time goes
 
 Peak memory is the process's peak resident set size (``ru_maxrss``), which includes the Python runtime and the
 libraries (about 0.5 GB).
@@ -137,7 +141,37 @@ def paper_setting(args) -> dict:
                          f"{args.width[0]}..{args.width[1]} ({args.width_policy} policy), GHN hidden {args.hidden}")}
 
 
-def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str) -> dict:
+def _print_profile(events, seconds_per_step: float, steps: int) -> dict:
+    """Print and return the shares of the profiled CPU time (self time of each operator, summed over ``steps``)."""
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+
+    def share(pred) -> float:
+        return sum(e.self_cpu_time_total for e in events if pred(e)) / total
+
+    def depthwise(e) -> bool:  # weight (C, 1, kh, kw) with C > 1: the third input of convolution_backward
+        shapes = e.input_shapes
+        return len(shapes) > 2 and len(shapes[2]) == 4 and shapes[2][1] == 1 and shapes[2][0] > 1
+
+    shares = {
+        "convolution backward": share(lambda e: e.key == "aten::convolution_backward"),
+        "  of which depthwise": share(lambda e: e.key == "aten::convolution_backward" and depthwise(e)),
+        "convolution forward": share(lambda e: e.key in ("aten::mkldnn_convolution", "aten::_convolution",
+                                                          "aten::_slow_conv2d_forward", "aten::conv_depthwise2d")),
+        "matrix products (mm, addmm, bmm)": share(lambda e: e.key in ("aten::mm", "aten::addmm", "aten::bmm")),
+        "BatchNorm forward and backward": share(lambda e: "batch_norm" in e.key),
+    }
+    print(f"  profile of {steps} steps ({total / 1e6 / steps:.3f} s of operator self time a step against "
+          f"{seconds_per_step:.3f} s of wall time): " + ", ".join(f"{k.strip()} {100 * v:.1f}%"
+                                                                 for k, v in shares.items()), flush=True)
+    by_key: dict[str, float] = {}
+    for e in events:
+        by_key[e.key] = by_key.get(e.key, 0.0) + e.self_cpu_time_total
+    top = sorted(by_key.items(), key=lambda kv: -kv[1])[:12]
+    print("  top operators by self time: " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in top), flush=True)
+    return {"shares": shares, "top": {k: v / total for k, v in top}}
+
+
+def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str, profile: int = 0) -> dict:
     """Time ``steps`` training steps (after a warm-up step) of ``setting``; print and return the figures."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -190,6 +224,15 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str)
             for step, x, y in counted:
                 trainer.train_step(step, x, y)
         flops = counter.get_total_flops() / len(counted)
+        events = None
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for step, x, y in timed_steps[:profile]:
+                    trainer.train_step(step, x, y)
+            events = prof.key_averages(group_by_input_shape=True)
     med = statistics.median(times)
     out = {"label": label, "sec_per_step": med, "mean": statistics.mean(times), "min": min(times),
            "max": max(times), "steps": len(times), "skipped_over_cap": skipped,
@@ -206,6 +249,8 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str)
         f"{k.replace('_', ' ')} {v:.3f}" for k, v in out["phases_s"].items()), flush=True)
     print("  " + " " * 22 + f"  {out['gflop_per_step']:.2f} GFLOP per step -> {out['gflops_achieved']:.2f} GFLOP/s, "
           f"{100 * out['fraction_of_peak']:.1f}% of the measured peak", flush=True)
+    if events is not None:
+        out["profile"] = _print_profile(events, med, min(profile, len(timed_steps)))
     return out
 
 
@@ -229,6 +274,8 @@ def main(argv=None) -> dict:
                    help="also time the same steps with torch.nn.BatchNorm2d's multi-threaded backward")
     p.add_argument("--max-nodes", type=int, default=2200, help="paper setting: node cap per meta-batch (2200)")
     p.add_argument("--hidden", type=int, default=32, help="paper setting: GHN hidden size (released GHN-2: 32)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile the first N timed steps with torch.profiler and print the CPU time's shares")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -243,13 +290,14 @@ def main(argv=None) -> dict:
     peak = peak_flops()
     print(f"{setting['describe']}; {torch.get_num_threads()} threads; measured peak {peak / 1e9:.1f} GFLOP/s "
           f"(float32 {PEAK_MATMUL_N}x{PEAK_MATMUL_N} matrix product)", flush=True)
-    out = run(setting, steps, channels_last, peak, "this code")
+    out = run(setting, steps, channels_last, peak, "this code", profile=args.profile)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     out.update(peak_gb=peak_gb, threads=torch.get_num_threads(), peak_gflops=peak / 1e9)
-    print(f"  peak memory {peak_gb:.2f} GB", end="")
+    print(f"  peak memory {peak_gb:.2f} GB" + (" (with the profiler's records)"
+                                            if args.profile else ""), end="")
     if args.setting == "paper":
-        print(f"; reference {REF_PEAK_GB} GB -> {REF_PEAK_GB / peak_gb:.1f}x less; reference step {REF_STEP_S} s -> "
-              f"{REF_STEP_S / out['sec_per_step']:.2f}x faster", end="")
+        memory = "" if args.profile else f"reference {REF_PEAK_GB} GB -> {REF_PEAK_GB / peak_gb:.1f}x less; "
+        print(f"; {memory}reference step {REF_STEP_S} s -> {REF_STEP_S / out['sec_per_step']:.2f}x faster", end="")
     print(flush=True)
     if args.compare_bn:
         with plain_batchnorm():
