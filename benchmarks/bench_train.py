@@ -21,8 +21,8 @@ machine's peak, measured in the same run as the best of several float32 2048x204
 number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
 ``torch.nn.BatchNorm2d``'s own backward instead of :class:`archspace.norm.BatchNorm2d`'s (ratios in one process).
 ``--profile N`` runs the first ``N`` timed steps again under ``torch.profiler`` and prints where the CPU time goes:
-the networks' convolutions forward and backward (the backward of depthwise ones apart), matrix products (most of
-them the GHN's), BatchNorm, and the operators with the most self time.
+the networks' convolutions forward and backward (the backward of depthwise ones apart), matrix products (the
+GHN's MLPs and the networks' linear layers), BatchNorm, and the operators with the most self time.
 
 Usage::
 
@@ -32,7 +32,7 @@ Usage::
     python benchmarks/bench_train.py --compare                # and the same steps in NCHW format (ratio)
     python benchmarks/bench_train.py --width-policy uniform   # paper: every net at a uniform width of 32..128
     python benchmarks/bench_train.py --threads 1
-    python benchmarks/bench_train.py --setting default --profile 20  # where a step's CPU time goes
+    python benchmarks/bench_train.py --setting default --profile 10  # where a step's CPU time goes
 
 Peak memory is the process's peak resident set size (``ru_maxrss``), which includes the Python runtime and the
 libraries (about 0.5 GB).
