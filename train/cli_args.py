@@ -53,7 +53,7 @@ def data_image_size(args: argparse.Namespace, ghn=None) -> int | None:
     Returns:
         The side in pixels, or ``None`` for the dataset's default.
     """
-    if args.image_size:
+    if args.image_size is not None:  # the commands reject values below 1 first (check_numbers)
         return args.image_size
     return ghn.image_size if ghn is not None and args.data == "digits" else None
 
