@@ -88,8 +88,8 @@ class GatedGNN(nn.Module):
                 msg = torch.relu(F.linear(torch.relu(F.linear(h, w1, b1)), w2, b2))  # (n_k, C*D)
                 msg = step.weights @ msg.view(-1, d)  # (U_k, D): weighted sums over (sender, channel)
                 # acc is only ever read through index_select, so it is not saved for backward and may be updated
-                # in place without breaking autograd.
-                acc.index_put_((step.receivers,), msg, accumulate=True)  # (N, D)
+                # in place without breaking autograd. Under autocast msg is bfloat16 and acc keeps x's dtype.
+                acc.index_put_((step.receivers,), msg.to(acc.dtype), accumulate=True)  # (N, D)
         return torch.cat(outs, 0).index_select(0, inv)  # (N, D) back in node-id order
 
     def forward(self, x: torch.Tensor, schedule: LevelSchedule) -> torch.Tensor:

@@ -331,6 +331,9 @@ class GHN(nn.Module):
             for ((_, _, _, _, fit_shape, shape, norm), members), part in zip(groups, parts):
                 m = [min(a, b) for a, b in zip(fit_shape, part.shape[1:])]
                 part = part[(slice(None), *(slice(0, k) for k in m))]  # (n_g, *m)
+                # Under autocast (bfloat16 on CUDA) the decoders' products are bfloat16; the predicted parameters
+                # keep the GHN's own dtype, as the nets' parameters and BatchNorm buffers do.
+                part = part.to(self.embed.weight.dtype)
                 # The normalisation is elementwise, so applying it before tiling gives the same numbers, cheaper.
                 yield members, normalize(part, *norm), fit_shape, shape
 

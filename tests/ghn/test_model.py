@@ -128,6 +128,28 @@ def test_every_ghn_parameter_gets_a_gradient():
         assert p.grad.abs().sum() > 0, f"{name} received a zero gradient"
 
 
+def test_predicts_under_bfloat16_autocast():
+    """``ghn-train``'s ``train.amp`` runs the GHN under bfloat16 autocast (on CUDA; CPU autocast stands in here):
+    the GNN's message sums and the predicted parameters stay float32, close to the float32 prediction, and every
+    GHN parameter still gets a gradient."""
+    torch.manual_seed(0)
+    ghn = GHN(max_shape=(16, 16, 5, 5), hidden_dim=16)
+    models = [TinyResNet(8), OddNet()]
+    batch = Batch.from_data_list([tiny_resnet_graph(models[0]), odd_graph(models[1])])
+    with torch.no_grad():
+        exact = ghn.predict_parameters(batch, models)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        params = ghn.predict_parameters(batch, models)
+    for want, got in zip(exact, params):
+        assert want.keys() == got.keys()
+        for name in want:
+            assert got[name].dtype == torch.float32, name
+            scale = want[name].abs().max().item() + 1e-6
+            assert (got[name] - want[name]).abs().max().item() <= 0.05 * scale, name  # bfloat16: 8-bit mantissa
+    sum(p.square().sum() for net in params for p in net.values()).backward()
+    assert all(p.grad is not None for p in ghn.parameters())
+
+
 def test_batch_equals_one_by_one():
     torch.manual_seed(0)
     ghn = GHN().eval()
