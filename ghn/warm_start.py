@@ -84,8 +84,10 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
 
 
 #: The starting points ``ghn finetune --init`` offers (issue 12): the GHN's prediction as is, with noise, with noise
-#: and orthogonalisation (Knyazev 2022), or the network's own default initialisation.
-INITS = ("predicted", "predicted+noise", "predicted+orth", "default")
+#: and orthogonalisation (Knyazev 2022), the network's own default initialisation, or that default initialisation
+#: orthogonalised the same way (the control that tells what ``predicted+orth`` owes to the GHN and what to the
+#: orthogonalisation alone; needs no GHN).
+INITS = ("predicted", "predicted+noise", "predicted+orth", "default", "default+orth")
 
 #: Default noise scale: the value GHN-3 uses "to break symmetry" (Knyazev et al., ICML 2023), here relative to each
 #: layer's weight standard deviation (module docstring).
@@ -99,10 +101,11 @@ def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAU
     Args:
         model: the network, at its default initialisation.
         init: one of :data:`INITS`: ``predicted`` (``predict(model)``), ``predicted+noise`` (then
-            :func:`diversify` with ``beta``), ``predicted+orth`` (then :func:`diversify` with ``orth=True``) or
-            ``default`` (left as it is).
+            :func:`diversify` with ``beta``), ``predicted+orth`` (then :func:`diversify` with ``orth=True``),
+            ``default`` (left as it is) or ``default+orth`` (:func:`diversify` with ``orth=True`` on the default
+            initialisation, no prediction).
         predict: a function that sets a network's parameters to a GHN's prediction in place (e.g.
-            ``lambda m: ghn.predict(m)``); needed for every ``predicted*`` init.
+            ``lambda m: ghn.predict(m)``); needed for every ``predicted*`` init, unused by the others.
         beta, from_layer, generator: the :func:`diversify` settings.
 
     Returns:
@@ -114,6 +117,9 @@ def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAU
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
     if init == "default":
+        return model
+    if init == "default+orth":
+        diversify(model, beta=beta, from_layer=from_layer, orth=True, generator=generator)
         return model
     if predict is None:
         raise ValueError(f"init {init!r} needs a GHN prediction (predict=...)")

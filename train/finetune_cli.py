@@ -220,9 +220,9 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     for init in inits:
         c = runs[f"{init} init"]
-        print(f"{args.model}, {init} init: {predicted_acc[init]:.2f}% before training (BN batch statistics"
-              + (f", classifier {classifier}" if init != "default" else "") + f"), {c.accuracy[0]:.2f}% at step 0 "
-              f"after BN init; {c.accuracy[-1]:.2f}% after {c.eval_steps[-1]} steps")
+        cls_note = f", classifier {classifier}" if init.startswith("predicted") else ""
+        print(f"{args.model}, {init} init: {predicted_acc[init]:.2f}% before training (BN batch statistics{cls_note}), "
+              f"{c.accuracy[0]:.2f}% at step 0 after BN init; {c.accuracy[-1]:.2f}% after {c.eval_steps[-1]} steps")
     if "default" in inits and first_warm is not None:
         s = runs["default init"]
         report["speedup"] = {}

@@ -187,8 +187,9 @@ def build(family: WidthFamily, width: int, setting: Setting, *, param: str, init
     """
     from ghn.warm_start import INITS, warm_start
 
-    if init not in INITS:
-        raise UsageError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    starts = [i for i in INITS if i != "default+orth"]  # default+orth is a fine-tuning control, not a muP start
+    if init not in starts:
+        raise UsageError(f"--init must be one of {', '.join(starts)}, got {init!r}")
     if init != "default" and predict is None:
         raise UsageError(f"--init {init} needs a GHN (--ckpt)")
     torch.manual_seed(seed)

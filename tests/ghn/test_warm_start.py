@@ -101,3 +101,24 @@ def test_warm_start_inits():
         warm_start(tiny(), "predicted+orth")
     with pytest.raises(ValueError, match="unknown init"):
         warm_start(tiny(), "pretrained", predict)
+
+
+def test_default_orth_orthogonalises_the_default_init_without_a_ghn():
+    from ghn.warm_start import warm_start
+
+    default = tiny()
+    ctrl = warm_start(tiny(), "default+orth", None, beta=0.0)  # no predictor needed
+    for (n, p), (_, d) in zip(weight_layers(ctrl)[:-1], weight_layers(default)[:-1]):
+        torch.testing.assert_close(p, orthogonalize(d), msg=n)  # beta 0: the QR factor of the default weights
+    torch.testing.assert_close(ctrl[3].weight.reshape(6, -1).t() @ ctrl[3].weight.reshape(6, -1), torch.eye(4),
+                               rtol=1e-5, atol=1e-5)
+    assert torch.equal(ctrl[6].weight, default[6].weight)  # the classifier keeps its default init
+    assert torch.equal(ctrl[1].weight, default[1].weight) and torch.equal(ctrl[0].bias, default[0].bias)
+
+
+def test_tune_refuses_the_fine_tuning_control():
+    from archspace.errors import UsageError
+    from train.tune import build
+
+    with pytest.raises(UsageError, match="--init must be one of"):
+        build(None, 8, None, param="sp", init="default+orth")
