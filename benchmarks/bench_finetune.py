@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torchvision", default="shufflenet_v2_x0_5,mnasnet0_5", help="torchvision models ('' for none)")
     p.add_argument("--inits", default="predicted,predicted+noise,predicted+orth,default+orth")
     p.add_argument("--noise-betas", default="0.1", help="noise scales of predicted+noise")
-    p.add_argument("--orth-betas", default=f"{DEFAULT_BETA:g}", help="noise scales of predicted+orth")
+    p.add_argument("--orth-betas", default=f"{DEFAULT_BETA:g}", help="noise scales of predicted+orth and default+orth")
     p.add_argument("--scratch-lr", type=float, default=SGD_LR, help="lr of the run from the default init")
     p.add_argument("--lrs", default="0.01,0.05", help="peak learning rates")
     p.add_argument("--warmups", default="0,25", help="warm-up lengths (steps)")

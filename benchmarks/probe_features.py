@@ -62,9 +62,9 @@ def penultimate(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray, np.n
             torch.cat(labels).numpy())
 
 
-def probe(model: nn.Module, train_batches, test_batches) -> tuple[float, float]:
-    """``(top-1 of the model's own classifier, top-1 of a linear probe on its features)``, in %, on
-    ``test_batches``; the probe is fitted on ``train_batches`` (module docstring)."""
+def probe(model: nn.Module, train_batches, test_batches) -> tuple[float, float, int]:
+    """``(top-1 of the model's own classifier, top-1 of a linear probe on its features, number of features F)``,
+    top-1 in % on ``test_batches``; the probe is fitted on ``train_batches`` (module docstring)."""
     from sklearn.linear_model import LogisticRegression
 
     model = copy.deepcopy(model)
@@ -74,7 +74,8 @@ def probe(model: nn.Module, train_batches, test_batches) -> tuple[float, float]:
     f_test, logits, y_test = penultimate(model, test_batches)
     mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
     clf = LogisticRegression(max_iter=2000, C=1.0).fit((f_train - mu) / sd, y_train)
-    return 100.0 * float((logits.argmax(1) == y_test).mean()), 100.0 * clf.score((f_test - mu) / sd, y_test)
+    return (100.0 * float((logits.argmax(1) == y_test).mean()), 100.0 * clf.score((f_test - mu) / sd, y_test),
+            f_train.shape[1])
 
 
 def _summary(values: list[float]) -> str:
@@ -103,10 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     for cand in parse_candidates([args.nets], width=args.width):
         torch.manual_seed(args.seed)
         model = cand.build(num_classes=data.num_classes, image_size=data.image_size)
-        default, default_probe = probe(model, train_b, test_b)
+        default, default_probe, _ = probe(model, train_b, test_b)
         predict(model)
-        predicted, predicted_probe = probe(model, train_b, test_b)
-        dim = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
+        predicted, predicted_probe, dim = probe(model, train_b, test_b)
         row = dict(net=cand.name, features=dim, predicted=predicted, predicted_probe=predicted_probe,
                    default=default, default_probe=default_probe)
         rows.append(row)
