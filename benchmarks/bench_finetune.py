@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     inits = [i for i in args.inits.split(",") if i]
     assert all(i in INITS and i != "default" for i in inits), inits
     lrs = [float(x) for x in args.lrs.split(",")]
+    orth_betas = [float(x) for x in args.orth_betas.split(",")]
     betas = {"predicted": [None], "predicted+noise": [float(x) for x in args.noise_betas.split(",")],
-             "predicted+orth": [float(x) for x in args.orth_betas.split(",")],
-             "default+orth": [float(x) for x in args.orth_betas.split(",")]}
+             "predicted+orth": orth_betas, "default+orth": orth_betas}
     warmups = [int(x) for x in args.warmups.split(",")]
     ghn = GHN.from_pretrained(args.ckpt).eval()
     data = load_image_data("digits", image_size=ghn.image_size)

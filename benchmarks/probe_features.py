@@ -26,13 +26,13 @@ import statistics
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.stats import sem
 
 from archspace.files import write_csv
 from ghn import GHN
 from ghn.batchnorm import set_bn_mode
 from train.candidates import parse_candidates
 from train.data import eval_batches, load_image_data
+from train.evaluate import _summary as mean_stderr
 from train.rank import ghn_predictor
 
 
@@ -79,8 +79,8 @@ def probe(model: nn.Module, train_batches, test_batches) -> tuple[float, float, 
 
 
 def _summary(values: list[float]) -> str:
-    se = float(sem(values)) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.1f} +- {se:.1f} (median {statistics.median(values):.1f})"
+    mean, se = mean_stderr(values)  # the main job's table uses the same mean and standard error
+    return f"{mean:.1f} +- {se:.1f} (median {statistics.median(values):.1f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,14 +116,10 @@ def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAU
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
-    if init == "default":
-        return model
-    if init == "default+orth":
-        diversify(model, beta=beta, from_layer=from_layer, orth=True, generator=generator)
-        return model
-    if predict is None:
-        raise ValueError(f"init {init!r} needs a GHN prediction (predict=...)")
-    predict(model)
-    if init != "predicted":
-        diversify(model, beta=beta, from_layer=from_layer, orth=init == "predicted+orth", generator=generator)
+    if init.startswith("predicted"):
+        if predict is None:
+            raise ValueError(f"init {init!r} needs a GHN prediction (predict=...)")
+        predict(model)
+    if init not in ("predicted", "default"):  # +noise, +orth: diversified, from the prediction or the default init
+        diversify(model, beta=beta, from_layer=from_layer, orth=init.endswith("+orth"), generator=generator)
     return model
