@@ -44,6 +44,8 @@ class ParamTarget:
             at most the block size), so a depthwise ``(C, 1, k, k)`` weight does not pay for 64 input channels.
         row: 1-D decoder row, 0 for weights, 1 for biases.
         norm: normalisation kind and scale (:mod:`ghn.normalize`).
+        part_channels: for a weight whose input is a concatenation decoded part by part
+            (:mod:`ghn.concat_parts`), the channels of each part; 0 otherwise.
     """
 
     graph: int
@@ -56,6 +58,7 @@ class ParamTarget:
     channels: tuple[int, int]
     row: int
     norm: tuple[str, float]
+    part_channels: int = 0
 
 
 @dataclass
@@ -65,14 +68,18 @@ class Assignment:
     Attributes:
         targets: every target, graph by graph.
         decode: ``(source, kernel, channels) -> node ids``: the blocks to compute.
-        groups: ``group key -> list of (target index, row in the decoded blocks of that source)``.
+        groups: ``group key -> list of (target index, row in the decoded blocks of that source)``; for a target
+            decoded part by part the row is a tuple, one row per part.
         untouched: per graph, parameter names no node is bound to.
+        virtual: ``(weight node, producer node)`` per part of the targets decoded part by part; pair ``j`` is
+            decoded as node ``N + j`` (``N`` the batch's node count), whose embedding the GHN makes from the two.
     """
 
     targets: list[ParamTarget]
     decode: dict[tuple[str, tuple[int, int], tuple[int, int]], list[int]]
-    groups: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
+    groups: dict[tuple, list[tuple[int, int | tuple[int, ...]]]] = field(default_factory=dict)
     untouched: list[list[str]] = field(default_factory=list)
+    virtual: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _fit_shape(source: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -89,7 +96,7 @@ def _fit_shape(source: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def make_target(graph: int, name: str, node: int, shape: tuple[int, ...], cls_role: int, op_type: int,
-                max_shape: tuple[int, int, int, int], weight_norm: bool) -> ParamTarget:
+                max_shape: tuple[int, int, int, int], weight_norm: bool, part_channels: int = 0) -> ParamTarget:
     """Decide where a parameter's prediction comes from and how it is fitted and normalised.
 
     Args:
@@ -101,6 +108,8 @@ def make_target(graph: int, name: str, node: int, shape: tuple[int, ...], cls_ro
         op_type: the node's primitive id.
         max_shape: the GHN's maximum block shape ``S``.
         weight_norm: apply the operation-dependent normalisation.
+        part_channels: channels per part when the weight's input is a concatenation decoded part by part (0: the
+            whole input axis is one block); ignored for parameters without an input axis.
 
     Returns:
         A :class:`ParamTarget`.
@@ -118,14 +127,17 @@ def make_target(graph: int, name: str, node: int, shape: tuple[int, ...], cls_ro
         shape_for_fit = shape
     fit = _fit_shape(source, shape_for_fit)
     kernel = (min(fit[2], max_shape[2]), min(fit[3], max_shape[3])) if source == CONV else (1, 1)
+    part_channels = part_channels if source in (CONV, CLS_W) else 0
+    n_in = part_channels or (fit[1] if source in (CONV, CLS_W) else 1)
     if source == CONV:
-        channels = (_bucket(fit[0], max_shape[0]), _bucket(fit[1], max_shape[1]))
+        channels = (_bucket(fit[0], max_shape[0]), _bucket(n_in, max_shape[1]))
     elif source == CLS_W:
-        channels = (max_shape[0], _bucket(fit[1], max_shape[1]))  # the head mixes all S_out rows
+        channels = (max_shape[0], _bucket(n_in, max_shape[1]))  # the head mixes all S_out rows
     else:
         channels = (1, 1)
     norm = normalization_kind(shape, is_bias, op_type == _POS_ENC) if weight_norm else (IDENTITY, 1.0)
-    return ParamTarget(graph, name, node, shape, source, fit, kernel, channels, 1 if is_bias else 0, norm)
+    return ParamTarget(graph, name, node, shape, source, fit, kernel, channels, 1 if is_bias else 0, norm,
+                       part_channels)
 
 
 def _bucket(n: int, limit: int) -> int:
@@ -176,7 +188,7 @@ def check_bindings(names_per_node, params, labels=None) -> set[str]:
 
 def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cls_role: list[int],
            op_type: list[int], models: list[nn.Module], max_shape: tuple[int, int, int, int],
-           weight_norm: bool) -> Assignment:
+           weight_norm: bool, parts: dict[int, tuple[tuple[int, ...], int]] | None = None) -> Assignment:
     """Bind every parameter named by the graphs to a decoder output.
 
     Args:
@@ -187,6 +199,8 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
         models: the networks, one per graph.
         max_shape: the GHN's maximum block shape.
         weight_norm: apply the normalisation.
+        parts: ``{weight node: (producer node per part, channels per part)}`` for the weights to decode part by
+            part (:func:`ghn.concat_parts.concat_inputs`); ``None``: none.
 
     Returns:
         An :class:`Assignment`.
@@ -206,20 +220,28 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
         for local, names in enumerate(names_per_node):
             node = node_offsets[b] + local
             for name in names:
+                part = parts.get(node) if parts else None
                 targets.append(make_target(b, name, node, tuple(params[name].shape), cls_role[node], op_type[node],
-                                           max_shape, weight_norm))
+                                           max_shape, weight_norm, part[1] if part else 0))
         untouched.append([n for n in params if n not in seen])
 
-    # What to decode: per source, kernel and channel bucket, the nodes (each node once).
+    # What to decode: per source, kernel and channel bucket, the nodes (each node once); a target decoded part by
+    # part asks for one virtual node per part, numbered after the batch's real nodes.
+    num_nodes = len(cls_role)
     decode: dict[tuple, dict[int, int]] = defaultdict(dict)
-    groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    groups: dict[tuple, list[tuple[int, int | tuple[int, ...]]]] = defaultdict(list)
+    virtual: dict[tuple[int, int], int] = {}
     for i, t in enumerate(targets):
         src = VEC if t.source in (VEC, COL, CLS_B) else t.source  # one 1-D decoder pass serves all three
         nodes = decode[(src, t.kernel, t.channels)]
-        row = nodes.setdefault(t.node, len(nodes))
-        groups[(t.source, t.kernel, t.channels, t.row, t.fit_shape, t.shape, t.norm)].append((i, row))
+        if t.part_channels:
+            ids = [virtual.setdefault((t.node, p), num_nodes + len(virtual)) for p in parts[t.node][0]]
+            row = tuple(nodes.setdefault(v, len(nodes)) for v in ids)
+        else:
+            row = nodes.setdefault(t.node, len(nodes))
+        groups[(t.source, t.kernel, t.channels, t.row, t.fit_shape, t.shape, t.norm, t.part_channels)].append((i, row))
     decode_lists = {k: list(v) for k, v in decode.items()}
-    return Assignment(targets, decode_lists, dict(groups), untouched)
+    return Assignment(targets, decode_lists, dict(groups), untouched, list(virtual))
 
 
 def fit_to_shape(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -282,4 +304,7 @@ def is_tiled(t: ParamTarget, max_shape: tuple[int, int, int, int], num_classes: 
         block = (2 * max(max_shape[:2]),)
     else:
         block = (num_classes,)
-    return any(a > b for a, b in zip(t.fit_shape, block))
+    fit = t.fit_shape
+    if t.part_channels:  # the input axis is decoded part by part: tiled only within a part
+        fit = (fit[0], t.part_channels, *fit[2:])
+    return any(a > b for a, b in zip(fit, block))

@@ -26,7 +26,7 @@ FORMAT = "ghn-archspace/1"
 
 #: Constructor arguments a checkpoint config may carry, with the reference's spellings mapped to ours.
 _CONFIG_KEYS = {"max_shape", "num_classes", "hidden_dim", "hypernet", "decoder", "weight_norm", "ve", "layernorm",
-                "image_size", "num_steps"}
+                "image_size", "num_steps", "concat_parts"}
 _REFERENCE_ALIASES = {"hid": "hidden_dim"}
 _REFERENCE_IGNORED = {"debug_level"}
 

@@ -31,6 +31,7 @@ from .assign import (
 )
 from .batchnorm import check_bn_mode, set_bn_mode
 from .checkpoint import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from .concat_parts import concat_inputs
 from .decoder import ConvDecoder, MLPDecoder
 from .encoder import ShapeEncoder
 from .gated_gnn import GatedGNN
@@ -104,6 +105,11 @@ class GHN(nn.Module):
         image_size: image side the GHN was trained on (the default input size when building graphs); ``None``:
             224 for 1000 classes, else 32.
         num_steps: rounds of forward + backward sweeps.
+        concat_parts: decode a weight whose input is a concatenation of equal parts (a DARTS cell's output read by
+            the next cell or the classifier) part by part, each from the weight's node embedding plus a learnt
+            projection (zero at initialisation) of the embedding of the part's producer, instead of as one block
+            whose input axis is sliced and tiled as a whole (:mod:`ghn.concat_parts`). Not in GHN-2; ``False`` for
+            the reference checkpoints.
 
     Raises:
         archspace.errors.UsageError: (a ``ValueError``) an unknown ``hypernet``/``decoder``, a ``max_shape`` that is
@@ -113,7 +119,8 @@ class GHN(nn.Module):
 
     def __init__(self, max_shape: Sequence[int] = (64, 64, 11, 11), num_classes: int = 10, hidden_dim: int = 32,
                  hypernet: str = "gatedgnn", decoder: str = "conv", weight_norm: bool = True, ve: bool = True,
-                 layernorm: bool = True, image_size: int | None = None, num_steps: int = 1) -> None:
+                 layernorm: bool = True, image_size: int | None = None, num_steps: int = 1,
+                 concat_parts: bool = False) -> None:
         super().__init__()
         if isinstance(max_shape, (str, bytes)) or not hasattr(max_shape, "__len__") or len(max_shape) != 4:
             raise UsageError(f"max_shape must be 4 positive integers (S_out, S_in, S_h, S_w), got {max_shape!r}")
@@ -136,6 +143,7 @@ class GHN(nn.Module):
         self.image_size = (_default_image_size(self.num_classes) if image_size is None
                            else _positive_int("image_size", image_size))
         self.num_steps = _positive_int("num_steps", num_steps)
+        self.concat_parts = _flag("concat_parts", concat_parts)
         hidden_dim = self.hidden_dim
 
         if self.layernorm:
@@ -153,6 +161,9 @@ class GHN(nn.Module):
         max_ch = max(self.max_shape[:2])
         self.decoder_1d = MLP(hidden_dim, (hidden_dim * 2, 2 * max_ch), last_relu=False)
         self.bias_class = nn.Sequential(nn.ReLU(), nn.Linear(max_ch, self.num_classes))
+        if self.concat_parts:
+            self.part_proj = nn.Linear(hidden_dim, hidden_dim, bias=False)
+            nn.init.zeros_(self.part_proj.weight)  # starts with every part decoded from the weight's own node
         # Initialisation: PyTorch's defaults for every layer, as the reference (no custom init).
 
     # ------------------------------------------------------------------ configuration and checkpoints
@@ -162,7 +173,7 @@ class GHN(nn.Module):
         return {"max_shape": list(self.max_shape), "num_classes": self.num_classes, "hidden_dim": self.hidden_dim,
                 "hypernet": self.hypernet, "decoder": self.decoder_type, "weight_norm": self.weight_norm,
                 "ve": self.ve, "layernorm": self.layernorm, "image_size": self.image_size,
-                "num_steps": self.num_steps}
+                "num_steps": self.num_steps, "concat_parts": self.concat_parts}
 
     @classmethod
     def load(cls, path: str, device: torch.device | str = "cpu") -> GHN:
@@ -284,13 +295,18 @@ class GHN(nn.Module):
         if skip:
             names = [[tuple(n for n in node if n not in skip) for node in graph] for graph in names]
         offsets = g.ptr[:-1].tolist()  # (B,) global id of each graph's first node
+        parts = (concat_inputs(g.op_type, g.edge_index, g.edge_dist, g.param_shape, g.param_ndim)
+                 if self.concat_parts else None)
         return assign(names, offsets, g.cls_role.tolist(), g.op_type.tolist(), list(models), self.max_shape,
-                      self.weight_norm)
+                      self.weight_norm, parts)
 
     def _decode(self, x: torch.Tensor, plan: Assignment) -> dict:
         """Run the decoders once per needed (source, kernel, channels) on the needed nodes; all conv-decoder and
         classifier requests go to the decoder together (see :meth:`ghn.decoder.ConvDecoder.decode`)."""
         blocks, requests = {}, []
+        if plan.virtual:  # one embedding per part of the weights decoded part by part (ghn.concat_parts)
+            pairs = torch.tensor(plan.virtual, device=x.device)  # (P, 2): weight node, producer node
+            x = torch.cat([x, x.index_select(0, pairs[:, 0]) + self.part_proj(x.index_select(0, pairs[:, 1]))])
         for key, nodes in plan.decode.items():
             src, kernel, (n_out, n_in) = key
             xs = x.index_select(0, torch.tensor(nodes, device=x.device))  # (n, D)
@@ -326,9 +342,13 @@ class GHN(nn.Module):
                 blk = blk[:, row]  # (n, S_ch)
             elif source == COL:
                 blk = blk.reshape(blk.shape[0], -1)  # (n, 2 S_ch): both rows, as the reference's 3-D path
-            rows = torch.tensor([r for _, members in groups for _, r in members], device=blk.device)
-            parts = blk.index_select(0, rows).split([len(members) for _, members in groups])  # (n_g, *block) each
-            for ((_, _, _, _, fit_shape, shape, norm), members), part in zip(groups, parts):
+            rows = [r for _, members in groups for _, r in members]
+            sizes = [sum(len(r) if isinstance(r, tuple) else 1 for _, r in members) for _, members in groups]
+            flat = torch.tensor([i for r in rows for i in (r if isinstance(r, tuple) else (r,))], device=blk.device)
+            parts = blk.index_select(0, flat).split(sizes)  # (n_g, *block) each; (n_g * k, *block) by parts
+            for ((_, _, _, _, fit_shape, shape, norm, part_channels), members), part in zip(groups, parts):
+                if part_channels:
+                    part = self._join_parts(part, len(members), part_channels)
                 m = [min(a, b) for a, b in zip(fit_shape, part.shape[1:])]
                 part = part[(slice(None), *(slice(0, k) for k in m))]  # (n_g, *m)
                 # Under autocast (bfloat16 on CUDA) the decoders' products are bfloat16; the predicted parameters
@@ -336,6 +356,15 @@ class GHN(nn.Module):
                 part = part.to(self.embed.weight.dtype)
                 # The normalisation is elementwise, so applying it before tiling gives the same numbers, cheaper.
                 yield members, normalize(part, *norm), fit_shape, shape
+
+    @staticmethod
+    def _join_parts(part: torch.Tensor, n: int, part_channels: int) -> torch.Tensor:
+        """Blocks decoded part by part, ``(n * k, b_out, b_in, ...)``, fitted to ``part_channels`` inputs each and
+        concatenated along the input axis: ``(n, b_out, k * part_channels, ...)``."""
+        per = part.shape[1:]
+        part = fit_to_shape(part, (per[0], part_channels, *per[2:]))  # (n * k, b_out, C_part, ...)
+        part = part.view(n, -1, per[0], part_channels, *per[2:]).movedim(1, 2)  # (n, b_out, k, C_part, ...)
+        return part.reshape(n, per[0], -1, *per[2:])
 
     def predict_parameters(self, graphs: Batch | Data | Sequence[Data],
                            models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
