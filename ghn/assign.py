@@ -219,10 +219,13 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
         seen = check_bindings(names_per_node, params)
         for local, names in enumerate(names_per_node):
             node = node_offsets[b] + local
+            part = parts.get(node) if parts else None
             for name in names:
-                part = parts.get(node) if parts else None
-                targets.append(make_target(b, name, node, tuple(params[name].shape), cls_role[node], op_type[node],
-                                           max_shape, weight_norm, part[1] if part else 0))
+                shape = tuple(params[name].shape)
+                # only a tensor whose input axis is the whole concatenation (a node may bind several tensors)
+                split = part is not None and len(shape) >= 2 and shape[1] == len(part[0]) * part[1]
+                targets.append(make_target(b, name, node, shape, cls_role[node], op_type[node], max_shape,
+                                           weight_norm, part[1] if split else 0))
         untouched.append([n for n in params if n not in seen])
 
     # What to decode: per source, kernel and channel bucket, the nodes (each node once); a target decoded part by

@@ -10,6 +10,7 @@ import torch
 from archspace.dataset import ArchDataset
 from archspace.primitives import PRIMITIVES
 from ghn import GHN
+from ghn.assign import assign
 from ghn.concat_parts import concat_inputs
 from ghn.normalize import normalization_kind, normalize
 
@@ -115,3 +116,18 @@ def test_checkpoints_keep_the_option(darts_pair, tmp_path):
         want, got = ghn.predict_parameters(graph, [net])[0], back.predict_parameters(graph, [net])[0]
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert not GHN().concat_parts  # GHN-2 and its released checkpoints decode whole blocks
+
+
+def test_only_a_tensor_that_reads_the_whole_concatenation_is_split(darts_pair):
+    """A parts entry splits a tensor only when its input axis is exactly the parts' channels (a node may bind
+    tensors of other shapes)."""
+    graph, net = darts_pair
+    cls = _node(graph, "classifier.0.weight")
+    producers, channels = _parts(graph)[cls]
+    names = [list(graph.param_names)]
+    args = ([0], graph.cls_role.tolist(), graph.op_type.tolist(), [net], (16, 16, 3, 3), True)
+    right = assign(names, *args, parts={cls: (producers, channels)})
+    wrong = assign(names, *args, parts={cls: (producers, channels + 1)})
+    by_name = {t.name: t for t in right.targets}
+    assert by_name["classifier.0.weight"].part_channels == channels and len(right.virtual) == 2
+    assert {t.name: t.part_channels for t in wrong.targets}["classifier.0.weight"] == 0 and wrong.virtual == []
