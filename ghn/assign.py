@@ -68,8 +68,8 @@ class Assignment:
     Attributes:
         targets: every target, graph by graph.
         decode: ``(source, kernel, channels) -> node ids``: the blocks to compute.
-        groups: ``group key -> list of (target index, row in the decoded blocks of that source)``; for a target
-            decoded part by part the row is a tuple, one row per part.
+        groups: ``group key -> list of (target index, rows in the decoded blocks of that source)``: one row, or one
+            per part for a target decoded part by part.
         untouched: per graph, parameter names no node is bound to.
         virtual: ``(weight node, producer node)`` per part of the targets decoded part by part; pair ``j`` is
             decoded as node ``N + j`` (``N`` the batch's node count), whose embedding the GHN makes from the two.
@@ -77,7 +77,7 @@ class Assignment:
 
     targets: list[ParamTarget]
     decode: dict[tuple[str, tuple[int, int], tuple[int, int]], list[int]]
-    groups: dict[tuple, list[tuple[int, int | tuple[int, ...]]]] = field(default_factory=dict)
+    groups: dict[tuple, list[tuple[int, tuple[int, ...]]]] = field(default_factory=dict)
     untouched: list[list[str]] = field(default_factory=list)
     virtual: list[tuple[int, int]] = field(default_factory=list)
 
@@ -232,17 +232,15 @@ def assign(param_names: list[list[tuple[str, ...]]], node_offsets: list[int], cl
     # part asks for one virtual node per part, numbered after the batch's real nodes.
     num_nodes = len(cls_role)
     decode: dict[tuple, dict[int, int]] = defaultdict(dict)
-    groups: dict[tuple, list[tuple[int, int | tuple[int, ...]]]] = defaultdict(list)
+    groups: dict[tuple, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
     virtual: dict[tuple[int, int], int] = {}
     for i, t in enumerate(targets):
         src = VEC if t.source in (VEC, COL, CLS_B) else t.source  # one 1-D decoder pass serves all three
         nodes = decode[(src, t.kernel, t.channels)]
-        if t.part_channels:
-            ids = [virtual.setdefault((t.node, p), num_nodes + len(virtual)) for p in parts[t.node][0]]
-            row = tuple(nodes.setdefault(v, len(nodes)) for v in ids)
-        else:
-            row = nodes.setdefault(t.node, len(nodes))
-        groups[(t.source, t.kernel, t.channels, t.row, t.fit_shape, t.shape, t.norm, t.part_channels)].append((i, row))
+        ids = ([virtual.setdefault((t.node, p), num_nodes + len(virtual)) for p in parts[t.node][0]]
+               if t.part_channels else [t.node])
+        rows = tuple(nodes.setdefault(v, len(nodes)) for v in ids)
+        groups[(t.source, t.kernel, t.channels, t.row, t.fit_shape, t.shape, t.norm, t.part_channels)].append((i, rows))
     decode_lists = {k: list(v) for k, v in decode.items()}
     return Assignment(targets, decode_lists, dict(groups), untouched, list(virtual))
 

@@ -57,7 +57,6 @@ def concat_inputs(op_type: torch.Tensor, edge_index: torch.Tensor, edge_dist: to
     def channels(node: int) -> int | None:
         if node in memo:
             return memo[node]
-        memo[node] = None  # guards against cycles in malformed graphs
         op, ins = ops[node], preds.get(node, [])
         if op in _SHAPED and ndims[node] >= 1:
             out = shapes[node][0]

@@ -342,10 +342,9 @@ class GHN(nn.Module):
                 blk = blk[:, row]  # (n, S_ch)
             elif source == COL:
                 blk = blk.reshape(blk.shape[0], -1)  # (n, 2 S_ch): both rows, as the reference's 3-D path
-            rows = [r for _, members in groups for _, r in members]
-            sizes = [sum(len(r) if isinstance(r, tuple) else 1 for _, r in members) for _, members in groups]
-            flat = torch.tensor([i for r in rows for i in (r if isinstance(r, tuple) else (r,))], device=blk.device)
-            parts = blk.index_select(0, flat).split(sizes)  # (n_g, *block) each; (n_g * k, *block) by parts
+            rows = torch.tensor([r for _, members in groups for _, rs in members for r in rs], device=blk.device)
+            sizes = [sum(len(rs) for _, rs in members) for _, members in groups]
+            parts = blk.index_select(0, rows).split(sizes)  # (n_g, *block) each; (n_g * k, *block) by parts
             for ((_, _, _, _, fit_shape, shape, norm, part_channels), members), part in zip(groups, parts):
                 if part_channels:
                     part = self._join_parts(part, len(members), part_channels)
