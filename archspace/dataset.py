@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch_geometric.data import Dataset as PygDataset
@@ -43,20 +44,25 @@ class ArchDataset(PygDataset):
         width_range: ``(lo, hi)``: each net's width is drawn from it (deterministically from ``seed`` and the
             index); ``None`` keeps the genotype's width.
         width_policy: how widths are drawn from ``width_range`` (:mod:`archspace.width_policy`): ``'uniform'``,
-            ``'loguniform'``, ``'octave'`` or ``'half_octave'`` (uniform over the geometric grid ``lo, 2 lo, ...`` or
-            ``lo, sqrt(2) lo, ...``), or ``'ghn2'``, GHN-2's training distribution (large nets narrow, a drawn
-            classifier size).
-        seed: seed of the width draws.
+            ``'loguniform'``, ``'reciprocal'`` (density ``1 / w^2``), ``'octave'`` or ``'half_octave'`` (uniform
+            over the geometric grid ``lo, 2 lo, ...`` or ``lo, sqrt(2) lo, ...``), or ``'ghn2'``, GHN-2's training
+            distribution (large nets narrow, a drawn classifier size).
+        seed: seed of the width draws and of the normalisation draws.
+        bnfree_fraction: probability (``0..1``) that a net with BatchNorm is used without it (its genotype's
+            ``norm`` set to ``None``), drawn per net from ``seed`` and the index. DeepNets-1M's training split has
+            normalisation-free nets only among its shallowest ones (about 3% of them), while its ``bnfree`` test
+            split removes it from nets of every size (measured on the digits default, README: 20% of such nets
+            does not help the GHN on that split). ``0`` keeps the split as sampled.
 
     Raises:
         UsageError: for an unknown split, a bad ``num``/``width_range``/``width_policy``, or a ``root`` that does
-            not exist; :class:`~archspace.shards.ShardError` (a ``UsageError``) when ``root`` holds no valid
-            shards of ``split``.
+            not exist, or a ``bnfree_fraction`` outside ``0..1``; :class:`~archspace.shards.ShardError` (a
+            ``UsageError``) when ``root`` holds no valid shards of ``split``.
     """
 
     def __init__(self, root: str | None = None, split: str = "train", num: int | None = None, num_classes: int = 10,
                  image_size: int = 32, ve_cutoff: int = 50, width_range: tuple[int, int] | None = None,
-                 width_policy: str = "uniform", seed: int = 0):
+                 width_policy: str = "uniform", seed: int = 0, bnfree_fraction: float = 0.0):
         if split not in SPLITS:
             raise UsageError(f"unknown split {split!r}{suggest(split, SPLITS)}")
         if num is not None and not 0 < num <= SPLITS[split]:
@@ -65,6 +71,8 @@ class ArchDataset(PygDataset):
             raise UsageError(f"width_range must be (lo, hi) with 2 <= lo <= hi, got {width_range!r}")
         if width_policy not in WIDTH_POLICIES:
             raise UsageError(f"unknown width_policy {width_policy!r}{suggest(width_policy, WIDTH_POLICIES)}")
+        if not 0.0 <= bnfree_fraction <= 1.0:
+            raise UsageError(f"bnfree_fraction must be between 0 and 1, got {bnfree_fraction!r}")
         super().__init__(root=None)
         self.data_root = root
         self.split = split
@@ -74,6 +82,7 @@ class ArchDataset(PygDataset):
         self.width_range = tuple(width_range) if width_range is not None else None
         self.width_policy = width_policy
         self.seed = seed
+        self.bnfree_fraction = float(bnfree_fraction)
         if root is not None:
             if split == "predefined":
                 raise UsageError("the predefined split is built on the fly; set archspace.root=null (root=None)")
@@ -96,12 +105,19 @@ class ArchDataset(PygDataset):
         return self._num
 
     def genotype(self, index: int) -> Genotype | None:
-        """The genotype of net ``index`` (``None`` for the predefined ResNet-50)."""
+        """The genotype of net ``index`` (``None`` for the predefined ResNet-50), without its normalisation where
+        the ``bnfree_fraction`` draw of the net says so."""
         if self._store is not None:
-            return self._store.genotype(index)
-        if self.split == "predefined" and index == 0:
+            genotype = self._store.genotype(index)
+        elif self.split == "predefined" and index == 0:
             return None
-        return get_genotype(self.split, index)
+        else:
+            genotype = get_genotype(self.split, index)
+        if self.bnfree_fraction > 0 and genotype.norm is not None:
+            # a stream of its own ([seed, index, 1]), so the width draws ([seed, index]) stay as they were
+            if np.random.default_rng([self.seed, index, 1]).random() < self.bnfree_fraction:
+                genotype = genotype.replace(norm=None)
+        return genotype
 
     def net_size(self, index: int, genotype: Genotype | None = None) -> tuple[int | None, int | None]:
         """``(width, fc_dim)`` of net ``index`` under the dataset's width policy; ``None``: the genotype's own.
@@ -134,7 +150,7 @@ class ArchDataset(PygDataset):
 
     def num_nodes_of(self, index: int) -> int:
         """Graph nodes of net ``index``, from the stored metadata or computed without building the graph."""
-        if self._store is not None:
+        if self._store is not None and not self.bnfree_fraction:  # stored counts are of the nets as stored
             return int(self._store.num_nodes[index])
         if index not in self._nodes_cache:
             genotype = self.genotype(index)

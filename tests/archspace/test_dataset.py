@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from archspace.dataset import ArchDataset
 from archspace.errors import UsageError
@@ -62,3 +63,29 @@ def test_predefined_on_the_fly():
     ds = ArchDataset(split="predefined")
     assert len(ds) == 3 and ds.genotype(0) is None
     assert ds.num_nodes_of(2) == num_graph_nodes(get_genotype("predefined", 2))
+
+
+def test_bnfree_fraction_drops_batchnorm_from_a_deterministic_share(tmp_path):
+    plain = ArchDataset(split="train", num=200, width_range=(8, 32), width_policy="loguniform", seed=1)
+    mixed = ArchDataset(split="train", num=200, width_range=(8, 32), width_policy="loguniform", seed=1,
+                        bnfree_fraction=0.3)
+    dropped = [i for i in range(200) if plain.genotype(i).norm == "bn" and mixed.genotype(i).norm is None]
+    assert 40 <= len(dropped) <= 80  # about 30% of about 195 nets with BatchNorm
+    for i in range(200):  # nothing else changes: the same cells, and the same width draws
+        assert mixed.genotype(i).replace(norm=plain.genotype(i).norm) == plain.genotype(i)
+        assert mixed.width(i) == plain.width(i)
+    i = dropped[0]
+    model = mixed.build_model(i)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    graph, _ = mixed.get_pair(i)
+    assert graph.num_nodes == mixed.num_nodes_of(i) < plain.num_nodes_of(i)
+    again = ArchDataset(split="train", num=200, width_range=(8, 32), width_policy="loguniform", seed=1,
+                        bnfree_fraction=0.3)
+    assert [again.genotype(j).norm for j in range(200)] == [mixed.genotype(j).norm for j in range(200)]
+    # the nets read from shards are dropped the same way, and their stored node counts are not used for them
+    build_split("train", str(tmp_path), num=30, shard_size=10)
+    stored = ArchDataset(str(tmp_path), "train", num=30, width_range=(8, 32), seed=1, bnfree_fraction=0.3)
+    for j in range(30):
+        assert stored.genotype(j) == mixed.genotype(j) and stored.num_nodes_of(j) == mixed.num_nodes_of(j)
+    with pytest.raises(UsageError, match="bnfree_fraction must be between 0 and 1, got 1.5"):
+        ArchDataset(split="train", bnfree_fraction=1.5)

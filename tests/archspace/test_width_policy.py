@@ -115,6 +115,17 @@ def test_loguniform_policy_gives_each_octave_the_same_share():
     assert [net_size("loguniform", (8, 32), 3, i)[0] for i in range(4000)] == draws  # a function of (seed, index)
 
 
+def test_reciprocal_policy_leans_towards_narrow_nets():
+    draws = [net_size("reciprocal", (8, 32), 3, i) for i in range(4000)]
+    assert {f for _, f in draws} == {None}  # the genotype's classifier is kept
+    widths = [w for w, _ in draws]
+    assert min(widths) == 8 and max(widths) == 32
+    # 1 / w uniform on (1/33, 1/8]: P(w < 9) = (1/8 - 1/9) / (1/8 - 1/33) = 0.147, P(w < 16) = 0.660
+    assert abs(widths.count(8) / len(widths) - 0.147) < 0.02
+    assert abs(sum(w < 16 for w in widths) / len(widths) - 0.660) < 0.03
+    assert [net_size("reciprocal", (8, 32), 3, i) for i in reversed(range(4000))][::-1] == draws  # f(seed, index)
+
+
 def test_geometric_grids():
     assert geometric_widths(8, 32, 2) == [8, 16, 32]
     assert geometric_widths(8, 32, 2**0.5) == [8, 11, 16, 23, 32]  # 8 * 2^(k/2) rounded
@@ -154,8 +165,8 @@ def test_ghn2_draws_are_a_function_of_seed_and_index():
 
 
 def test_bad_policy():
-    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, loguniform, octave, "
-                                         "half_octave, ghn2"):
+    with pytest.raises(UsageError, match="unknown width policy 'wide'; choose one of uniform, loguniform, reciprocal, "
+                                         "octave, half_octave, ghn2"):
         net_size("wide", (32, 128), 0, 0, plain(), 1)
     with pytest.raises(ValueError, match="parameter count"):
         net_size("ghn2", (32, 128), 0, 0, plain())
