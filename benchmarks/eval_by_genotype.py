@@ -8,15 +8,15 @@ value of it:
 - ``c_mult``: the channel multiplier at reductions (1: every stage as wide as the stem's cells; 2: doubled);
 - ``states``: the states a cell concatenates into its output;
 - ``norm``: ``bn`` or ``none``;
-- ``features``: the input size of the net's first classifier layer at the row's width (how many channels the
-  classifier reads);
+- ``features``: the input size of the net's first classifier layer at the row's width and ``--image-size`` (how
+  many channels the classifier reads; a VGG-style head reads a flattened map, so its count depends on the size);
 - ``cells``: number of cells (grouped 1-7, 8-11, 12+);
 - ``msa``, ``cse``: whether a cell holds a self-attention or a channel squeeze-excitation op.
 
 It also prints the mean pairwise Pearson correlation of the per-net top-1 between files: near 1 says that which nets
 fail is a matter of the architecture, not of the training run. Example (the six default runs of the README)::
 
-    python benchmarks/eval_by_genotype.py docs/width_policy_runs/s26_concat_parts_s*_eval.json --row 0
+    python benchmarks/eval_by_genotype.py docs/width_policy_runs/s26_concat_parts_s{0,1,2,3,4,5}_eval.json --row 0
 
 ``--out`` writes one CSV row per net (its features and mean top-1; written atomically).
 """
@@ -40,11 +40,12 @@ from train.evaluate import _summary as mean_stderr
 FEATURES = ("c_mult", "states", "norm", "features", "cells", "msa", "cse")
 
 
-def net_features(split: str, index: int, width: int | None) -> dict:
-    """The genotype features of net ``index`` of ``split`` at ``width`` (module docstring)."""
+def net_features(split: str, index: int, width: int | None, image_size: int) -> dict:
+    """The genotype features of net ``index`` of ``split`` at ``width`` on ``image_size`` inputs (module
+    docstring)."""
     g = get_genotype(split, index)
     ops = {op for op, _ in g.normal + g.reduce}
-    linear = next(m for m in get_net(split, index, 10, 32, width).modules() if isinstance(m, nn.Linear))
+    linear = next(m for m in get_net(split, index, 10, image_size, width).modules() if isinstance(m, nn.Linear))
     return {"c_mult": g.C_mult, "states": len(g.normal_concat), "norm": g.norm or "none",
             "features": linear.in_features, "cells": "1-7" if g.n_cells < 8 else "8-11" if g.n_cells < 12 else "12+",
             "msa": "msa" in ops, "cse": "cse" in ops}
@@ -78,12 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("evals", nargs="+", help="eval.json files that evaluated the same nets")
     p.add_argument("--row", type=int, default=0, help="index of the row in each file's rows (0: the first)")
+    p.add_argument("--image-size", type=int, default=16, help="input size the nets were evaluated at (the digits "
+                   "default: 16)")
     p.add_argument("--out", help="CSV of the per-net features and mean top-1")
     args = p.parse_args(argv)
     first, names, top1 = load_rows(args.evals, args.row)
     split, width = first["split"], first["width"]
     mean = top1.mean(0)  # (nets,)
-    feats = [net_features(split, int(n.rsplit("/", 1)[1]), width) for n in names]
+    feats = [net_features(split, int(n.rsplit("/", 1)[1]), width, args.image_size) for n in names]
     print(f"{split} at width {width}: {len(names)} nets, {len(args.evals)} files; top-1 with predicted parameters, "
           f"per-net mean over the files {statistics.mean(mean):.1f}%")
     if len(args.evals) > 1:
