@@ -34,7 +34,7 @@ import numpy as np
 import torch.nn as nn
 
 from archspace.files import write_csv
-from archspace.sampler import get_genotype, get_net
+from archspace.sampler import get_net
 from train.evaluate import _summary as mean_stderr
 
 FEATURES = ("c_mult", "states", "norm", "features", "cells", "msa", "cse")
@@ -43,9 +43,10 @@ FEATURES = ("c_mult", "states", "norm", "features", "cells", "msa", "cse")
 def net_features(split: str, index: int, width: int | None, image_size: int) -> dict:
     """The genotype features of net ``index`` of ``split`` at ``width`` on ``image_size`` inputs (module
     docstring)."""
-    g = get_genotype(split, index)
+    net = get_net(split, index, 10, image_size, width)
+    g = net.genotype
     ops = {op for op, _ in g.normal + g.reduce}
-    linear = next(m for m in get_net(split, index, 10, image_size, width).modules() if isinstance(m, nn.Linear))
+    linear = next(m for m in net.modules() if isinstance(m, nn.Linear))
     return {"c_mult": g.C_mult, "states": len(g.normal_concat), "norm": g.norm or "none",
             "features": linear.in_features, "cells": "1-7" if g.n_cells < 8 else "8-11" if g.n_cells < 12 else "12+",
             "msa": "msa" in ops, "cse": "cse" in ops}
