@@ -2,8 +2,9 @@
 
 For every network (unseen DeepNets-1M test nets at a width the GHN serves, and torchvision models in the CIFAR
 recipe for small images), one run per warm-start recipe: an initialisation of :data:`ghn.warm_start.INITS`
-(``predicted``, ``predicted+noise`` at each ``--noise-betas``, ``predicted+orth`` at each ``--orth-betas``, and the
-GHN-free control ``default+orth``, the default initialisation orthogonalised the same way), a peak
+(``predicted``, ``predicted+noise`` at each ``--noise-betas``, ``predicted+orth`` and ``predicted+polar`` at each
+``--orth-betas``, and the GHN-free controls ``default+orth`` and ``default+polar``, the default initialisation
+orthogonalised the same ways), a peak
 learning rate of ``--lrs`` and a warm-up length of ``--warmups``; and one run from the default initialisation with
 the project's recipe (lr ``--scratch-lr``, 0.05, no warm-up). All share the data order, seed and SGD recipe
 (:func:`train.finetune.train_sgd`); BatchNorm
@@ -91,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nets", default="deepnets:test/0-9", help="candidate list (train/candidates.py grammar)")
     p.add_argument("--width", type=int, default=8, help="base width of the DeepNets-1M nets")
     p.add_argument("--torchvision", default="shufflenet_v2_x0_5,mnasnet0_5", help="torchvision models ('' for none)")
-    p.add_argument("--inits", default="predicted,predicted+noise,predicted+orth,default+orth")
+    p.add_argument("--inits", default="predicted,predicted+noise,predicted+orth,predicted+polar,default+orth")
     p.add_argument("--noise-betas", default="0.1", help="noise scales of predicted+noise")
-    p.add_argument("--orth-betas", default=f"{DEFAULT_BETA:g}", help="noise scales of predicted+orth and default+orth")
+    p.add_argument("--orth-betas", default=f"{DEFAULT_BETA:g}",
+                   help="noise scales of the orthogonalised starts (+orth, +polar)")
     p.add_argument("--scratch-lr", type=float, default=SGD_LR, help="lr of the run from the default init")
     p.add_argument("--lrs", default="0.01,0.05", help="peak learning rates")
     p.add_argument("--warmups", default="0,25", help="warm-up lengths (steps)")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     lrs = [float(x) for x in args.lrs.split(",")]
     orth_betas = [float(x) for x in args.orth_betas.split(",")]
     betas = {"predicted": [None], "predicted+noise": [float(x) for x in args.noise_betas.split(",")],
-             "predicted+orth": orth_betas, "default+orth": orth_betas}
+             **{i: orth_betas for i in INITS if i.endswith(("+orth", "+polar"))}}
     warmups = [int(x) for x in args.warmups.split(",")]
     ghn = GHN.from_pretrained(args.ckpt).eval()
     data = load_image_data("digits", image_size=ghn.image_size)

@@ -9,7 +9,11 @@ from a given layer on, the last such layer (the classifier) excepted:
   weights (the reference scales by the spread of the rows' correlations instead; we follow the project's issue);
 - orthogonalisation: ``W`` flattened to ``(out, in * k * k)``, taken as a tall matrix (transposed when wider than
   tall), replaced by the ``Q`` of its QR decomposition with the signs of ``diag(R)`` folded in, so the tall side
-  has orthonormal columns.
+  has orthonormal columns;
+- or the polar factor instead of ``Q`` (not in Knyazev 2022): ``U V^T`` of the reduced SVD ``W = U S V^T``, the
+  matrix with orthonormal columns nearest to ``W`` in the Frobenius norm (Higham, "Computing the polar
+  decomposition", SIAM J. Sci. Stat. Comput. 1986, Sec. 1). QR's ``Q`` keeps the first column's direction and
+  bends the others by Gram-Schmidt; the polar factor only sets every singular value to 1.
 
 1-D parameters (norm layers, biases) are left as they are.
 """
@@ -26,30 +30,44 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2]
 
 
-def orthogonalize(w: torch.Tensor) -> torch.Tensor:
+#: Orthogonalisation methods of :func:`orthogonalize`.
+ORTH_METHODS = ("qr", "polar")
+
+
+def orthogonalize(w: torch.Tensor, method: str = "qr") -> torch.Tensor:
     """The orthogonal factor of ``w`` reshaped to 2-D (module docstring).
 
     Args:
         w: ``(out, ...)`` weights, 2-D or more.
+        method: ``"qr"`` (Knyazev 2022) or ``"polar"`` (the nearest matrix with orthonormal columns; Higham 1986).
 
     Returns:
         A tensor of ``w``'s shape whose 2-D view ``(out, -1)`` has orthonormal columns if ``out >= prod(...)``,
         else orthonormal rows.
+
+    Raises:
+        ValueError: an unknown ``method``.
     """
+    if method not in ORTH_METHODS:
+        raise ValueError(f"unknown orthogonalisation {method!r}; choose from {', '.join(ORTH_METHODS)}")
     m = w.reshape(w.shape[0], -1)
     wide = m.shape[0] < m.shape[1]
     if wide:
         m = m.t()
-    q, r = torch.linalg.qr(m)  # m (rows >= cols) = q (rows, cols) r (cols, cols)
-    sign = torch.sign(torch.diagonal(r))
-    sign[sign == 0] = 1
-    q = q * sign
+    if method == "polar":
+        u, _, vh = torch.linalg.svd(m, full_matrices=False)  # m (rows >= cols) = u (rows, cols) diag(s) vh
+        q = u @ vh  # (rows, cols)
+    else:
+        q, r = torch.linalg.qr(m)  # m (rows >= cols) = q (rows, cols) r (cols, cols)
+        sign = torch.sign(torch.diagonal(r))
+        sign[sign == 0] = 1
+        q = q * sign
     return (q.t() if wide else q).reshape(w.shape).contiguous()
 
 
 @torch.no_grad()
 def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: bool = False,
-              generator: torch.Generator | None = None) -> list[str]:
+              generator: torch.Generator | None = None, method: str = "qr") -> list[str]:
     """Add scaled noise to (and optionally orthogonalise) the weight matrices of ``model`` in place.
 
     Args:
@@ -58,13 +76,16 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
         from_layer: index (0-based, in :func:`weight_layers` order) of the first weight matrix changed.
         orth: orthogonalise after the noise (:func:`orthogonalize`).
         generator: random generator of the noise (``None``: torch's global one).
+        method: the orthogonalisation, ``"qr"`` or ``"polar"`` (:func:`orthogonalize`).
 
     Returns:
         The names of the parameters changed.
 
     Raises:
-        ValueError: a negative ``beta`` or ``from_layer``.
+        ValueError: a negative ``beta`` or ``from_layer``, an unknown ``method``.
     """
+    if method not in ORTH_METHODS:
+        raise ValueError(f"unknown orthogonalisation {method!r}; choose from {', '.join(ORTH_METHODS)}")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if from_layer < 0:
@@ -78,16 +99,20 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
             p.add_(noise * (beta * p.std()))
         if orth:
-            p.copy_(orthogonalize(p))
+            p.copy_(orthogonalize(p, method))
         changed.append(name)
     return changed
 
 
 #: The starting points ``ghn finetune --init`` offers (issue 12): the GHN's prediction as is, with noise, with noise
-#: and orthogonalisation (Knyazev 2022), the network's own default initialisation, or that default initialisation
-#: orthogonalised the same way (the control that tells what ``predicted+orth`` owes to the GHN and what to the
-#: orthogonalisation alone; needs no GHN).
-INITS = ("predicted", "predicted+noise", "predicted+orth", "default", "default+orth")
+#: and QR orthogonalisation (Knyazev 2022) or with noise and the polar factor instead, the network's own default
+#: initialisation, or that default initialisation orthogonalised the same ways (the controls that tell what
+#: ``predicted+orth`` and ``predicted+polar`` owe to the GHN and what to the orthogonalisation alone; no GHN).
+INITS = ("predicted", "predicted+noise", "predicted+orth", "predicted+polar", "default", "default+orth",
+         "default+polar")
+
+#: The GHN-free controls: fine-tuning baselines, not starting points of a prediction.
+CONTROLS = ("default+orth", "default+polar")
 
 #: Default noise scale: the value GHN-3 uses "to break symmetry" (Knyazev et al., ICML 2023), here relative to each
 #: layer's weight standard deviation (module docstring).
@@ -102,8 +127,9 @@ def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAU
         model: the network, at its default initialisation.
         init: one of :data:`INITS`: ``predicted`` (``predict(model)``), ``predicted+noise`` (then
             :func:`diversify` with ``beta``), ``predicted+orth`` (then :func:`diversify` with ``orth=True``),
-            ``default`` (left as it is) or ``default+orth`` (:func:`diversify` with ``orth=True`` on the default
-            initialisation, no prediction).
+            ``predicted+polar`` (the same with ``method="polar"``), ``default`` (left as it is), ``default+orth``
+            or ``default+polar`` (:func:`diversify` with ``orth=True`` on the default initialisation, no
+            prediction).
         predict: a function that sets a network's parameters to a GHN's prediction in place (e.g.
             ``lambda m: ghn.predict(m)``); needed for every ``predicted*`` init, unused by the others.
         beta, from_layer, generator: the :func:`diversify` settings.
@@ -120,6 +146,8 @@ def warm_start(model: nn.Module, init: str, predict=None, *, beta: float = DEFAU
         if predict is None:
             raise ValueError(f"init {init!r} needs a GHN prediction (predict=...)")
         predict(model)
-    if init not in ("predicted", "default"):  # +noise, +orth: diversified, from the prediction or the default init
-        diversify(model, beta=beta, from_layer=from_layer, orth=init.endswith("+orth"), generator=generator)
+    if init not in ("predicted", "default"):  # +noise, +orth, +polar: diversified, from the prediction or default init
+        method = "polar" if init.endswith("+polar") else "qr"
+        diversify(model, beta=beta, from_layer=from_layer, orth=init.endswith(("+orth", "+polar")),
+                  generator=generator, method=method)
     return model

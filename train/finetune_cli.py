@@ -9,7 +9,8 @@ Examples::
 
 ``--init`` names one or more starting points (:data:`ghn.warm_start.INITS`: the prediction as is, with noise of
 ``--beta`` times each layer's weight standard deviation from layer ``--noise-from-layer`` on, the same followed by
-QR orthogonalisation, or the default initialisation; Knyazev 2022), each made from a copy of the same default
+QR orthogonalisation (Knyazev 2022) or by the polar factor (the nearest orthogonal matrix), the default
+initialisation, or the default initialisation orthogonalised either way), each made from a copy of the same default
 initialisation; ``--compare`` adds the default initialisation. Every run shares the data order, augmentation, SGD
 recipe (:func:`train.finetune.train_sgd`, with ``--warmup`` steps of linear warm-up), budget and seed; the report
 gives, for each warm start at a few checkpoints, how many steps the run from the default initialisation needs to
@@ -48,11 +49,11 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     add_common_options(p)
     from ghn.warm_start import DEFAULT_BETA, INITS
 
-    p.add_argument("--init", default="predicted+orth",
+    p.add_argument("--init", default="predicted+polar",
                    help=f"comma list of starting points, one run each: {', '.join(INITS)} (the default: the one "
                         "that ends highest against the default init in benchmarks/bench_finetune.py, README)")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA,
-                   help="noise of predicted+noise and predicted+orth, relative to each layer's weight std")
+                   help="noise of predicted+noise and of the orthogonalised starts, relative to each layer's std")
     p.add_argument("--noise-from-layer", type=int, default=0,
                    help="first weight matrix (0-based, module order) that gets noise; the classifier never does")
     p.add_argument("--compare", action="store_true",

@@ -185,9 +185,9 @@ def build(family: WidthFamily, width: int, setting: Setting, *, param: str, init
     Raises:
         UsageError: an unknown ``init``, or a predicted one without ``predict``.
     """
-    from ghn.warm_start import INITS, warm_start
+    from ghn.warm_start import CONTROLS, INITS, warm_start
 
-    starts = [i for i in INITS if i != "default+orth"]  # default+orth is a fine-tuning control, not a muP start
+    starts = [i for i in INITS if i not in CONTROLS]  # the controls are fine-tuning baselines, not muP starts
     if init not in starts:
         raise UsageError(f"--init must be one of {', '.join(starts)}, got {init!r}")
     if init != "default" and predict is None:

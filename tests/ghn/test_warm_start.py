@@ -1,5 +1,7 @@
 """ghn.warm_start: noise of the specified scale, orthogonal results, the classifier and earlier layers untouched."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -67,11 +69,32 @@ def test_orth_option_orthogonalises_all_but_the_classifier():
     assert torch.equal(m[6].weight, last)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 3, 3), (6, 4, 1, 1), (5, 6), (6, 5)])
+def test_polar_factor_is_the_nearest_matrix_with_orthonormal_columns(shape):
+    torch.manual_seed(0)
+    m = shape[0], math.prod(shape[1:])
+    tall = (max(m), min(m))
+    u0 = torch.linalg.qr(torch.randn(tall)).Q  # (rows, cols), orthonormal columns
+    v0 = torch.linalg.qr(torch.randn(tall[1], tall[1])).Q  # (cols, cols), orthogonal
+    s = torch.linspace(0.2, 3.0, tall[1])
+    t = u0 @ torch.diag(s) @ v0.t()  # known SVD: its polar factor is u0 v0^T
+    w = (t if m[0] >= m[1] else t.t()).reshape(shape)
+    q = orthogonalize(w, "polar")
+    expected = u0 @ v0.t()
+    torch.testing.assert_close(q.reshape(m), expected if m[0] >= m[1] else expected.t(), rtol=1e-5, atol=1e-5)
+    # nearer to w than QR's factor, which has orthonormal columns too
+    assert (w - q).norm() < (w - orthogonalize(w, "qr")).norm()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="beta must be >= 0"):
         diversify(tiny(), beta=-1)
     with pytest.raises(ValueError, match="from_layer must be >= 0"):
         diversify(tiny(), from_layer=-2)
+    with pytest.raises(ValueError, match="unknown orthogonalisation 'svd'"):
+        diversify(tiny(), orth=True, method="svd")
+    with pytest.raises(ValueError, match="unknown orthogonalisation"):
+        orthogonalize(torch.ones(3, 3), "gram")
 
 
 def test_warm_start_inits():
@@ -94,6 +117,11 @@ def test_warm_start_inits():
     w = orth[3].weight.reshape(6, -1)  # (6, 4): orthonormal columns
     assert torch.allclose(w.t() @ w, torch.eye(4), atol=1e-5)
     assert torch.equal(orth[6].weight, predicted(orth[6].weight))  # the classifier is left as predicted
+    polar = warm_start(tiny(), "predicted+polar", predict, beta=0.0)
+    for (n, p), (_, q) in zip(weight_layers(polar)[:-1], weight_layers(pred)[:-1]):
+        torch.testing.assert_close(p, orthogonalize(q, "polar"), msg=n)  # beta 0: the polar factor of the prediction
+    assert not torch.allclose(polar[3].weight, orthogonalize(pred[3].weight, "qr"))  # not QR's factor
+    assert torch.equal(polar[6].weight, predicted(polar[6].weight))
     noisy = warm_start(tiny(), "predicted+noise", predict, beta=0.1, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(noisy[0].weight, predicted(noisy[0].weight))
     assert torch.equal(noisy[0].bias, predicted(noisy[0].bias))
@@ -116,9 +144,20 @@ def test_default_orth_orthogonalises_the_default_init_without_a_ghn():
     assert torch.equal(ctrl[1].weight, default[1].weight) and torch.equal(ctrl[0].bias, default[0].bias)
 
 
-def test_tune_refuses_the_fine_tuning_control():
+def test_default_polar_is_the_polar_factor_of_the_default_init():
+    from ghn.warm_start import warm_start
+
+    default = tiny()
+    ctrl = warm_start(tiny(), "default+polar", None, beta=0.0)
+    for (n, p), (_, d) in zip(weight_layers(ctrl)[:-1], weight_layers(default)[:-1]):
+        torch.testing.assert_close(p, orthogonalize(d, "polar"), msg=n)
+    assert torch.equal(ctrl[6].weight, default[6].weight)
+
+
+@pytest.mark.parametrize("control", ["default+orth", "default+polar"])
+def test_tune_refuses_the_fine_tuning_controls(control):
     from archspace.errors import UsageError
     from train.tune import build
 
     with pytest.raises(UsageError, match="--init must be one of"):
-        build(None, 8, None, param="sp", init="default+orth")
+        build(None, 8, None, param="sp", init=control)
