@@ -50,8 +50,9 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     from ghn.warm_start import DEFAULT_BETA, INITS
 
     p.add_argument("--init", default="predicted+polar",
-                   help=f"comma list of starting points, one run each: {', '.join(INITS)} (the default: the one "
-                        "that ends highest against the default init in benchmarks/bench_finetune.py, README)")
+                   help=f"comma list of starting points, one run each: {', '.join(INITS)} (the default: the "
+                        "predicted start that ends highest against the default init in benchmarks/bench_finetune.py, "
+                        "README)")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA,
                    help="noise of predicted+noise and of the orthogonalised starts, relative to each layer's std")
     p.add_argument("--noise-from-layer", type=int, default=0,
