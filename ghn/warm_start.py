@@ -12,8 +12,8 @@ from a given layer on, the last such layer (the classifier) excepted:
   has orthonormal columns;
 - or the polar factor instead of ``Q`` (not in Knyazev 2022): ``U V^T`` of the reduced SVD ``W = U S V^T``, the
   matrix with orthonormal columns nearest to ``W`` in the Frobenius norm (Higham, "Computing the polar
-  decomposition", SIAM J. Sci. Stat. Comput. 1986, Sec. 1). QR's ``Q`` keeps the first column's direction and
-  bends the others by Gram-Schmidt; the polar factor only sets every singular value to 1.
+  decomposition", SIAM J. Sci. Stat. Comput. 1986, Sec. 1). QR's ``Q`` keeps the tall view's first column's direction
+  and bends the others by Gram-Schmidt; the polar factor only sets every singular value to 1.
 
 1-D parameters (norm layers, biases) are left as they are.
 """
