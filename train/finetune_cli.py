@@ -49,10 +49,9 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     add_common_options(p)
     from ghn.warm_start import DEFAULT_BETA, INITS
 
-    p.add_argument("--init", default="predicted+polar",
+    p.add_argument("--init", default="predicted+orth",
                    help=f"comma list of starting points, one run each: {', '.join(INITS)} (the default: the "
-                        "predicted start that ends highest against the default init in benchmarks/bench_finetune.py, "
-                        "README)")
+                        "published remedy, Knyazev 2022; benchmarks/bench_finetune.py compares them, README)")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA,
                    help="noise of predicted+noise and of the orthogonalised starts, relative to each layer's std")
     p.add_argument("--noise-from-layer", type=int, default=0,

@@ -115,12 +115,12 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
                               "--plot", str(png), "--out", str(out)], capsys)
     assert status == 0, err
     report = json.loads(out.read_text())
-    assert report["inits"] == ["predicted+polar", "default"]  # the default start: the benchmark's best (README)
-    warm, scratch = report["runs"]["predicted+polar init"], report["runs"]["default init"]
+    assert report["inits"] == ["predicted+orth", "default"]  # the default start: the published remedy (README)
+    warm, scratch = report["runs"]["predicted+orth init"], report["runs"]["default init"]
     assert warm["eval_steps"] == scratch["eval_steps"] == [0, 3, 6]
     assert warm["loss_steps"] == scratch["loss_steps"] == list(range(1, 7))
     assert warm["loss"] != scratch["loss"]  # different starting points
-    assert [r["step"] for r in report["speedup"]["predicted+polar"]] == [0, 3, 6]
+    assert [r["step"] for r in report["speedup"]["predicted+orth"]] == [0, 3, 6]
     assert "recomputed from 2" in report["bn_init"] and "recomputed from 2" in err
     assert report["classifier"] == "predicted" and "cosine" in report["optimizer"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
