@@ -8,7 +8,8 @@ widths gets the same share of nets (8..15 and 16..32 half each for 8..32); the c
 ``reciprocal``: the width is drawn with density proportional to ``1 / w^2`` on ``[lo, hi]`` (uniform in ``1 / w``,
 rounded down), which leans further towards narrow nets than ``loguniform``: for 8..32 width 8 gets about 15% of the
 nets (``P(w < 9)``, against 8%), 8..15 about two thirds and width 32 about 1%. The classifier size is kept. Measured
-on the digits default (README, the concatenation paragraph): not better than ``loguniform`` at width 8, worse at 32.
+on the digits default (README, the paragraph after the width-grid table): not better than ``loguniform`` at width 8,
+worse at 32.
 
 ``octave`` and ``half_octave``: the width is drawn uniformly from the geometric grid ``lo, r lo, r^2 lo, ... <= hi``
 (rounded to integers) with ``r = 2`` or ``sqrt(2)``: for 8..32, ``{8, 16, 32}`` or ``{8, 11, 16, 23, 32}``. The widths a

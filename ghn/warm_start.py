@@ -34,6 +34,12 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 ORTH_METHODS = ("qr", "polar")
 
 
+def _check_method(method: str) -> None:
+    """Raise ``ValueError`` for a method not in :data:`ORTH_METHODS`."""
+    if method not in ORTH_METHODS:
+        raise ValueError(f"unknown orthogonalisation {method!r}; choose from {', '.join(ORTH_METHODS)}")
+
+
 def orthogonalize(w: torch.Tensor, method: str = "qr") -> torch.Tensor:
     """The orthogonal factor of ``w`` reshaped to 2-D (module docstring).
 
@@ -48,8 +54,7 @@ def orthogonalize(w: torch.Tensor, method: str = "qr") -> torch.Tensor:
     Raises:
         ValueError: an unknown ``method``.
     """
-    if method not in ORTH_METHODS:
-        raise ValueError(f"unknown orthogonalisation {method!r}; choose from {', '.join(ORTH_METHODS)}")
+    _check_method(method)
     m = w.reshape(w.shape[0], -1)
     wide = m.shape[0] < m.shape[1]
     if wide:
@@ -82,10 +87,9 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
         The names of the parameters changed.
 
     Raises:
-        ValueError: a negative ``beta`` or ``from_layer``, an unknown ``method``.
+        ValueError: a negative ``beta`` or ``from_layer``, an unknown ``method`` (checked before any weight changes).
     """
-    if method not in ORTH_METHODS:
-        raise ValueError(f"unknown orthogonalisation {method!r}; choose from {', '.join(ORTH_METHODS)}")
+    _check_method(method)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if from_layer < 0:
