@@ -53,16 +53,19 @@ class ArchDataset(PygDataset):
             normalisation-free nets only among its shallowest ones (about 3% of them), while its ``bnfree`` test
             split removes it from nets of every size (measured on the digits default, README: 20% of such nets
             does not help the GHN on that split). ``0`` keeps the split as sampled.
+        min_width_share: probability (``0..1``) that a net is placed at the narrowest width of ``width_range``
+            before ``width_policy`` draws (:mod:`archspace.width_policy`); ``0``: the policy alone.
 
     Raises:
         UsageError: for an unknown split, a bad ``num``/``width_range``/``width_policy``, or a ``root`` that does
-            not exist, or a ``bnfree_fraction`` outside ``0..1``; :class:`~archspace.shards.ShardError` (a
-            ``UsageError``) when ``root`` holds no valid shards of ``split``.
+            not exist, or a ``bnfree_fraction`` or ``min_width_share`` outside ``0..1``;
+            :class:`~archspace.shards.ShardError` (a ``UsageError``) when ``root`` holds no valid shards of ``split``.
     """
 
     def __init__(self, root: str | None = None, split: str = "train", num: int | None = None, num_classes: int = 10,
                  image_size: int = 32, ve_cutoff: int = 50, width_range: tuple[int, int] | None = None,
-                 width_policy: str = "uniform", seed: int = 0, bnfree_fraction: float = 0.0):
+                 width_policy: str = "uniform", seed: int = 0, bnfree_fraction: float = 0.0,
+                 min_width_share: float = 0.0):
         if split not in SPLITS:
             raise UsageError(f"unknown split {split!r}{suggest(split, SPLITS)}")
         if num is not None and not 0 < num <= SPLITS[split]:
@@ -73,6 +76,8 @@ class ArchDataset(PygDataset):
             raise UsageError(f"unknown width_policy {width_policy!r}{suggest(width_policy, WIDTH_POLICIES)}")
         if not 0.0 <= bnfree_fraction <= 1.0:
             raise UsageError(f"bnfree_fraction must be between 0 and 1, got {bnfree_fraction!r}")
+        if not 0.0 <= min_width_share <= 1.0:
+            raise UsageError(f"min_width_share must be between 0 and 1, got {min_width_share!r}")
         super().__init__(root=None)
         self.data_root = root
         self.split = split
@@ -83,6 +88,7 @@ class ArchDataset(PygDataset):
         self.width_policy = width_policy
         self.seed = seed
         self.bnfree_fraction = float(bnfree_fraction)
+        self.min_width_share = float(min_width_share)
         if root is not None:
             if split == "predefined":
                 raise UsageError("the predefined split is built on the fly; set archspace.root=null (root=None)")
@@ -127,7 +133,8 @@ class ArchDataset(PygDataset):
         if self.width_policy == "ghn2" and genotype is None:
             genotype = self.genotype(index)
         base = num_params_at(genotype, self.image_size) if self.width_policy == "ghn2" and genotype else None
-        return net_size(self.width_policy, self.width_range, self.seed, index, genotype, base)
+        return net_size(self.width_policy, self.width_range, self.seed, index, genotype, base,
+                        self.min_width_share)
 
     def width(self, index: int) -> int | None:
         """Width used for net ``index`` (``None``: the genotype's own)."""

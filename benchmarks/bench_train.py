@@ -20,6 +20,7 @@ element-wise ops are not counted) on the timed steps run again, and divided by t
 machine's peak, measured in the same run as the best of several float32 2048x2048 matrix products with the same
 number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
 ``torch.nn.BatchNorm2d``'s own backward instead of :class:`archspace.norm.BatchNorm2d`'s (ratios in one process).
+``--compare-amp`` with the networks under CPU bfloat16 autocast (:func:`cpu_bfloat16_nets`).
 ``--profile N`` runs the first ``N`` timed steps again under ``torch.profiler`` and prints where the CPU time goes:
 the networks' convolutions forward and backward (the backward of depthwise ones apart), matrix products (the
 GHN's MLPs and the networks' linear layers), BatchNorm, and the operators with the most self time.
@@ -33,6 +34,7 @@ Usage::
     python benchmarks/bench_train.py --width-policy uniform   # paper: every net at a uniform width of 32..128
     python benchmarks/bench_train.py --threads 1
     python benchmarks/bench_train.py --setting default --profile 10  # where a step's CPU time goes
+    python benchmarks/bench_train.py --compare-amp --steps 8     # bfloat16 nets on the CPU (AMX, AVX512-BF16)
 
 Peak memory is the process's peak resident set size (``ru_maxrss``), which includes the Python runtime and the
 libraries (about 0.5 GB).
@@ -97,6 +99,33 @@ def plain_batchnorm():
         yield
     finally:
         BatchNorm2d.forward = fast
+
+
+@contextlib.contextmanager
+def cpu_bfloat16_nets():
+    """Within the block, the networks' forward pass (and with it their backward) runs under CPU bfloat16 autocast,
+    with each BatchNorm's input cast back to float32 (its CPU kernel keeps float32 statistics); the GHN stays in
+    float32. ``--compare-amp`` times this against float32: what ``train.amp`` (CUDA only) would give on a CPU."""
+    import torch
+    import torch.nn as nn
+
+    import train.meta_loss as meta_loss
+
+    logits, batchnorm = meta_loss.net_logits, nn.BatchNorm2d.forward
+
+    def net_logits(model, params, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return logits(model, params, x)
+
+    def batchnorm_float32(self, input):  # noqa: A002 (the name nn.BatchNorm2d uses)
+        with torch.autocast("cpu", enabled=False):
+            return batchnorm(self, input.float())
+
+    meta_loss.net_logits, nn.BatchNorm2d.forward = net_logits, batchnorm_float32
+    try:
+        yield
+    finally:
+        meta_loss.net_logits, nn.BatchNorm2d.forward = logits, batchnorm
 
 
 def default_setting(overrides) -> dict:
@@ -272,6 +301,8 @@ def main(argv=None) -> dict:
     p.add_argument("--compare", action="store_true", help="also time the same steps in the other memory format")
     p.add_argument("--compare-bn", action="store_true",
                    help="also time the same steps with torch.nn.BatchNorm2d's multi-threaded backward")
+    p.add_argument("--compare-amp", action="store_true",
+                   help="also time the same steps with the networks under CPU bfloat16 autocast")
     p.add_argument("--max-nodes", type=int, default=2200, help="paper setting: node cap per meta-batch (2200)")
     p.add_argument("--hidden", type=int, default=32, help="paper setting: GHN hidden size (released GHN-2: 32)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -305,6 +336,12 @@ def main(argv=None) -> dict:
         out["compare_bn"] = other
         print(f"  archspace.norm.BatchNorm2d vs nn.BatchNorm2d on the same steps: "
               f"{other['sec_per_step'] / out['sec_per_step']:.2f}x faster", flush=True)
+    if args.compare_amp:
+        with cpu_bfloat16_nets():
+            other = run(setting, steps, channels_last, peak, "bfloat16 nets (CPU)")
+        out["compare_amp"] = other
+        print(f"  float32 vs bfloat16 nets on the same steps: {other['sec_per_step'] / out['sec_per_step']:.2f}x "
+              "faster", flush=True)
     if args.compare:
         other = run(setting, steps, not channels_last, peak, "nchw" if channels_last else "channels_last")
         out["compare"] = other

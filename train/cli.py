@@ -102,7 +102,8 @@ def build_arch_dataset(arch_cfg: dict, num_classes: int, image_size: int, seed: 
                        num_classes=num_classes, image_size=image_size, ve_cutoff=arch_cfg.get("ve_cutoff", 50),
                        width_range=tuple(width) if width else None,
                        width_policy=arch_cfg.get("width_policy", "uniform"), seed=seed,
-                       bnfree_fraction=arch_cfg.get("bnfree_fraction", 0.0))
+                       bnfree_fraction=arch_cfg.get("bnfree_fraction", 0.0),
+                       min_width_share=arch_cfg.get("min_width_share", 0.0))
 
 
 def load_data(data_cfg: dict, seed: int):

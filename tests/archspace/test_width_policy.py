@@ -158,6 +158,39 @@ def test_grid_policy_in_arch_dataset():
     assert widths == [net_size("octave", (8, 32), 0, i)[0] for i in range(40)]
 
 
+def test_min_share_moves_a_share_of_the_nets_to_the_narrowest_width():
+    n = 4000
+    base = [net_size("loguniform", (8, 32), 3, i)[0] for i in range(n)]
+    mixed = [net_size("loguniform", (8, 32), 3, i, min_share=0.5)[0] for i in range(n)]
+    # P(w = 8) = 0.5 + 0.5 * log(9/8) / log(33/8) = 0.542; the other half keeps the log-uniform shape.
+    assert abs(mixed.count(8) / n - 0.542) < 0.03
+    others = [w for w in mixed if w > 8]
+    assert abs(sum(w < 16 for w in others) / len(others) - (0.489 - 0.083) / (1 - 0.083)) < 0.04
+    assert min(mixed) == 8 and max(mixed) == 32
+    # No extra draw at 0: the policy's draws are unchanged, for every policy.
+    assert [net_size("loguniform", (8, 32), 3, i, min_share=0.0)[0] for i in range(n)] == base
+    assert [net_size("uniform", (8, 32), 3, i, min_share=0.0) for i in range(50)] == \
+        [net_size("uniform", (8, 32), 3, i) for i in range(50)]
+    assert {net_size("octave", (8, 32), 3, i, min_share=1.0) for i in range(50)} == {(8, None)}
+    # ghn2 at the minimum keeps its classifier-size rule.
+    sizes = [net_size("ghn2", (32, 128), 1, i, plain(), 38_058, min_share=0.7) for i in range(300)]
+    at_min = [f for w, f in sizes if w == 32]
+    assert len(at_min) > 180 and set(at_min) <= set(ALL_FC) and len(set(at_min)) > 4
+    with pytest.raises(ValueError, match="min_share must be between 0 and 1, got 1.5"):
+        net_size("loguniform", (8, 32), 0, 0, min_share=1.5)
+
+
+def test_min_width_share_in_arch_dataset():
+    ds = ArchDataset(split="train", num=60, width_range=(8, 32), width_policy="loguniform", seed=2,
+                     min_width_share=0.5)
+    widths = [ds.width(i) for i in range(60)]
+    assert widths == [net_size("loguniform", (8, 32), 2, i, min_share=0.5)[0] for i in range(60)]
+    assert 20 < widths.count(8) < 45
+    assert ds.build_model(widths.index(8)).plan.C == 8
+    with pytest.raises(UsageError, match="min_width_share must be between 0 and 1, got -0.1"):
+        ArchDataset(split="train", num=5, width_range=(8, 32), min_width_share=-0.1)
+
+
 def test_ghn2_draws_are_a_function_of_seed_and_index():
     a = [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in range(100)]
     assert [net_size("ghn2", (32, 128), 1, i, plain(), 38_058) for i in reversed(range(100))][::-1] == a

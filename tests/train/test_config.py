@@ -107,7 +107,8 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
     cfg = compose_cfg("train", ["debug=default", f"+run_dir={run}", "train.steps=2", "train.ckpt_every=1",
                                 "eval.rows=[{split:test,num_nets:2}]", "eval.image_limit=64", "eval.sgd_steps=[1]",
                                 "train.progress=false", "device=cpu", "archspace.num=200",
-                                "train.max_net_nodes=60", "archspace.width_range=[4,4]", "archspace.eval_width=4"])
+                                "train.max_net_nodes=60", "archspace.width_range=[4,4]", "archspace.eval_width=4",
+                                "archspace.min_width_share=0.25"])  # every net at 4 either way
     summary = train(cfg)
     assert summary["step"] == 2
     for name in ("ghn.safetensors", "metrics.csv", "config.yaml", "eval.json"):
@@ -127,6 +128,7 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
 
     meta = read_metadata(str(run / "ghn.safetensors"))
     assert json.loads(meta["train_width_range"]) == [4, 4] and meta["train_width_policy"] == "uniform"
+    assert meta["train_min_width_share"] == "0.25"
     overrides = ["debug=default", f"+run_dir={tmp_path / 'ev'}", f"ckpt={run / 'ghn.safetensors'}",
                  "archspace.eval_width=null", "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]",
                  "eval.progress=false", "device=cpu"]
