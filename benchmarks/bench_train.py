@@ -104,8 +104,9 @@ def plain_batchnorm():
 @contextlib.contextmanager
 def cpu_bfloat16_nets():
     """Within the block, the networks' forward pass (and with it their backward) runs under CPU bfloat16 autocast,
-    with each BatchNorm's input cast back to float32 (its CPU kernel keeps float32 statistics); the GHN stays in
-    float32. ``--compare-amp`` times this against float32: what ``train.amp`` (CUDA only) would give on a CPU."""
+    each BatchNorm in float32 on a float32 copy of its input (as the README's earlier CPU autocast measurement ran
+    it); the GHN stays in float32. ``--compare-amp`` times this against float32: what ``train.amp`` (CUDA only)
+    would give on a CPU."""
     import torch
     import torch.nn as nn
 

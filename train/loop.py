@@ -279,7 +279,7 @@ class Trainer:
         if self.archs.width_range is not None:
             meta["train_width_range"] = json.dumps([int(w) for w in self.archs.width_range])
             meta["train_width_policy"] = self.archs.width_policy
-            if getattr(self.archs, "min_width_share", 0.0):
+            if self.archs.min_width_share:
                 meta["train_min_width_share"] = repr(float(self.archs.min_width_share))
         return meta
 
