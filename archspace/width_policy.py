@@ -40,9 +40,9 @@ A share of the nets at the range's minimum (``min_share`` of :func:`net_size`, `
 net is first placed at ``lo`` with probability ``min_share`` and otherwise drawn by its policy, so the narrowest width
 gets at least that share of the training nets (``loguniform`` with 0.5: width 8 gets about 54% of the nets for 8..32,
 ``0.5 + 0.5 P(w < 9)``). Narrow nets are also cheaper steps. Measured on the digits default (README, "Half the nets at
-width 8"; six seeds, 3,600 steps in the time of the default's 2,900): +6 points at width 8, -5 and -7 at widths 16
-and 32, so the default keeps 0. With ``min_share = 0`` no extra draw is made, so every policy's draws are as without
-it.
+width 8"; six seeds, 3,600 steps in the time of 2,900 without it): +6 points at width 8, -5 and -7 at widths 16 and
+32; with 0.25 (3,100 steps, the digits default since it was measured) +5 at width 8, -2 and -3 at widths 16 and 32.
+With ``min_share = 0`` no extra draw is made, so every policy's draws are as without it.
 
 Draws are pure functions of ``(seed, index)``, so a net keeps its width across epochs, processes and resumes.
 """
