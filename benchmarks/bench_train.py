@@ -152,7 +152,7 @@ def default_setting(overrides) -> dict:
                             channels_last=bool(t.get("channels_last", True))),
             "describe": (f"digits default: meta-batch {t['meta_batch_size']}, {c['data']['batch_size']} images "
                          f"{data.image_size}x{data.image_size}, nets of width {c['archspace']['width_range']} "
-                         f"({c['archspace']['width_policy']}, a share {c['archspace'].get('min_width_share', 0.0)} at "
+                         f"({c['archspace']['width_policy']}, a share {c['archspace']['min_width_share']} at "
                          f"the narrowest), at most {t.get('max_net_nodes')} nodes, GHN hidden "
                          f"{c['ghn'].get('hidden_dim')}")}
 
