@@ -12,6 +12,14 @@ shape (``True``: the weight is kept). The rules here compute masks with ``torch.
 modules that hold copies of the weights, so the network itself is never changed; :func:`apply_masks` then puts a
 mask set on a network (``prune.custom_from_mask``: ``weight = weight_orig * weight_mask`` before every forward
 pass, so pruned weights stay zero through training) and :func:`remove_masks` makes the zeros permanent.
+
+``torch.nn.utils.prune`` recomputes a masked weight in a hook that runs before the layer's own forward. Some
+layers are never called but have their weight read by their parent: ``nn.MultiheadAttention`` reads
+``out_proj.weight`` directly (DeepNets-1M's ``msa`` op, torchvision's ViT), torchvision's Swin its ``qkv`` and
+``proj`` weights. Their masked weight would be computed once, when the mask is applied, and then go stale (the
+second backward pass fails, the layer never sees SGD's updates). :func:`apply_masks` therefore also recomputes every
+masked weight of the network before the network's own forward pass. ``MultiheadAttention``'s ``in_proj_weight``
+is a bare parameter, not a layer, and stays dense.
 """
 
 from __future__ import annotations
@@ -132,6 +140,9 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
     ``weight = weight_orig * weight_mask`` before its forward pass, so pruned weights are zero in every forward
     pass and get zero gradients.
 
+    The masked weights are also recomputed before ``model``'s own forward pass, for layers whose weight a parent
+    reads without calling them (``nn.MultiheadAttention``'s ``out_proj``; module docstring).
+
     Raises:
         UsageError: a mask names a module the model lacks or has another shape than its weight.
     """
@@ -142,7 +153,18 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
             raise UsageError(f"the mask of {name!r} does not fit this network (no such layer, or another shape); "
                              "masks must come from the same architecture")
         prune.custom_from_mask(module, "weight", mask.to(module.weight.device))
+    if masks and _refresh_masked_weights not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(_refresh_masked_weights)
     return model
+
+
+def _refresh_masked_weights(model: nn.Module, args) -> None:
+    """Forward pre-hook of a masked network: ``weight = weight_orig * weight_mask`` for every masked layer, so that
+    a weight read by a parent without the layer's own forward (module docstring) is current and in this pass's
+    autograd graph."""
+    for module in model.modules():
+        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+            module.weight = module.weight_orig * module.weight_mask
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
@@ -151,6 +173,9 @@ def remove_masks(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if prune.is_pruned(module) and hasattr(module, "weight_mask"):
             prune.remove(module, "weight")
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if hook is _refresh_masked_weights:
+            del model._forward_pre_hooks[key]
     return model
 
 

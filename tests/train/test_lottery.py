@@ -92,6 +92,45 @@ def test_pruned_weights_stay_zero_through_training_and_get_no_gradient():
         assert (w[~masks[name]] == 0).all() and (w[masks[name]] != 0).all()
 
 
+class AttentionNet(nn.Module):
+    """A linear layer, multi-head attention (whose ``out_proj`` is read by its parent, never called) and a
+    classifier: the layout of DeepNets-1M's ``msa`` op and of ViTs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        h, _ = self.attn(h, h, h)
+        return self.fc(h.mean(1))
+
+
+def test_a_pruned_attention_projection_trains_and_stays_pruned():
+    torch.manual_seed(0)
+    net = AttentionNet()
+    masks = magnitude_masks(net, dense_masks(net), 0.5)
+    assert set(masks) == {"inp", "attn.out_proj"}
+    apply_masks(net, masks)
+    out_proj = net.attn.out_proj
+    start = out_proj.weight_orig.detach().clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+    x, y = torch.randn(5, 6, 4), torch.randint(0, 3, (5,))
+    for _ in range(3):  # failed at the second backward pass when only the layer's own hook masked its weight
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        assert out_proj.weight_orig.grad.abs().sum() > 0 and (out_proj.weight_orig.grad[~masks["attn.out_proj"]] == 0).all()
+        opt.step()
+    net(x)
+    assert torch.equal(out_proj.weight, out_proj.weight_orig * out_proj.weight_mask)  # current, not stale
+    assert not torch.equal(out_proj.weight_orig[masks["attn.out_proj"]], start[masks["attn.out_proj"]])
+    remove_masks(net)
+    assert not net._forward_pre_hooks and isinstance(out_proj.weight, nn.Parameter)
+    assert (out_proj.weight[~masks["attn.out_proj"]] == 0).all()
+
+
 def test_random_pruning_keeps_each_layers_count_and_is_seeded():
     torch.manual_seed(0)
     ticket = {"0": torch.rand(8, 3, 3, 3) > 0.7, "2": torch.rand(16, 8) > 0.2}

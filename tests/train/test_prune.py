@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from archspace.errors import UsageError
 from train.candidates import one_candidate
 from train.data import eval_batches
-from train.lottery import level_counts
+from train.lottery import dense_masks, level_counts, magnitude_masks
 from train.prune import PruneRun, PruneSettings, curve_label, parse_choices, parse_rewind
 
 from .helpers import assert_usage_error, run_ghn, save_tiny_ghn
@@ -69,6 +69,15 @@ def test_parse_rewind_and_choices():
 
 def test_imp_rewinds_controls_and_one_shot(tmp_path, digits8):
     run = make_run(tmp_path, digits8)
+    starts = {}  # (curve, level) -> the state a run trained from
+    train = run._train
+
+    def recording_train(seed, key, level, start, masks, keep_steps=()):
+        if seed == 0:
+            starts[(key, level)] = {k: v.clone() for k, v in start.items()}
+        return train(seed, key, level, start, masks, keep_steps)
+
+    run._train = recording_train
     rows = run.run()
     seed0 = tmp_path / "seed-0"
     total = 192 * 300 + 300 * 100  # LeNet-300-100 on 3x8x8 images, classifier excluded
@@ -96,6 +105,18 @@ def test_imp_rewinds_controls_and_one_shot(tmp_path, digits8):
             assert (w[name + ".weight"][~keep] == 0).all() and (w[name + ".weight"][keep] != 0).any()
     for key in ("imp-default", "imp-step3"):
         assert all((mask(key, 2)[n] <= mask(key, 1)[n]).all() for n in mask(key, 1))
+    # IMP's two steps (Frankle & Carbin, 2019, Sec. 2; Frankle et al., 2020): level 1 ranks the weights of the
+    # trained dense net (not of its initialisation), and each level trains from its rewind point.
+    dense = run._build(weights("dense-default", 0))
+    assert all(torch.equal(mask("imp-default", 1)[n], v)
+               for n, v in magnitude_masks(dense, dense_masks(dense), 0.2).items())
+    init = run._build(load_file(seed0 / "start-default.safetensors"))
+    assert any(not torch.equal(mask("imp-default", 1)[n], v)
+               for n, v in magnitude_masks(init, dense_masks(init), 0.2).items())
+    for key, start in (("imp-default", "default"), ("imp-step3", "step3"), ("imp-predicted", "predicted")):
+        want = load_file(seed0 / f"start-{start}.safetensors")
+        for level in (1, 2):
+            assert all(torch.equal(starts[(key, level)][k], want[k]) for k in want)
     # Level 1 of the default and step-K curves prune the same trained dense net: the same mask.
     assert all(torch.equal(mask("imp-default", 1)[n], mask("imp-step3", 1)[n]) for n in mask("imp-default", 1))
     # The reinit control reuses the first rewind target's mask; the random control keeps its per-layer counts.
