@@ -121,7 +121,8 @@ def test_a_pruned_attention_projection_trains_and_stays_pruned():
     for _ in range(3):  # failed at the second backward pass when only the layer's own hook masked its weight
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
-        assert out_proj.weight_orig.grad.abs().sum() > 0 and (out_proj.weight_orig.grad[~masks["attn.out_proj"]] == 0).all()
+        grad = out_proj.weight_orig.grad
+        assert grad.abs().sum() > 0 and (grad[~masks["attn.out_proj"]] == 0).all()
         opt.step()
     net(x)
     assert torch.equal(out_proj.weight, out_proj.weight_orig * out_proj.weight_mask)  # current, not stale
