@@ -20,6 +20,8 @@ from a given layer on, the last such layer (the classifier) excepted:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -86,21 +88,27 @@ def diversify(model: nn.Module, beta: float = 1e-5, from_layer: int = 0, orth: b
     Returns:
         The names of the parameters changed.
 
+    The noise is drawn on the CPU (``generator`` is a CPU generator) and then moved to the weights' device, so the
+    same seed gives the same noise on every device. A weight with a single entry has no standard deviation and gets
+    no noise.
+
     Raises:
-        ValueError: a negative ``beta`` or ``from_layer``, an unknown ``method`` (checked before any weight changes).
+        ValueError: a negative or non-finite ``beta``, a negative ``from_layer`` or one past the last weight matrix
+            besides the classifier, an unknown ``method`` (checked before any weight changes).
     """
     _check_method(method)
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if from_layer < 0:
-        raise ValueError(f"from_layer must be >= 0, got {from_layer}")
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta}")
     layers = weight_layers(model)[:-1]  # the last weight matrix, the classifier, is left alone
+    if not 0 <= from_layer < max(len(layers), 1):
+        raise ValueError(f"from_layer must be between 0 and {max(len(layers) - 1, 0)} (this network has "
+                         f"{len(layers)} weight matrices besides its classifier), got {from_layer}")
     changed = []
     for i, (name, p) in enumerate(layers):
         if i < from_layer:
             continue
-        if beta > 0:
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+        if beta > 0 and p.numel() > 1:
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
             p.add_(noise * (beta * p.std()))
         if orth:
             p.copy_(orthogonalize(p, method))

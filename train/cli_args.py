@@ -7,6 +7,7 @@ prints it as ``ghn: error: MESSAGE`` and exits with status 2).
 from __future__ import annotations
 
 import argparse
+import math
 
 from archspace.errors import UsageError
 from archspace.files import check_writable
@@ -72,8 +73,13 @@ def check_numbers(args: argparse.Namespace, at_least: dict[str, float], above: d
         above: option -> a bound the value must exceed (e.g. ``{"lr": 0}``).
 
     Raises:
-        UsageError: the first option out of bounds, e.g. ``--width must be >= 1, got 0``.
+        UsageError: the first option out of bounds, e.g. ``--width must be >= 1, got 0``, or not a finite number
+            (``nan`` and ``inf`` parse as floats but pass no bound meaningfully).
     """
+    for name in (*at_least, *(above or {})):
+        value = getattr(args, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{_flag(name)} must be a finite number, got {value}")
     for name, low in at_least.items():
         value = getattr(args, name)
         if value is not None and value < low:

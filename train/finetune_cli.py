@@ -168,6 +168,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     """
     import torch
 
+    from archspace.errors import UsageError
     from archspace.files import write_json
     from ghn import GHN
     from ghn.warm_start import warm_start
@@ -191,9 +192,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
     models = {}
     for init in inits:  # every run starts from a copy of the very same default initialisation
-        models[init] = warm_start(copy.deepcopy(base), init, predict, beta=args.beta,
-                                  from_layer=args.noise_from_layer,
-                                  generator=torch.Generator().manual_seed(args.seed))
+        try:
+            models[init] = warm_start(copy.deepcopy(base), init, predict, beta=args.beta,
+                                      from_layer=args.noise_from_layer,
+                                      generator=torch.Generator().manual_seed(args.seed))
+        except ValueError as e:  # --noise-from-layer past this network's last weight matrix
+            raise UsageError(f"--init {init}: {e}: lower --noise-from-layer") from None
     classifier = "default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted"
     if args.keep_classifier_init:
         _log("classifier (last layer) kept at its default initialisation (--keep-classifier-init); every other "

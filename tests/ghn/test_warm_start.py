@@ -86,11 +86,21 @@ def test_polar_factor_is_the_nearest_matrix_with_orthonormal_columns(shape):
     assert (w - q).norm() < (w - orthogonalize(w, "qr")).norm()
 
 
+def test_a_single_weight_gets_no_nan_noise():
+    m = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 2))
+    before = m[0].weight.detach().clone()
+    assert diversify(m, beta=0.5) == ["0.weight"]
+    assert torch.equal(m[0].weight, before)  # no standard deviation to scale noise by: left as it was
+
+
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="beta must be >= 0"):
-        diversify(tiny(), beta=-1)
-    with pytest.raises(ValueError, match="from_layer must be >= 0"):
+    for beta in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+            diversify(tiny(), beta=beta)
+    with pytest.raises(ValueError, match="from_layer must be between 0 and 2 .*3 weight matrices.*got -2"):
         diversify(tiny(), from_layer=-2)
+    with pytest.raises(ValueError, match="from_layer must be between 0 and 2"):
+        diversify(tiny(), from_layer=3)  # the fourth weight matrix is the classifier, never changed
     with pytest.raises(ValueError, match="unknown orthogonalisation 'svd'"):
         diversify(tiny(), orth=True, method="svd")
     with pytest.raises(ValueError, match="unknown orthogonalisation"):
