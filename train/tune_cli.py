@@ -39,6 +39,9 @@ import sys
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_STEPS = 100
 DEFAULT_LR_RANGE = (-12, -2)
+#: Largest magnitude of a log2 exponent of --lr-range, --output-mults and --init-mults (2**60 is far beyond any
+#: useful multiplier, and far below a float's overflow at 2**1024).
+MAX_LOG2 = 60
 COORD_STEPS = 5
 COORD_LR = 2.0 ** -6
 
@@ -133,6 +136,11 @@ def _check_args(args: argparse.Namespace, family) -> None:
         raise UsageError("--search grid runs every setting of the grid; drop --trials or use --search random")
     if args.lr_range[0] > args.lr_range[1]:
         raise UsageError(f"--lr-range LO HI needs LO <= HI, got {args.lr_range}")
+    for name in ("lr_range", "output_mults", "init_mults"):  # log2 exponents: 2**1024 overflows a float
+        values = getattr(args, name)
+        if max(abs(k) for k in values) > MAX_LOG2:
+            raise UsageError(f"--{name.replace('_', '-')} takes log2 exponents between -{MAX_LOG2} and {MAX_LOG2}, "
+                             f"got {values}")
     if args.init != "default" and args.ckpt is None:
         raise UsageError(f"--init {args.init} needs a GHN: --ckpt PATH or a released name")
     if args.keep_classifier_init and args.ckpt is None:

@@ -188,6 +188,9 @@ def test_ghn_tune_coord_check_with_predicted_init(tmp_path, capsys):
     (["tune", "mlp", "--readout-zero-init", "--param", "sp"], "--readout-zero-init starts a default-initialised"),
     (["tune", "mlp", "--init", "predicted", "--ckpt", "x.safetensors", "--init-mults", "1"],
      "--init-mults scales a default initialisation"),
+    (["tune", "mlp", "--output-mults", "2000"], "--output-mults takes log2 exponents between -60 and 60"),
+    (["tune", "mlp", "--lr-range", "2000", "2000"], "--lr-range takes log2 exponents"),
+    (["tune", "--coord-check", "mlp", "--widths", "4", "8", "--lr", "inf"], "--lr must be a finite number"),
 ])
 def test_ghn_tune_bad_input(tmp_path, capsys, argv, message):
     status, _, err = run_ghn(argv + ["--out", str(tmp_path / "o")], capsys)
