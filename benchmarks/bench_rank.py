@@ -31,6 +31,7 @@ of one thread each. Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -55,12 +56,17 @@ def _key(net: str, args, steps: int, seed: int) -> str:
 
 
 def load_cache(path: str) -> dict:
+    """The cached training runs; a diverged run's loss (``inf``, written as JSON ``null``) reads back as ``inf``."""
     import json
 
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        cache = json.load(f)
+    for run in cache.values():
+        if run.get("loss", 0.0) is None:
+            run["loss"] = math.inf
+    return cache
 
 
 def trained(nets: list[str], seeds: list[int], steps_list: list[int], args) -> dict:

@@ -115,15 +115,24 @@ def _deepnets(rest: str, token: str) -> tuple[str, range]:
     return split, (_parse_range(idx, SPLITS[split], token) if idx else range(SPLITS[split]))
 
 
-def _from_file(path: str) -> list[Candidate]:
+def _from_file(path: str, reading: frozenset[str]) -> list[Candidate]:
+    """The candidates a file lists; ``reading``: the real paths of the files whose lines led here (a file that
+    lists itself, directly or through others, is refused)."""
     if not os.path.isfile(path):
         raise CandidateError(f"candidate file {path!r} does not exist")
     from archspace.genotype import Genotype
 
+    real = os.path.realpath(path)
+    if real in reading:
+        raise CandidateError(f"candidate file {path!r} lists itself (directly or through another file)")
     out: list[Candidate] = []
     base = os.path.basename(path)
-    with open(path) as f:
-        lines = [(i, ln.strip()) for i, ln in enumerate(f, 1)]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(i, ln.strip()) for i, ln in enumerate(f, 1)]
+    except UnicodeDecodeError:
+        raise CandidateError(f"candidate file {path!r} is not a UTF-8 text file: write one candidate or "
+                             "Genotype.to_dict() object per line") from None
     for lineno, line in lines:
         if not line or line.startswith("#"):
             continue
@@ -142,12 +151,13 @@ def _from_file(path: str) -> list[Candidate]:
             name = obj.get("name") or f"{base}:{lineno}"
             out.append(Candidate(name=str(name), genotype=genotype))
         else:
-            out.extend(parse_candidates([line]))
+            out.extend(_parse([line], reading | {real}))
     return out
 
 
 def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Candidate]:
-    """Turn candidate arguments (see the module docstring for the grammar) into candidates, duplicates dropped.
+    """Turn candidate arguments (see the module docstring for the grammar) into candidates, duplicates (the same
+    name for the same architecture) dropped.
 
     Args:
         args: command-line arguments, each a comma list of tokens.
@@ -157,18 +167,31 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
         The candidates in the order given.
 
     Raises:
-        CandidateError: an unknown scheme, split or index, a missing or malformed file, no candidate at all, or a
-            width below 1.
+        CandidateError: an unknown scheme, split or index, a missing, malformed, non-UTF-8 or self-listing file,
+            two different candidates of one name, no candidate at all, or a width below 1.
         archspace.models.ModelSpecError: an unknown torchvision name or callable (with a suggestion).
     """
     if width is not None and width < 1:
         raise CandidateError(f"width must be a positive number of channels, got {width}")
+    seen: dict[str, Candidate] = {}
+    for c in _parse(args, frozenset()):
+        if c.name in seen and (seen[c.name].spec, seen[c.name].genotype) != (c.spec, c.genotype):
+            raise CandidateError(f"two different candidates are both named {c.name!r}: give them distinct \"name\" "
+                                 "fields (files with the same name in two folders name their lines alike)")
+        seen.setdefault(c.name, c)
+    if not seen:
+        raise CandidateError("the candidate list is empty: give at least one candidate, e.g. deepnets:test/0-9")
+    return [dataclasses.replace(c, width=width) for c in seen.values()]
+
+
+def _parse(args: Iterable[str], reading: frozenset[str]) -> list[Candidate]:
+    """:func:`parse_candidates` without dropping duplicates; ``reading`` as in :func:`_from_file`."""
     out: list[Candidate] = []
     prefix = None  # the scheme (and split) a bare token continues
     for arg in args:
         for token in filter(None, (t.strip() for t in str(arg).split(","))):
             if token.startswith("file:") or (":" not in token and os.path.isfile(token)):
-                out.extend(_from_file(token.removeprefix("file:")))
+                out.extend(_from_file(token.removeprefix("file:"), reading))
                 prefix = None
                 continue
             if ":" not in token:
@@ -192,11 +215,7 @@ def parse_candidates(args: Iterable[str], width: int | None = None) -> list[Cand
             else:
                 raise CandidateError(f"cannot parse candidate {token!r}: write deepnets:SPLIT/RANGE, "
                                      "torchvision:NAME, pkg.module:callable or the path of an existing file")
-    seen: set[str] = set()
-    unique = [dataclasses.replace(c, width=width) for c in out if not (c.name in seen or seen.add(c.name))]
-    if not unique:
-        raise CandidateError("the candidate list is empty: give at least one candidate, e.g. deepnets:test/0-9")
-    return unique
+    return out
 
 
 def one_candidate(token: str, width: int | None = None, where: str = "MODEL") -> Candidate:

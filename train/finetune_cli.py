@@ -106,7 +106,7 @@ def _check_args(args: argparse.Namespace) -> list[int] | None:
 
     check_numbers(args, at_least={"steps": 1, "batch_size": 1, "eval_every": 1, "eval_images": 1, "image_size": 1,
                                   "width": MIN_WIDTH, "bn_batches": 1, "warmup": 0, "beta": 0,
-                                  "noise_from_layer": 0}, above={"lr": 0})
+                                  "noise_from_layer": 0, "seed": 0}, above={"lr": 0})
     if args.warmup > args.steps:
         raise UsageError(f"--warmup {args.warmup} is longer than the run: use at most --steps {args.steps}")
     _inits(args)

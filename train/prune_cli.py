@@ -84,7 +84,7 @@ def _settings(args: argparse.Namespace, image_size: int):
     from train.prune import CONTROLS, ONESHOT_SOURCES, PruneSettings, parse_choices, parse_rewind
 
     check_numbers(args, at_least={"levels": 1, "seeds": 1, "steps": 1, "batch_size": 1, "eval_every": 1,
-                                  "eval_images": 1, "image_size": 1, "width": MIN_WIDTH}, above={"lr": 0})
+                                  "eval_images": 1, "image_size": 1, "width": MIN_WIDTH, "seed": 0}, above={"lr": 0})
     if not 0 < args.rate < 1:
         raise UsageError(f"--rate must be between 0 and 1 (the fraction pruned per level), got {args.rate}")
     if not 0 < args.target <= 1:

@@ -92,7 +92,7 @@ def _check_args(args: argparse.Namespace) -> None:
     from train.scores import check_score_names
 
     check_numbers(args, at_least={"eval_images": 1, "batch_size": 2, "image_size": 1, "width": MIN_WIDTH, "top": 0,
-                                  "validate": 0, "train_batch_size": 1,
+                                  "validate": 0, "train_batch_size": 1, "seed": 0,
                                   "validate_images": 1},
                   above={"lr": 0})
     if args.rank_by and args.score and _RANK_BY[args.rank_by] != args.score:
@@ -220,7 +220,7 @@ def run_rank(args: argparse.Namespace) -> int:
 
     ranked = rank_rows(rows, by=args.score)
     print(format_table(ranked, top=args.top))
-    report = _validation(ranked, args) if args.validate else None
+    report = _validation(rows, args) if args.validate else None  # input order: ties not broken by the ranker
     if args.validate:
         summary["validation"] = report and {"steps": args.validate, "lr": args.lr, "recipe": SGD_RECIPE, **report}
     failed = [r for r in ranked if r.error is not None]
@@ -256,12 +256,13 @@ def _embed_scores(rows, candidates, ghn, data, args) -> dict:
     return {"labels": args.embed_regressor, "labelled": len(labelled), "regressor": "RBF SVR, 5-fold grid search"}
 
 
-def _validation(ranked, args) -> dict | None:
+def _validation(rows, args) -> dict | None:
     """Agreement of the ranker and of the baselines with the trained accuracy (printed); ``None`` under 2
-    trained."""
+    trained. ``rows`` in input order: top-k precision breaks ties by position, so rows sorted by the ranker would
+    lend its order to a baseline with tied scores (a constant one would score the ranker's precision)."""
     from train.correlation import ranking_report
 
-    both = [r for r in ranked if r.error is None and r.trained_accuracy is not None]
+    both = [r for r in rows if r.error is None and r.trained_accuracy is not None]
     if len(both) < 2:
         _log("fewer than 2 candidates were trained: no rank correlation")
         return None

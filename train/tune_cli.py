@@ -120,7 +120,7 @@ def _check_args(args: argparse.Namespace, family) -> None:
     from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers
 
-    check_numbers(args, at_least={"steps": 1, "batch_size": 1, "trials": 1, "target_width": 1, "seeds": 1},
+    check_numbers(args, at_least={"steps": 1, "batch_size": 1, "trials": 1, "target_width": 1, "seeds": 1, "seed": 0},
                   above={"lr": 0})
     for name in ("widths", "proxy_widths"):
         values = getattr(args, name)

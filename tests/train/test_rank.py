@@ -72,6 +72,29 @@ def test_genotype_file_builds_the_same_nets(tmp_path):
         assert sum(p.numel() for p in cand.build().parameters()) == sum(p.numel() for p in ref.parameters())
 
 
+def test_bad_candidate_files_are_explained(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder, index in (("a", 3), ("b", 4)):  # the same file name in two folders: both lines named g.jsonl:1
+        (tmp_path / folder / "g.jsonl").write_text(json.dumps(get_genotype("test", index).to_dict()) + "\n")
+    with pytest.raises(CandidateError, match="two different candidates are both named 'g.jsonl:1'"):
+        parse_candidates([str(tmp_path / "a" / "g.jsonl"), str(tmp_path / "b" / "g.jsonl")])
+    same = parse_candidates([str(tmp_path / "a" / "g.jsonl"), str(tmp_path / "a" / "g.jsonl")])
+    assert [c.name for c in same] == ["g.jsonl:1"]  # the same candidate twice: one
+    named = tmp_path / "named.jsonl"
+    named.write_text("".join(json.dumps({"name": "x", "genotype": get_genotype("test", i).to_dict()}) + "\n"
+                             for i in (0, 1)))
+    with pytest.raises(CandidateError, match="both named 'x'"):
+        parse_candidates([str(named)])
+    (tmp_path / "self.txt").write_text(str(tmp_path / "loop.txt") + "\n")
+    (tmp_path / "loop.txt").write_text(str(tmp_path / "self.txt") + "\n")
+    with pytest.raises(CandidateError, match="lists itself"):
+        parse_candidates([str(tmp_path / "self.txt")])
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(CandidateError, match="not a UTF-8 text file"):
+        parse_candidates([str(tmp_path / "binary.jsonl")])
+
+
 @pytest.mark.parametrize("args, message", [
     (["torchvision:resnet19"], "did you mean resnet18"),
     (["tests.train.helpers:cnn_33"], "did you mean cnn_32"),
@@ -224,9 +247,11 @@ def test_rank_cli_scores_validates_and_writes(ghn_ckpt, tmp_path, capsys):
     assert set(report) == {"ghn_acc", "params", "flops", "depth", "random"}
     params = [float(r["params"]) for r in rows]
     assert report["params"]["kendall_tau"] == pytest.approx(rank_correlation(params, trained_acc).kendall_tau)
-    # top-k precision with k capped at half the candidates: of the 2 best trained nets, how many params puts first
-    best = set(sorted(range(4), key=lambda i: -trained_acc[i])[:2])
-    by_params = set(sorted(range(4), key=lambda i: -params[i])[:2])
+    # top-k precision with k capped at half the candidates: of the 2 best trained nets, how many params puts first;
+    # ties broken by the candidates' input order (test/0 first), not by the ranker's order of the CSV
+    order = sorted(range(4), key=lambda i: int(rows[i]["name"].rsplit("/", 1)[1]))
+    best = set(sorted(order, key=lambda i: -trained_acc[i])[:2])
+    by_params = set(sorted(order, key=lambda i: -params[i])[:2])
     assert report["params"]["k"] == 2 and report["params"]["top_k_precision"] == len(best & by_params) / 2
     assert "Kendall tau" in printed and "Spearman rho" in printed and "top-2 precision" in printed
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -340,6 +365,7 @@ def test_rank_cli_writes_the_csv_before_a_plot_that_fails(ghn_ckpt, tmp_path, ca
     (["deepnets:test/0", "--validate", "1", "--train-batch-size", "100000"], "larger than the 1437 training"),
     (["deepnets:test/0", "--data", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
     (["deepnets:test/0", "--device", "nonsense"], "is not a torch device"),
+    (["deepnets:test/0", "--seed", "-1"], "--seed must be >= 0, got -1"),  # the random baseline's seed
 ])
 def test_rank_cli_bad_input_is_one_line(ghn_ckpt, argv, message, capsys):
     assert_usage_error(*run_ghn(["rank", *argv, "--ckpt", ghn_ckpt], capsys)[::2], message)
