@@ -33,10 +33,11 @@ def check_writable(path: str | os.PathLike, what: str = "--out") -> str:
         ``path`` as a string.
 
     Raises:
-        UsageError: ``path`` is a directory, or its nearest existing folder is not writable.
+        UsageError: ``path`` is a directory (or ends with a path separator), or its nearest existing folder is not
+            writable.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(os.sep):
         raise UsageError(f"{what} {path} is a directory; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):

@@ -78,7 +78,8 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return path
 
 
-def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) -> str:
+def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2,
+                    metadata: dict[str, str] | None = None) -> str:
     """Write a complete checkpoint of step ``step`` and make it the latest, atomically.
 
     Args:
@@ -87,6 +88,8 @@ def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) ->
         ghn: the GHN (saved with its own ``save``: safetensors + constructor config).
         state: everything else (optimiser/scheduler state dicts, RNG states, counters, config).
         keep: number of complete checkpoints kept (older ones are deleted after the switch).
+        metadata: recorded in the checkpoint's ``ghn.safetensors`` (the training widths, so that ``ghn-eval`` of a
+            checkpoint folder defaults to them and warns outside them as for a finished run).
 
     Returns:
         The path of the new checkpoint folder.
@@ -99,7 +102,7 @@ def save_checkpoint(run_dir: str, step: int, ghn, state: dict, keep: int = 2) ->
     name = f"step_{step:08d}"
     tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-    ghn.save(os.path.join(tmp, "ghn.safetensors"))
+    ghn.save(os.path.join(tmp, "ghn.safetensors"), metadata)
     torch.save(dict(state, step=step), os.path.join(tmp, "state.pt"))
     final = os.path.join(root, name)
     if os.path.exists(final):

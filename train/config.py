@@ -156,6 +156,11 @@ def eval_rows(ev: dict, base_width: int | None = None) -> list:
         raise ConfigError(f"eval.rows must be a non-empty list of rows {{split, width, num_nets, start}} or null, "
                           f"got {specs!r}")
     cap = ev.get("max_nets")
+    models = ev.get("models") or ()
+    if isinstance(models, str):  # eval.models=resnet18: one model, not its letters
+        models = (models,)
+    elif not isinstance(models, (list, tuple)):
+        raise ConfigError(f"eval.models must be a list of torchvision model names, got {models!r}")
     rows = []
     for spec, name in zip(specs, names):
         if not isinstance(spec, dict) or not spec.get("split"):
@@ -170,10 +175,13 @@ def eval_rows(ev: dict, base_width: int | None = None) -> list:
                 what = "a positive integer" if least == 1 else f"an integer >= {least}"
                 raise ConfigError(f"{name}{key} must be {what}{' or null' if key != 'start' else ''}, got {v!r}")
         split, n = str(spec["split"]), spec.get("num_nets")
+        if split in ("predefined", "torchvision") and spec.get("width") is not None:
+            raise ConfigError(f"{name}width does not apply to the {split} split, whose models keep their own "
+                              f"widths: drop it (set eval.width=null)")
         if cap is not None:
             n = cap if n is None else min(n, cap)
         rows.append(EvalRow(split=split, width=row_width(split, spec.get("width"), base_width), num_nets=n,
-                            start=spec.get("start") or 0, models=tuple(ev.get("models") or ())))
+                            start=spec.get("start") or 0, models=tuple(str(m) for m in models)))
     return rows
 
 

@@ -245,6 +245,22 @@ def load_cifar10(root: str, heldout: int = 5000, seed: int = 0, verify_md5: bool
     return ImageData("cifar10", train, held_ds, test, 10, 32, CIFAR10_MEAN, CIFAR10_STD, crop_pad=4, hflip=True)
 
 
+
+def _read_image(path: str):
+    """torchvision's image loader (an RGB PIL image), with a one-line :class:`DataError` naming an unreadable file.
+
+    Raises:
+        DataError: ``path`` is not an image PIL can read (truncated, or another format under an image name).
+    """
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except OSError as e:  # PIL.UnidentifiedImageError is an OSError
+        detail = " ".join(str(e).split())[:120]
+        raise DataError(f"cannot read the image {path} ({detail}); replace or delete it") from None
+
+
 def load_imagenet(root: str, image_size: int = 224, heldout: int = 0, seed: int = 0) -> ImageData:
     """ImageNet (or any class-per-folder image set) through ``torchvision.datasets.ImageFolder``.
 
@@ -277,7 +293,7 @@ def load_imagenet(root: str, image_size: int = 224, heldout: int = 0, seed: int 
     folders = {}
     for sub in ("train", "val"):
         try:
-            folders[sub] = ImageFolder(os.path.join(root, sub))
+            folders[sub] = ImageFolder(os.path.join(root, sub), loader=_read_image)
         except (FileNotFoundError, OSError) as e:  # no class folder, or class folders without images
             detail = " ".join(str(e).split())[:160]
             raise DataError(f"ImageNet in {os.path.join(root, sub)} is corrupt ({detail}); {layout}") from e

@@ -229,7 +229,8 @@ class Trainer:
         """Write a checkpoint of the current step (rank 0 only); returns its path."""
         path = None
         if self.is_writer:
-            path = save_checkpoint(self.run_dir, self.step, self.ghn, self.state(), keep=self.keep)
+            path = save_checkpoint(self.run_dir, self.step, self.ghn, self.state(), keep=self.keep,
+                                   metadata=self._training_metadata())
         if _is_dist():
             dist.barrier()
         return path

@@ -105,6 +105,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 @pytest.mark.parametrize("where, message", [
     ("folder", "--out {out} is a directory; give a file name inside it"),
+    ("missing folder", "--out {out} is a directory; give a file name inside it"),
     ("under a file", "--out {out}: cannot write in {parent}; choose a writable location"),
 ])
 def test_bad_out_fails_before_prediction(where, message, tiny_ckpt, tmp_path, capsys, monkeypatch):
@@ -114,8 +115,9 @@ def test_bad_out_fails_before_prediction(where, message, tiny_ckpt, tmp_path, ca
     monkeypatch.setattr(GHN, "predict", no_prediction)
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    out = tmp_path if where == "folder" else blocker / "out.safetensors"
-    assert main(["predict", TINY, "--ckpt", tiny_ckpt, "--out", str(out)]) == 2
+    out = {"folder": str(tmp_path), "missing folder": f"{tmp_path / 'nodir'}{os.sep}"}.get(
+        where, str(blocker / "out.safetensors"))
+    assert main(["predict", TINY, "--ckpt", tiny_ckpt, "--out", out]) == 2
     assert error_line(capsys) == "ghn: error: " + message.format(out=out, parent=blocker)
 
 

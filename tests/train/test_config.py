@@ -87,6 +87,19 @@ def test_default_eval_is_the_papers_table():
     assert c["eval"]["sgd_steps"] == [100] and c["eval"]["sgd_num_nets"] >= 3
 
 
+def test_eval_rows_of_torchvision_models():
+    from train.config import ConfigError, eval_rows
+
+    (row,) = eval_rows({"split": "torchvision", "models": "resnet18"}, None)  # eval.models=resnet18 on the command line
+    assert row.models == ("resnet18",) and row.width is None
+    assert eval_rows({"split": "torchvision", "models": ["resnet18", "mobilenet_v2"]}, 8)[0].models == (
+        "resnet18", "mobilenet_v2")
+    with pytest.raises(ConfigError, match="eval.width does not apply to the torchvision split"):
+        eval_rows({"split": "torchvision", "width": 16, "models": ["resnet18"]}, None)
+    with pytest.raises(ConfigError, match=r"eval.rows\[0\].width does not apply to the predefined split"):
+        eval_rows({"rows": [{"split": "predefined", "width": 16}]}, None)
+
+
 def test_debug_shrinks_everything():
     d = compose_cfg("train", ["experiment=ghn2_cifar10", "debug=default"])
     assert d.train.steps <= 10 and d.eval.max_nets <= 5 and d.train.meta_batch_size <= 2
@@ -131,6 +144,10 @@ def test_shrunk_ghn_train_runs_end_to_end(tmp_path):
     meta = read_metadata(str(run / "ghn.safetensors"))
     assert json.loads(meta["train_width_range"]) == [4, 4] and meta["train_width_policy"] == "uniform"
     assert meta["train_min_width_share"] == "0.25"
+    # so do the checkpoints, which ghn-eval also accepts (the only GHN of a run that was killed)
+    ckpt = max(d for d in os.listdir(run / "checkpoints") if d.startswith("step_"))
+    meta = read_metadata(str(run / "checkpoints" / ckpt / "ghn.safetensors"))
+    assert json.loads(meta["train_width_range"]) == [4, 4] and meta["train_steps"] == str(int(ckpt[5:]))
     overrides = ["debug=default", f"+run_dir={tmp_path / 'ev'}", f"ckpt={run / 'ghn.safetensors'}",
                  "archspace.eval_width=null", "eval.num_nets=1", "eval.image_limit=64", "eval.sgd_steps=[]",
                  "eval.progress=false", "device=cpu"]

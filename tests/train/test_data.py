@@ -174,6 +174,15 @@ def test_imagefolder_missing_or_corrupt_says_where(tmp_path):
         load_imagenet(str(tmp_path / "other"))
 
 
+def test_an_unreadable_image_is_named(tmp_path):
+    write_tiny_imagefolder(tmp_path)
+    bad = tmp_path / "val" / "class1" / "2.png"
+    bad.write_bytes(b"\x89PNG but not really an image")
+    data = load_imagenet(str(tmp_path), image_size=16)
+    with pytest.raises(DataError, match=f"cannot read the image {bad} .*replace or delete it"):
+        list(eval_batches(data, "test", batch_size=5))
+
+
 def test_bad_input_is_explained(digits):
     with pytest.raises(ValueError, match="uint8"):
         TensorImages(torch.zeros(2, 3, 4, 4), torch.zeros(2))
