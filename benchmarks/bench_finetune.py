@@ -19,10 +19,14 @@ held-out accuracy curve; per warm start against the default-init run of the same
 - ``catch_up``: the first evaluation step after 0 from which the default-init run stays at or above the warm run;
 - ``final_diff``: warm final accuracy minus default-init final accuracy (points).
 
-The table gives, per (initialisation, lr, warm-up), the median and the spread (min..max) across networks; the
-recipe with the smallest median ``reach_final`` among those that end no more than 0.5 point below the default-init
-run (median) is printed as the best. Every run is cached as JSON in ``--out`` (written atomically), so a killed
-benchmark resumes where it stopped. Example::
+The table gives, per (initialisation, lr, warm-up), the median and the spread (min..max) across networks of the
+start accuracy, ``final_diff``, ``reach_final``, ``catch_up``, the default-init run's steps to the warm run's step-0
+accuracy and the speed-ups (a run that never gets there is counted apart, "never"); the recipe with the smallest
+median ``reach_final`` among those that end no more than 0.5 point below the default-init run (median) is printed
+as the best. A run that diverged counts at chance accuracy from its divergence on. Every run is cached as JSON in
+``--out`` (written atomically), so a killed benchmark resumes where it stopped; a cached run's file name carries a
+tag of the settings it depends on (steps, evaluation period, width, image size and the GHN file's SHA-256,
+:func:`settings_tag`), so reusing a folder with other settings or another GHN trains anew. Example::
 
     python benchmarks/bench_finetune.py --ckpt runs/train/<run>/ghn.safetensors --out /tmp/bench_finetune
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import statistics
@@ -40,7 +45,7 @@ from dataclasses import asdict
 
 import torch
 
-from archspace.files import write_csv, write_json
+from archspace.files import file_sha256, write_csv, write_json
 from ghn import GHN
 from ghn.batchnorm import recompute_bn_stats
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
@@ -50,6 +55,25 @@ from train.finetune import SGD_LR, Curve, bn_batches, speedup, train_sgd
 from train.rank import ghn_predictor
 
 CHECKPOINTS = (0, 25, 50, 100, 200)
+
+
+def on_grid(curve: Curve, steps: int, eval_every: int, chance: float) -> Curve:
+    """``curve`` on the run's planned evaluation steps (0, every ``eval_every``, the last): a run that diverged
+    (its curve stops there) counts as ``chance`` accuracy from then on, so a diverged run never looks better than
+    it ended."""
+    grid = sorted(set(range(0, steps + 1, eval_every)) | {steps})
+    acc = dict(zip(curve.eval_steps, curve.accuracy))
+    return Curve(eval_steps=grid, accuracy=[acc.get(t, chance) for t in grid], diverged_at=curve.diverged_at)
+
+
+def settings_tag(args, image_size: int, ghn_digest: str | None) -> str:
+    """Eight hex digits of everything a cached run depends on besides its net, init, lr, warm-up and seed (which its
+    file name spells out): the steps, evaluation period, width, image size and, for a warm start, the GHN file's
+    SHA-256. A cache folder reused with other settings or another GHN then trains anew instead of reading runs of
+    other settings."""
+    key = json.dumps({"steps": args.steps, "eval_every": args.eval_every, "width": args.width,
+                      "image_size": image_size, "ghn": ghn_digest}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def reach_final(warm: Curve, scratch: Curve) -> int | None:
@@ -86,6 +110,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(vals):.2f} ({min(vals):.2f}..{max(vals):.2f})"
 
 
+def with_never(values: list[float]) -> str:
+    """:func:`spread` of the finite values, and how many are ``inf`` (never within the budget)."""
+    never = sum(v == float("inf") for v in values)
+    return spread([v for v in values if v != float("inf")]) + (f" ({never} never)" if never else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="the GHN (e.g. the main job's ghn.safetensors)")
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     warmups = [int(x) for x in args.warmups.split(",")]
     ghn = GHN.from_pretrained(args.ckpt).eval()
     data = load_image_data("digits", image_size=ghn.image_size)
+    chance = 100.0 / data.num_classes
+    scratch_tag = settings_tag(args, data.image_size, None)
+    warm_tag = settings_tag(args, data.image_size, file_sha256(args.ckpt) if os.path.isfile(args.ckpt) else args.ckpt)
     held = list(eval_batches(data, "heldout", batch_size=256))
     names = [args.nets] + ([f"torchvision:{args.torchvision}"] if args.torchvision else [])
     cands = parse_candidates(names, width=args.width)
@@ -130,16 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         base = cand.build(num_classes=data.num_classes, image_size=data.image_size)
         tag = cand.name.replace(":", "_").replace("/", "_")
-        path = os.path.join(args.out, f"{tag}_default_lr{args.scratch_lr}_wu0_s{args.seed}.json")
-        scratch = run_one(path, copy.deepcopy(base), data, held, args.steps, args.scratch_lr, 0, args.eval_every,
-                          args.seed)
+        path = os.path.join(args.out, f"{tag}_default_lr{args.scratch_lr}_wu0_s{args.seed}_{scratch_tag}.json")
+        scratch = on_grid(run_one(path, copy.deepcopy(base), data, held, args.steps, args.scratch_lr, 0,
+                                  args.eval_every, args.seed), args.steps, args.eval_every, chance)
         line = [f"default lr {args.scratch_lr}: {scratch.accuracy[0]:.1f}->{scratch.accuracy[-1]:.1f}"]
         for init, beta, lr, wu in recipes:
             name = init if beta is None else f"{init}@{beta:g}"
-            path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}.json")
+            path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
             start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
                                generator=torch.Generator().manual_seed(args.seed))
-            warm = run_one(path, start, data, held, args.steps, lr, wu, args.eval_every, args.seed)
+            warm = on_grid(run_one(path, start, data, held, args.steps, lr, wu, args.eval_every, args.seed),
+                           args.steps, args.eval_every, chance)
             sp = {r["step"]: r for r in speedup(warm, scratch, [c for c in CHECKPOINTS if c in warm.eval_steps])}
             rf = reach_final(warm, scratch)
             results.append({
@@ -149,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 "final_diff": warm.accuracy[-1] - scratch.accuracy[-1],
                 "reach_final": rf / args.steps if rf is not None else None,
                 "catch_up": catch_up(warm, scratch),
+                "diverged_at": warm.diverged_at, "default_diverged_at": scratch.diverged_at,
                 **{f"scratch_steps_at_{c}": sp[c]["scratch_steps"] for c in sp},
                 # a default-init run that never reaches the warm accuracy counts with its lower bound, budget / c
                 **{f"speedup_at_{c}": sp[c]["speedup"] if sp[c]["speedup"] is not None
@@ -161,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     table, best = [], None
     print("\nper (init, lr, warm-up), median (min..max) across networks:")
     print(f"{'init':<22} {'lr':<6} {'wu':<4} {'start acc':<20} {'final diff':<22} {'reach scratch final':<22} "
+          f"{'scratch catches up':<24} {'scratch steps @0':<18} "
           + "  ".join(f"{'x@' + str(c):<18}" for c in CHECKPOINTS if c > 0))
     for init in dict.fromkeys(r["init"] for r in results):
         for lr in lrs:
@@ -168,9 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                 rs = [r for r in results if (r["init"], r["lr"], r["warmup"]) == (init, lr, wu)]
                 never = sum(r["reach_final"] is None for r in rs)
                 rf = [r["reach_final"] if r["reach_final"] is not None else float("inf") for r in rs]
+                no_catch = sum(r["catch_up"] is None for r in rs)
+                cu = [r["catch_up"] if r["catch_up"] is not None else float("inf") for r in rs]
+                # steps from scratch to the warm start's step-0 accuracy (inf: not within the budget)
+                at0 = [r["scratch_steps_at_0"] if r["scratch_steps_at_0"] is not None else float("inf") for r in rs]
                 row = {"init": init, "lr": lr, "warmup": wu, "nets": len(rs),
                        "final_diff_median": statistics.median(r["final_diff"] for r in rs),
                        "reach_final_median": statistics.median(rf), "reach_final_never": never,
+                       "catch_up_median": statistics.median(cu), "catch_up_never": no_catch,
+                       "scratch_steps_at_0_median": statistics.median(at0),
+                       "diverged": sum(r["diverged_at"] is not None for r in rs),
                        "start_accuracy_median": statistics.median(r["start_accuracy"] for r in rs)}
                 for c in CHECKPOINTS[1:]:
                     vals = [r[f"speedup_at_{c}"] for r in rs if r.get(f"speedup_at_{c}") is not None]
@@ -178,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 table.append(row)
                 print(f"{init:<22} {lr:<6} {wu:<4} {spread([r['start_accuracy'] for r in rs]):<20} "
                       f"{spread([r['final_diff'] for r in rs]):<22} "
-                      f"{spread([x for x in rf if x != float('inf')]) + (f' ({never} never)' if never else ''):<22} "
+                      f"{with_never(rf):<22} "
+                      f"{with_never(cu):<24} {with_never(at0):<18} "
                       + "  ".join(f"{spread([r.get(f'speedup_at_{c}') for r in rs]):<18}" for c in CHECKPOINTS
                                   if c > 0), flush=True)
                 if row["final_diff_median"] >= -0.5 and (best is None or row["reach_final_median"]

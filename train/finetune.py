@@ -218,7 +218,8 @@ def default_checkpoints(eval_steps: Sequence[int], count: int = 4) -> list[int]:
     return sorted(picks)
 
 
-def speedup(warm: Curve, scratch: Curve, checkpoints: Sequence[int] | None = None) -> list[dict]:
+def speedup(warm: Curve, scratch: Curve, checkpoints: Sequence[int] | None = None,
+            budget: int | None = None) -> list[dict]:
     """For checkpoints of the warm-started run, how many steps the from-scratch run needs to match its accuracy.
 
     At a checkpoint step ``s`` the warm run has held-out accuracy ``a``; ``scratch_steps`` is the first
@@ -230,21 +231,29 @@ def speedup(warm: Curve, scratch: Curve, checkpoints: Sequence[int] | None = Non
         warm: curve of the run from predicted parameters.
         scratch: curve of the run from the default initialisation (same evaluation steps).
         checkpoints: warm-run evaluation steps to report (default: :func:`default_checkpoints` plus step 0).
+        budget: the runs' planned number of steps (default: the last evaluation step of ``scratch``, which is
+            short of it when that run diverged).
 
     Returns:
         One dict per checkpoint: ``step``, ``warm_accuracy``, ``scratch_steps`` (``None``: not reached within the
         budget), ``speedup`` (``None`` when not defined; with ``speedup_lower_bound`` = budget / step when the
-        from-scratch run never got there).
+        from-scratch run never got there). A checkpoint after the warm run diverged (its curve stops there) has
+        ``warm_accuracy`` ``None`` and ``warm_diverged_at``, the step it diverged at.
 
     Raises:
-        ValueError: a checkpoint that is not an evaluation step of the warm run.
+        ValueError: a checkpoint that is not an evaluation step of the warm run (nor after its divergence).
     """
     if checkpoints is None:
         checkpoints = ([0] if 0 in warm.eval_steps else []) + default_checkpoints(warm.eval_steps)
     acc_at = dict(zip(warm.eval_steps, warm.accuracy))
-    budget = scratch.eval_steps[-1] if scratch.eval_steps else 0
+    if budget is None:
+        budget = scratch.eval_steps[-1] if scratch.eval_steps else 0
     rows = []
     for s in checkpoints:
+        if s not in acc_at and warm.diverged_at is not None and s >= warm.diverged_at:
+            rows.append({"step": s, "warm_accuracy": None, "scratch_steps": None, "speedup": None,
+                         "warm_diverged_at": warm.diverged_at})
+            continue
         if s not in acc_at:
             raise ValueError(f"checkpoint step {s} is not an evaluation step of the run ({warm.eval_steps}); "
                              "choose multiples of --eval-every")

@@ -147,6 +147,9 @@ def _init_bn(models, data, args) -> str:
 def _print_speedup(rows: list[dict], steps: int) -> None:
     print("  step  warm acc  default-init steps to match  speed-up")
     for r in rows:
+        if r["warm_accuracy"] is None:
+            print(f"{r['step']:>6}  diverged at step {r['warm_diverged_at']}")
+            continue
         need = r["scratch_steps"] if r["scratch_steps"] is not None else f"> {steps}"
         sp = (f"{r['speedup']:.2f}x" if r["speedup"] is not None else
               f"> {r['speedup_lower_bound']:.2f}x" if "speedup_lower_bound" in r else "-")
@@ -226,15 +229,17 @@ def run_finetune(args: argparse.Namespace) -> int:
     for init in inits:
         c = runs[f"{init} init"]
         cls_note = f", classifier {classifier}" if init.startswith("predicted") else ""
+        end = (f"{c.accuracy[-1]:.2f}% after {c.eval_steps[-1]} steps" if c.diverged_at is None else
+               f"diverged at step {c.diverged_at} (non-finite loss; lower --lr)")
         print(f"{args.model}, {init} init: {predicted_acc[init]:.2f}% before training (BN batch statistics{cls_note}), "
-              f"{c.accuracy[0]:.2f}% at step 0 after BN init; {c.accuracy[-1]:.2f}% after {c.eval_steps[-1]} steps")
+              f"{c.accuracy[0]:.2f}% at step 0 after BN init; {end}")
     if "default" in inits and first_warm is not None:
         s = runs["default init"]
         report["speedup"] = {}
         for init in inits:
             if init == "default":
                 continue
-            report["speedup"][init] = speedup(runs[f"{init} init"], s, checkpoints)
+            report["speedup"][init] = speedup(runs[f"{init} init"], s, checkpoints, budget=args.steps)
             print(f"speed-up of the {init} init over the default init:")
             _print_speedup(report["speedup"][init], args.steps)
     if args.out:  # results first: the plot below is optional and may fail

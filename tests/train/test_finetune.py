@@ -105,7 +105,33 @@ def test_speedup_counts_scratch_steps_to_match():
         speedup(warm, scratch, [5])
 
 
+def test_speedup_of_diverged_runs():
+    warm = Curve(eval_steps=[0, 10], accuracy=[50.0, 60.0], diverged_at=15)  # stopped at step 15 of 30
+    scratch = Curve(eval_steps=[0, 10, 20, 30], accuracy=[10.0, 55.0, 65.0, 72.0])
+    rows = {r["step"]: r for r in speedup(warm, scratch, [0, 10, 20, 30])}
+    assert rows[10]["speedup"] == pytest.approx(2.0)
+    assert rows[20] == rows[30] | {"step": 20} and rows[30]["warm_accuracy"] is None
+    assert rows[30]["warm_diverged_at"] == 15 and rows[30]["speedup"] is None
+    # a from-scratch run that diverged at step 3 has a budget of the planned 30 steps, not of its last evaluation
+    scratch = Curve(eval_steps=[0], accuracy=[10.0], diverged_at=3)
+    warm = Curve(eval_steps=[0, 10, 20, 30], accuracy=[50.0, 60.0, 70.0, 80.0])
+    rows = {r["step"]: r for r in speedup(warm, scratch, [10], budget=30)}
+    assert rows[10]["scratch_steps"] is None and rows[10]["speedup_lower_bound"] == pytest.approx(3.0)
+
+
 # ---- ghn finetune end to end ----------------------------------------------------------------------------------
+
+
+def test_finetune_cli_reports_diverged_runs(ghn_ckpt, tmp_path, capsys):
+    out = tmp_path / "ft.json"
+    status, printed, err = run_ghn(["finetune", "deepnets:test/0", "--ckpt", ghn_ckpt, *SMALL, "--compare",
+                                    "--steps", "4", "--eval-every", "2", "--batch-size", "32", "--bn-batches", "1",
+                                    "--eval-images", "64", "--lr", "1e12", "--checkpoints", "0,2,4", "--out",
+                                    str(out)], capsys)
+    assert status == 0, err  # results, not a traceback, and the file is written
+    assert "diverged at step" in printed and "lower --lr" in printed
+    rows = json.loads(out.read_text())["speedup"]["predicted+orth"]
+    assert rows[-1]["warm_accuracy"] is None and rows[-1]["warm_diverged_at"] >= 1
 
 
 def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, capsys):
