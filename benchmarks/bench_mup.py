@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from archspace.files import write_csv, write_json  # noqa: E402
+from archspace.files import file_sha256, write_csv, write_json  # noqa: E402
 from train.coord_check import FLAT_RATIO, coord_checks  # noqa: E402
 from train.data import eval_batches, load_digits  # noqa: E402
 from train.plots import plot_coord_checks, plot_lr_sweep  # noqa: E402
@@ -85,11 +85,14 @@ def main(argv=None) -> int:
     widths = sorted(args.widths or family.widths)
     lrs = lr_grid(*args.lr_range)
     cache = Cache(os.path.join(args.out, "trials.json"))
+    ghn_digest = (file_sha256(args.ckpt) if os.path.isfile(args.ckpt) else args.ckpt) if args.ckpt else None
     heldout = list(eval_batches(data, "heldout", batch_size=256))
 
     def trial(param, width, lr, seed, init="default", predict=None, with_top1=False):
         key = "|".join(map(str, (family.spec, param, width, lr, seed, args.steps, args.optimizer, args.batch_size,
                                  data.image_size, init, with_top1)))
+        if init != "default":  # a predicted start depends on the GHN: another --ckpt must not read these trials
+            key += f"|ghn={ghn_digest}"
 
         def run():
             t = run_trial(family, width, Setting(lr), data, param=param, steps=args.steps, init=init,

@@ -118,7 +118,9 @@ def _check_deepnets(family: WidthFamily) -> None:
 
 def _resnet_mup_init(model: nn.Module) -> None:
     """torchvision's ResNet initialisation of conv weights (Kaiming normal, ``fan_out``, ReLU gain) through
-    ``mup.init``: the same draw at the base width, muP's scaling elsewhere (the stem keeps a fixed size)."""
+    ``mup.init``: the same distribution as SP's at the base width, muP's scaling elsewhere (the stem keeps a fixed
+    size). The weights are drawn again, so at the base width a muP net and an SP net of the same seed share their
+    classifier but not their conv weights (the same network up to the init's sampling noise)."""
     import mup
 
     for m in model.modules():
