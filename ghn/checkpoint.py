@@ -12,6 +12,7 @@ and the problem in one line.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -79,6 +80,11 @@ def _sniff(path: str) -> tuple[str | None, int]:
         CheckpointError: missing, a directory, unreadable or empty.
     """
     if os.path.isdir(path):
+        steps = sorted(glob.glob(os.path.join(path, "checkpoints", "step_*", "ghn.safetensors")))
+        if steps:  # the folder of a ghn-train run that has not finished: its checkpoints hold GHNs
+            raise CheckpointError(path, "checkpoint is the folder of an unfinished training run",
+                                  f"pass one of its checkpoints (the latest: {steps[-1]}), or finish the run with "
+                                  f"ghn-train resume=true hydra.run.dir={path}")
         raise CheckpointError(path, "checkpoint is a directory, not a file",
                               "pass the .safetensors or .pt file inside it")
     if not os.path.exists(path):

@@ -393,7 +393,10 @@ def _run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obj
     def body() -> None:
         caught: list[UsageError] = []
 
+        started = []
+
         def job(cfg: DictConfig) -> None:
+            started.append(True)
             try:
                 task(cfg)
             except UsageError as e:
@@ -407,6 +410,11 @@ def _run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obj
                 app()
             except CompactHydraException as e:
                 raise ConfigError(_hydra_message(e)) from e
+            except OSError as e:
+                if started or debug:  # raised by the job itself: not Hydra's set-up of the run directory
+                    raise
+                raise ConfigError(f"cannot create the run directory {e.filename} ({e.strerror}): set hydra.run.dir "
+                                  "to a writable folder") from e
         if caught:
             raise caught[0]
 

@@ -226,12 +226,20 @@ def _check_eval_section(c: dict) -> None:
                           "or use eval.image_split=test")
 
 
+def _check_bool(c: dict, key: str) -> None:
+    v = _get(c, key, _ABSENT)
+    if v is not _ABSENT and not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+
+
 def _check_common(c: dict) -> None:
     if not _is_int(c.get("seed")):
         raise ConfigError(f"seed must be an integer, got {c.get('seed')!r}")
     check_device(c.get("device"), flag="device")
     _check_int(c, "data.batch_size", 1)
     _check_int(c, "data.num_workers", 0)
+    _check_int(c, "data.image_size", 1, allow_none=True)  # null: the dataset's own size
+    _check_int(c, "data.heldout", 0, allow_none=True)
     _check_eval_section(c)
 
 
@@ -252,13 +260,25 @@ def check_train_config(c: dict) -> None:
     for key in ("train.max_nodes", "train.max_net_nodes", "train.arch_cache"):  # 0: no cap / no cache
         _check_int(c, key, 0)
     _check_int(c, "archspace.num", 1, allow_none=True)
-    _check_int(c, "data.heldout", 0, allow_none=True)
+    for key in ("archspace.min_width_share", "archspace.bnfree_fraction"):  # shares of the training nets
+        v = _get(c, key, _ABSENT)
+        if v is not _ABSENT and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+            raise ConfigError(f"{key} must be a number between 0 and 1, got {v!r}")
+    for key in ("train.amp", "train.channels_last", "train.progress"):  # the ghn section's flags: GHN's constructor
+        _check_bool(c, key)
     _check_number(c, "train.time_limit_min", positive=False, allow_none=True)  # null or 0: no safety stop
     _check_number(c, "train.clip", positive=False)  # 0: no clipping
     _check_number(c, "train.label_smoothing", positive=False, below=1.0)
     _check_number(c, "train.ema_decay", positive=False, below=1.0, allow_none=True)  # null or 0: no average
     _check_number(c, "optim.lr", positive=True)
     _check_number(c, "optim.weight_decay", positive=False)
+    _check_number(c, "optim.warmup", positive=False, below=1.0, allow_none=True)  # a fraction of the run
+    _check_number(c, "optim.gamma", positive=True)
+    milestones = _get(c, "optim.milestones", _ABSENT)
+    if milestones is not _ABSENT and not (isinstance(milestones, list) and all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in milestones)):
+        raise ConfigError(f"optim.milestones must be a list of fractions of the run in (0, 1) (e.g. [0.6667, "
+                          f"0.8333]), got {milestones!r}")
     # The GHN's own constructor checks the rest of the ghn section (train/cli.py builds it on the meta device).
     width = _get(c, "archspace.width_range")
     if width is not None and (not isinstance(width, list) or len(width) != 2 or

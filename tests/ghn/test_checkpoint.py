@@ -155,8 +155,16 @@ def make_config_mismatch(tmp_path):
     return p
 
 
+def make_unfinished_run(tmp_path):
+    step = tmp_path / "run" / "checkpoints" / "step_00000030"
+    step.mkdir(parents=True)
+    (step / "ghn.safetensors").write_bytes(b"")
+    return tmp_path / "run"
+
+
 BAD_FILES = {
     "directory": (make_directory, "checkpoint is a directory, not a file"),
+    "unfinished run": (make_unfinished_run, "checkpoint is the folder of an unfinished training run"),
     "missing": (make_missing, "checkpoint file not found"),
     "empty": (make_empty, "empty checkpoint file"),
     "truncated safetensors": (make_truncated_safetensors, "truncated or corrupt checkpoint"),
@@ -185,6 +193,8 @@ def test_bad_file_gives_one_clear_error(case, tmp_path):
     text = str(info.value)
     assert text.startswith(f"{message}: {path}"), text
     assert "\n" not in text
+    if case == "unfinished run":
+        assert f"the latest: {path}/checkpoints/step_00000030/ghn.safetensors" in text and "resume=true" in text
 
 
 def test_invalid_config_names_the_value(tmp_path):

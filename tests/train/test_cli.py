@@ -123,6 +123,15 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ("train.label_smoothing=1.5", "train.label_smoothing must be a non-negative number below 1"),
     ("train.ema_decay=1", "train.ema_decay must be a non-negative number below 1 or null"),
     ("optim.weight_decay=-1", "optim.weight_decay must be a non-negative number"),
+    ("data.image_size=abc", "data.image_size must be a positive integer or null, got 'abc'"),
+    ("data.image_size=0", "data.image_size must be a positive integer or null, got 0"),  # ran at 32 before
+    ("optim.warmup=abc", "optim.warmup must be a non-negative number below 1 or null"),
+    ("optim.gamma=abc", "optim.gamma must be a positive number, got 'abc'"),
+    ("optim.milestones=abc", "optim.milestones must be a list of fractions of the run in (0, 1)"),
+    ("archspace.min_width_share=abc", "archspace.min_width_share must be a number between 0 and 1, got 'abc'"),
+    ("archspace.bnfree_fraction=2", "archspace.bnfree_fraction must be a number between 0 and 1, got 2"),
+    ("train.amp=maybe", "train.amp must be true or false, got 'maybe'"),
+    ("train.channels_last=abc", "train.channels_last must be true or false, got 'abc'"),
     # The eval section is checked before training, not after the whole run.
     ("eval.rows=[{split:test},{split:tset}]", "unknown architecture split eval.rows[1].split='tset'; did you mean "
      "test?"),
@@ -168,6 +177,14 @@ def test_corrupt_cifar10(tmp_path, monkeypatch, capsys):
                                        f"data.root={tmp_path}"], monkeypatch, capsys)
     line = assert_one_line_error(status, err, "ghn-train", "is corrupt")
     assert str(tmp_path / "cifar-10-batches-py") in line and "data.root=" in line
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    status, _, err = call(train_main, ["debug=default", f"hydra.run.dir={blocker}"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "ghn-train", f"cannot create the run directory {blocker} (File exists): set "
+                                                    "hydra.run.dir to a writable folder")
 
 
 def test_corrupt_imagenet(tmp_path, monkeypatch, capsys):
