@@ -129,13 +129,16 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, num_batches: int = 5
         return model
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     was_training = {m: m.training for m in model.modules()}
     saved_momentum = {}
     for m in bns:
-        if m.running_mean is None:
+        if m.running_mean is None:  # removed by batch mode: made again in the layer's dtype (float64, bfloat16 nets)
+            kw = ({"device": m.weight.device, "dtype": m.weight.dtype} if m.weight is not None
+                  else {"device": device, "dtype": dtype})
             m.track_running_stats = True
-            m.register_buffer("running_mean", torch.zeros(m.num_features, device=device))
-            m.register_buffer("running_var", torch.ones(m.num_features, device=device))
+            m.register_buffer("running_mean", torch.zeros(m.num_features, **kw))
+            m.register_buffer("running_var", torch.ones(m.num_features, **kw))
             m.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         m.reset_running_stats()
         saved_momentum[m] = m.momentum

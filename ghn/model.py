@@ -526,6 +526,10 @@ class GHN(nn.Module):
                     "initialisation")
             kept = head if keep_classifier_init else []
             g = Batch.from_data_list([graph])
+            if kept:  # the classifier is embedded with the GHN's own class count, as if the model had it (the
+                # reference's predict_class_layers=False), so the other layers get what they get on that task
+                g.param_shape = g.param_shape.clone()
+                g.param_shape[g.cls_role > 0, 0] = self.num_classes
             plan = self._assignment(g, [model], skip=frozenset(kept))
             with torch.inference_mode():  # lighter than no_grad for the many small operations
                 predicted, tiled = self._write_predictions(g, plan, params)

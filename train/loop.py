@@ -239,8 +239,9 @@ class Trainer:
         """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded.
 
         Raises:
-            UsageError: the checkpoint was trained with another seed, lr schedule or ``ema_decay`` (resuming would
-                not reproduce the run); ``ghn.checkpoint.CheckpointError`` (a ``UsageError``) for an unreadable one.
+            UsageError: the checkpoint was trained with another seed, number of steps, lr schedule or
+                ``ema_decay`` (resuming would not reproduce the run); ``ghn.checkpoint.CheckpointError`` (a
+                ``UsageError``) for an unreadable one.
         """
         path = latest_checkpoint(self.run_dir)
         if path is None:
@@ -252,6 +253,9 @@ class Trainer:
         if "lr_schedule" not in state:
             raise UsageError(f"checkpoint {path} was written by an older version of the trainer (its lr schedule "
                              f"state differs); start a new run")
+        if int(state.get("total_steps", self.steps)) != self.steps:  # the lr schedule spans the run's steps
+            raise UsageError(f"checkpoint {path} belongs to a run of {state['total_steps']} steps, this run has "
+                             f"{self.steps}; resume with the train.steps it was started with")
         if state["lr_schedule"] != self.lr_schedule:
             raise UsageError(f"checkpoint {path} was trained with lr schedule {state['lr_schedule']}, this run has "
                              f"{self.lr_schedule}; resume with the optim.schedule and optim.warmup it was started with")

@@ -39,8 +39,23 @@ def test_recompute_restores_eval_correctness():
     assert bn.track_running_stats and bn.momentum == 0.1 and int(bn.num_batches_tracked) == 4
     feats = net[0](x)
     torch.testing.assert_close(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    # the cumulative average of each batch's unbiased variance (momentum None), as nn.BatchNorm2d keeps it
+    batch_vars = torch.stack([feats[i: i + 16].var((0, 2, 3)) for i in range(0, 64, 16)])
+    torch.testing.assert_close(bn.running_var, batch_vars.mean(0), atol=1e-4, rtol=1e-4)
     net.eval()
     assert not net[1].training
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_recompute_in_the_models_dtype(dtype):
+    net = _net()
+    x = torch.randn(32, 3, 6, 6)
+    net(x)
+    net = net.to(dtype)
+    set_bn_mode(net, "batch")  # removes the buffers; they come back in the layer's dtype
+    recompute_bn_stats(net, [(x.to(dtype), None)], num_batches=1)
+    assert net[1].running_mean.dtype == dtype and net[1].running_var.dtype == dtype
+    assert net.eval()(x.to(dtype)).dtype == dtype
 
 
 def test_running_mode_leaves_the_layers_and_unknown_modes_fail():

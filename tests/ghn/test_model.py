@@ -295,8 +295,13 @@ def test_keep_classifier_init_predicts_all_but_the_classifier():
     model = TinyResNet(num_classes=5)
     graph = tiny_resnet_graph(model)
     before = state_of(model)
+    # The other layers get what the same net with the GHN's 10 classes gets: the classifier is embedded with the
+    # GHN's class count (ppuda's ShapeEncoder with predict_class_layers=False), not the model's 5.
+    ten = TinyResNet(num_classes=10)
     with torch.no_grad():
-        expected = ghn.predict_parameters(graph, [model])[0]
+        expected = ghn.predict_parameters(tiny_resnet_graph(ten), [ten])[0]
+        five = ghn.predict_parameters(graph, [model])[0]
+    assert not torch.equal(five["conv1.weight"], expected["conv1.weight"])  # the class count reaches every node
     model, report = ghn.predict(model, graph=graph, keep_classifier_init=True, return_report=True)
     assert report.kept_init == ["fc.weight", "fc.bias"] and not report.complete and report.untouched == []
     assert "2 kept at their initial values (classifier)" in report.summary()

@@ -91,6 +91,10 @@ def test_resume_is_exact(tmp_path, archs, small_digits):
     assert_same_state(ghn_state(full.ghn), ghn_state(resumed.ghn))
     rows = open(tmp_path / "part" / "metrics.csv").read().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    # a run of another length has another lr schedule: resuming it would not reproduce either run
+    make_trainer(tmp_path / "short", archs, small_digits, steps=5).fit(stop_at=2)
+    with pytest.raises(UsageError, match="belongs to a run of 5 steps, this run has 8"):
+        make_trainer(tmp_path / "short", archs, small_digits, steps=8).fit(resume=True)
 
 
 def test_resume_after_a_crash_while_writing_a_checkpoint(tmp_path, archs, small_digits, monkeypatch):
