@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
 from .errors import UsageError
@@ -194,9 +195,12 @@ def param_rules(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = 
             if p is None or id(p) in seen:  # tied parameter: named_parameters() keeps the first name
                 continue
             seen.add(id(p))
+            name = f"{mod_name}.{local}" if mod_name else local
+            if is_lazy(p):  # LazyConv2d, LazyLinear, ...: no shape until a first forward pass
+                raise UsageError(f"to_graph: {name} of {type(module).__name__} is not initialised yet (a lazy "
+                                 "module): run one forward pass on an input first, then build the graph")
             if primitive is None:
                 primitive = (primitive_of_module(module),)
-            name = f"{mod_name}.{local}" if mod_name else local
             rules[name] = _rule(name, local, mod_name, module, primitive[0], tuple(p.shape))
     return rules
 

@@ -103,6 +103,9 @@ UNIT_PRIMITIVES: dict[str, str] = {
     "archspace.ops.ChannelSE": "cse",
     "torchvision.ops.misc.SqueezeExcitation": "cse",
     "timm.layers.squeeze_excite.SEModule": "cse",
+    "timm.layers.squeeze_excite.EffectiveSEModule": "cse",
+    "timm.layers.squeeze_excite.SqueezeExciteCl": "cse",
+    "timm.models._efficientnet_blocks.SqueezeExcite": "cse",  # timm's EfficientNet, MobileNetV3, MixNet, GhostNet
 }
 
 #: Products of two tensors. A product of two activations starts an attention score map ``q k^T``; an ``msa`` node

@@ -279,6 +279,14 @@ def test_bad_arguments(bad, error, message):
         to_graph(**args)
 
 
+def test_a_lazy_module_is_one_line():
+    lazy = nn.Sequential(nn.LazyConv2d(4, 3), nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(UsageError, match="0.weight of LazyConv2d is not initialised yet .*run one forward pass"):
+        to_graph(lazy, 8)
+    lazy(torch.zeros(1, 3, 8, 8))  # initialised: now it has a graph
+    assert to_graph(lazy, 8).num_nodes > 0
+
+
 def test_output_without_input_is_an_error():
     with pytest.raises(DisconnectedOutputError, match="does not depend on its input"):
         to_graph(Detached(), 8)

@@ -73,6 +73,20 @@ def test_graph_binds_every_parameter(name):
         assert graph.op_counts().get("msa", 0) == MODELS[name]
 
 
+@pytest.mark.parametrize("timm_name, torchvision_name", [("efficientnet_b0", "efficientnet_b0"),
+                                                         ("mobilenetv3_large_100", "mobilenet_v3_large")])
+def test_squeeze_excitation_is_one_cse_node_from_either_zoo(timm_name, torchvision_name):
+    """timm's EfficientNet-family SE block gives the cse nodes torchvision's SqueezeExcitation gives (its pooling
+    absorbed; one glob_avg, the head's)."""
+    import torchvision
+
+    model, size = meta_timm(timm_name)
+    ours = to_graph(model, size).op_counts()
+    with torch.device("meta"):
+        ref = to_graph(getattr(torchvision.models, torchvision_name)(), 224).op_counts()
+    assert ours["cse"] == ref["cse"] > 0 and ours["glob_avg"] == ref["glob_avg"] == 1
+
+
 def test_vit_attention_sits_between_the_projections():
     model, size = meta_timm("vit_tiny_patch16_224")
     graph = to_graph(model, size)
