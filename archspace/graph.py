@@ -163,7 +163,7 @@ def build_graph(cap: Capture, ve_cutoff: int = 50) -> ArchGraph:
             if not alive[p]:
                 alive[p] = True
                 stack.append(p)
-    order = _order_nodes(preds, alive, nodes)
+    order = _order_nodes(preds, alive, nodes, sinks)
     n = len(order)
     new_id = np.full(n_raw, -1, dtype=np.int64)
     new_id[order] = np.arange(n)
@@ -223,12 +223,17 @@ def _expand_depth_first(start: int, nodes, kept: list[bool], expand: list) -> No
             expand[v] = _union(kept, expand, nodes[v].preds)
 
 
-def _order_nodes(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:
+def _order_nodes(preds: list[list[int]], alive: list[bool], nodes, sinks: list[int]) -> list[int]:
     """The smallest topological order of the live nodes (:func:`archspace.dag.topological_order`): the creation
     (execution) order whenever that is already valid.
 
     A layer applied repeatedly (weight sharing in sequence) makes a cycle through its nodes; the edges back to the
     earlier-made node are then dropped (``preds`` is edited) with a warning, so the layer keeps one node.
+
+    Raises:
+        GraphCycleError: the cycle cannot be broken, or breaking it cuts nodes off the output (``sinks``): a layer
+            applied again after other layers, or a weight tied between two layers, cannot be one node per
+            parameter (the reference refuses such models too: every node must reach the output).
     """
     live = [v for v, a in enumerate(alive) if a]
     if all(u <= v for v in live for u in preds[v]):
@@ -249,6 +254,19 @@ def _order_nodes(preds: list[list[int]], alive: list[bool], nodes) -> list[int]:
     if len(order) != len(live):
         raise GraphCycleError("to_graph: the graph has a cycle through "
                          + ", ".join(nodes[i].label for i in sorted(stuck)[:5]))
+    reach = set(sinks)
+    stack = list(sinks)
+    while stack:
+        for u in preds[stack.pop()]:
+            if u not in reach:
+                reach.add(u)
+                stack.append(u)
+    cut = [nodes[v].label for v in order if v not in reach]
+    if cut:
+        raise GraphCycleError(f"to_graph: a layer applied again after other layers, or a weight tied between "
+                              f"layers, leaves {', '.join(cut[:3])} cut off from the output once the layer is one "
+                              f"node; a GHN graph has one node per parameter, so untie the weights (give each use "
+                              f"its own layer)")
     warnings.warn(f"to_graph: a layer is applied repeatedly; dropped {len(dropped)} edge(s) back to its first use "
                   f"to keep one node per parameter: {dropped[:3]}", stacklevel=4)
     return order

@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 from archspace import ArchGraph, adapt_small_input, to_graph
 from archspace.capture import Capture, DisconnectedOutputError, ForwardError, RawNode, capture
 from archspace.errors import UsageError
-from archspace.graph import _edges_with_virtual, build_graph, input_shape
+from archspace.graph import GraphCycleError, _edges_with_virtual, build_graph, input_shape
 from archspace.ops import ChannelSE, PosEnc, SelfAttention2d
 from archspace.primitives import PRIMITIVE_ID, PRIMITIVES
 
@@ -255,6 +255,39 @@ def test_reused_layer_is_one_node():
         graph = to_graph(model, (4, 6, 6))
     assert graph.param_names.count(("conv.weight",)) == 1
     assert_valid(graph)
+
+
+class ReusedAcross(nn.Module):
+    """A conv applied, then BatchNorm, then the same conv again: one node cannot hold both uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc(self.c(torch.relu(self.bn(self.c(x)))).mean((2, 3)))
+
+
+class Tied(nn.Module):
+    """Two linear layers that share their weight, with biases of their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x.flatten(1)[:, :8])))
+
+
+@pytest.mark.parametrize("model, cut", [(ReusedAcross, "bn.weight"), (Tied, "a.bias")])
+def test_sharing_that_cuts_nodes_off_the_output_is_refused(model, cut):
+    # Merging the uses into one node would leave these nodes reaching nothing (the reference asserts that every
+    # node reaches the output): refused in one line rather than a graph with dead ends.
+    with pytest.raises(GraphCycleError, match=f"leaves {cut} cut off from the output.*untie the weights"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to_graph(model(), (3, 8, 8))
 
 
 class Detached(nn.Module):
