@@ -212,6 +212,10 @@ def _rule(name: str, local: str, mod_name: str, module: nn.Module, primitive: st
         return ParamRule(name, "weight", "conv", name, mtype, shape)
     if primitive == "msa" and local == "in_proj_bias":
         return ParamRule(name, "bias", "bias", name, mtype, shape)
+    if local == "weight_g" and "weight_v" in module._parameters:
+        # torch.nn.utils.weight_norm (the old hook): weight = g * v / |v|. The gain is free, so that the gain rule
+        # joins it to v's node, as for the newer parametrizations.weight_norm (one node, not a second conv)
+        return ParamRule(name, "free", None, name, mtype, shape)
     if primitive in _CONV_LIKE and local.startswith(("weight", "bias")):  # also an LSTM's weight_ih_l0, bias_hh_l0
         kind = "weight" if local.startswith("weight") else "bias"
         return ParamRule(name, kind, primitive if kind == "weight" else "bias", name, mtype, shape)

@@ -290,6 +290,23 @@ def test_sharing_that_cuts_nodes_off_the_output_is_refused(model, cut):
         to_graph(model(), (3, 8, 8))
 
 
+def test_weight_norm_is_one_conv_node_old_hook_or_parametrization():
+    from torch.nn.utils import weight_norm
+    from torch.nn.utils.parametrizations import weight_norm as weight_norm_parametrized
+
+    shapes = []
+    for norm in (weight_norm, weight_norm_parametrized):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the old hook is deprecated
+            model = nn.Sequential(norm(nn.Conv2d(3, 4, 3)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+        graph = to_graph(model, 8)
+        convs = [i for i in range(graph.num_nodes) if PRIMITIVES[int(graph.op_type[i])] == "conv"]
+        assert len(convs) == 2 and len(graph.param_names[convs[0]]) == 2  # v and its gain g on one node
+        assert_all_bound(model, graph)
+        shapes.append(graph.param_shape.tolist())
+    assert shapes[0] == shapes[1]  # the same graph either way
+
+
 class Detached(nn.Module):
     def __init__(self):
         super().__init__()
