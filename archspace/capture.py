@@ -236,6 +236,12 @@ class _Unit:
     node: int | None = None
 
 
+def _in_place(name: str) -> bool:
+    """Whether torch function ``name`` writes into its first argument (``add_``, ``__iadd__``, ``__setitem__``)."""
+    return (name.endswith("_") and not name.startswith("_")) or name in (
+        "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ior__", "__iand__")
+
+
 def _leaves(obj: Any) -> list[torch.Tensor]:
     """Tensors in ``obj``, looking into lists, tuples and dict values (nested)."""
     if isinstance(obj, torch.Tensor):
@@ -556,6 +562,10 @@ class _Tracer(TorchFunctionMode):
             outs = [out]
         else:
             outs = _leaves(out)
+        if len(outs) == 1 and outs[0]._base is not None and _in_place(name):
+            # writing into a view writes into the tensor it views: later reads of that tensor see this node too
+            # (as autograd's CopySlices records); e.g. y.view(...).add_(b) and then y used
+            outs = [outs[0], outs[0]._base]
         if len(outs) == 1:
             if not (outs[0].is_floating_point() or outs[0].is_complex()):  # as autograd: no grad, no edge
                 return out

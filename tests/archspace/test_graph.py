@@ -307,6 +307,31 @@ def test_weight_norm_is_one_conv_node_old_hook_or_parametrization():
     assert shapes[0] == shapes[1]  # the same graph either way
 
 
+class AddIntoAView(nn.Module):
+    """A branch added in place into a view of another's output, which is then read through the original tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Linear(4, 10)
+
+    def forward(self, x):
+        y = self.a(x)
+        y.view(1, 4, -1).add_(self.b(x).view(1, 4, -1))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_in_place_op_through_a_view_keeps_its_branch():
+    model = AddIntoAView()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # b's parameters were reported unused when the view's base was not updated
+        graph = to_graph(model, (3, 4, 4))
+    assert_all_bound(model, graph)
+    names = [PRIMITIVES[int(t)] for t in graph.op_type]
+    (s,) = [i for i, n in enumerate(names) if n == "sum"]
+    edges = real_edges(graph)
+    assert sorted(graph.node_names[u] for u in edges[0, edges[1] == s].tolist()) == ["a.bias", "b.bias"]
+
+
 class Detached(nn.Module):
     def __init__(self):
         super().__init__()
