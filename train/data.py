@@ -219,8 +219,9 @@ def load_cifar10(root: str, heldout: int = 5000, seed: int = 0, verify_md5: bool
     if missing:
         what = f"{base} does not exist" if not os.path.isdir(base) else f"{base} lacks {', '.join(missing)}"
         raise DataError(f"CIFAR-10 not found: {what}; extract {CIFAR10.url} (downloaded elsewhere if offline) so "
-                        f"that {base} holds data_batch_1..5, test_batch and batches.meta, or set data.root=... to "
-                        f"the folder that contains cifar-10-batches-py")
+                        f"that {base} holds data_batch_1..5, test_batch and batches.meta, or point data.root=... "
+                        f"(ghn-train, ghn-eval) or --data-root (ghn commands) at the folder that contains "
+                        f"cifar-10-batches-py")
     cls = CIFAR10 if verify_md5 else _cifar10_class()
     try:
         tr = cls(root, train=True, download=False)
@@ -286,7 +287,8 @@ def load_imagenet(root: str, image_size: int = 224, heldout: int = 0, seed: int 
     from torchvision.datasets import ImageFolder
 
     root = os.path.expanduser(str(root))
-    layout = f"put the images as {root}/train/<class>/<image> and {root}/val/<class>/<image>, or set data.root=..."
+    layout = (f"put the images as {root}/train/<class>/<image> and {root}/val/<class>/<image>, or point "
+              "data.root=... (ghn-train, ghn-eval) or --data-root (ghn commands) at the folder that holds them")
     for sub in ("train", "val"):
         if not os.path.isdir(os.path.join(root, sub)):
             raise DataError(f"ImageNet not found: {os.path.join(root, sub)} does not exist; {layout}")
