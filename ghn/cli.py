@@ -47,8 +47,11 @@ def _predict(args: argparse.Namespace) -> int:
     model, report = ghn.predict(model, input_size=args.input_size, bn_mode=args.bn_mode,
                                 keep_classifier_init=args.keep_classifier_init, return_report=True)
     if args.out:
+        # What rebuilds the model the state dict fits (load_model(model, num_classes=..., small_input=...)).
         atomic_save_safetensors(model.state_dict(), args.out, {
-            "model": args.model, "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode,
+            "model": args.model, "num_classes": str(num_classes), "small_input": str(bool(args.small_input)),
+            "input_size": str(args.input_size) if args.input_size is not None else "the model's own",
+            "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode,
             "classifier": "initial values (--keep-classifier-init)" if args.keep_classifier_init else "predicted"})
     if args.report:
         print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bn-mode", choices=BN_MODES, default="running",
                     help="BatchNorm running statistics are not predicted: 'running' (default) leaves them at their "
                          "initial values so the state dict loads into the plain model (re-estimate them, or "
-                         "evaluate with batch statistics); 'batch' removes them (batch statistics always)")
+                         "evaluate with batch statistics); 'batch' removes them (batch statistics always; load such a "
+                         "file with ghn.set_bn_mode(model, 'batch') before model.load_state_dict)")
     pr.add_argument("--keep-classifier-init", action="store_true",
                     help="leave the classifier at its default initialisation and predict the rest (needed when "
                          "--num-classes differs from the GHN's classes)")

@@ -59,6 +59,8 @@ def test_predict_writes_a_state_dict_that_loads_into_the_plain_model(tiny_ckpt, 
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
     assert meta["bn_mode"] == "running" and meta["classifier"] == "predicted"
+    # what rebuilds the model the file fits
+    assert meta["model"] == TINY and meta["num_classes"] == "10" and meta["small_input"] == "False"
 
 
 def test_bn_mode_batch_drops_the_running_buffers(tiny_ckpt, tmp_path, capsys):
