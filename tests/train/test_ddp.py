@@ -40,6 +40,13 @@ def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    if rank > 0:  # only rank 0 writes checkpoints: a write from another rank fails this process (and the test)
+        import train.loop
+
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"rank {rank} wrote a checkpoint")
+
+        train.loop.save_checkpoint = refuse
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         run_training(run_dir)
@@ -57,6 +64,6 @@ def test_two_processes_equal_one(tmp_path):
     a = ghn_state(GHN.load(os.path.join(single, "ghn.safetensors")))
     b = ghn_state(GHN.load(os.path.join(ddp, "ghn.safetensors")))
     assert_same_state(a, b, atol=1e-6)
-    # The weights moved, so the comparison is not trivially true, and only rank 0 wrote checkpoints.
+    # The weights moved, so the comparison is not trivially true; rank 0 wrote the checkpoints (_worker).
     assert any(not torch.equal(a[k], v) for k, v in ghn_state(make_ghn(0)).items())
     assert sorted(os.listdir(os.path.join(ddp, "checkpoints"))) == ["LATEST", "step_00000001", "step_00000002"]
