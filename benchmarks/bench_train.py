@@ -141,7 +141,7 @@ def default_setting(overrides) -> dict:
     with initialize_config_dir(config_dir=find_conf_dir("train"), version_base="1.3"):
         c = OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
     seed = int(c["seed"])
-    data = load_data(c["data"], seed)
+    data = load_data(c["data"])
     t, o = c["train"], c["optim"]
     return {"data": data, "batch": c["data"]["batch_size"],
             "archs": lambda: build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed),

@@ -106,14 +106,19 @@ def build_arch_dataset(arch_cfg: dict, num_classes: int, image_size: int, seed: 
                        min_width_share=arch_cfg.get("min_width_share", 0.0))
 
 
-def load_data(data_cfg: dict, seed: int):
-    """Load the image task of a ``data/`` config group entry."""
+def load_data(data_cfg: dict):
+    """Load the image task of a ``data/`` config group entry.
+
+    The train/test (digits) and train/held-out (CIFAR-10, ImageNet) splits are fixed (split seed 0) whatever the
+    run's seed, as every other command loads them: a GHN trained with another seed is then still evaluated, by
+    ``ghn-eval``, ``ghn rank`` and the rest, on images it never trained on (the run seed seeds the batches).
+    """
     from train.data import load_image_data
 
     kwargs = {k: v for k, v in data_cfg.items() if k not in ("name", "root", "image_size", "batch_size",
                                                             "heldout", "num_workers")}
     return load_image_data(data_cfg["name"], root=data_cfg.get("root"), image_size=data_cfg.get("image_size"),
-                           seed=seed, heldout=data_cfg.get("heldout"), **kwargs)
+                           seed=0, heldout=data_cfg.get("heldout"), **kwargs)
 
 
 def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | None = None,
@@ -202,7 +207,7 @@ def train(cfg: DictConfig) -> dict:
     check_run_dir(run_dir, c)
     seed = int(c["seed"])
     torch.manual_seed(seed)
-    data = load_data(c["data"], seed)
+    data = load_data(c["data"])
     archs = build_arch_dataset(c["archspace"], data.num_classes, data.image_size, seed)
     ghn = build_ghn(c["ghn"], data.num_classes, data.image_size)
     images = TrainBatches(data, batch_size=c["data"].get("batch_size", 64), seed=seed,
@@ -304,7 +309,7 @@ def evaluate(cfg: DictConfig) -> dict:
     # a released GHN's name (fetched once, verified), a file or a run directory; the file is also read for its width
     path = resolve_checkpoint(c["ckpt"]) if c.get("ckpt") else None
     ghn = GHN.load(path) if path else None  # CheckpointError (a UsageError) for a file that is not a GHN
-    data = load_data(c["data"], int(c["seed"]))
+    data = load_data(c["data"])
     # rows without a width: the GHN's base width (the low end of its training widths) if it records one, else
     # archspace.eval_width (null: DeepNets-1M's own); the wide split at 4x it
     width_range = trained_width_range(path) if path else None

@@ -68,6 +68,26 @@ def test_digits_split_sizes_and_format(digits):
     # The split is fixed: the same seed gives the same split, train and test are disjoint in content.
     again = load_digits()
     assert torch.equal(again.test.images, digits.test.images)
+    train = {bytes(im.numpy()) for im in digits.train.images}
+    assert not any(bytes(im.numpy()) in train for im in digits.test.images)
+
+
+def test_ghn_train_splits_the_data_as_every_other_command_whatever_its_seed():
+    """ghn-train with seed 3 trains on the split ghn-eval, ghn rank, ... evaluate on (split seed 0), so a GHN of any
+    seed is evaluated on images it never trained on (the run seed drew the split before, 292 of 360 test images
+    of seed 0 were in seed 1's training set)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from train.cli import load_data
+    from train.config import find_conf_dir
+
+    with initialize_config_dir(config_dir=find_conf_dir("train"), version_base="1.3"):
+        c = OmegaConf.to_container(compose("train", overrides=["seed=3"]), resolve=True)
+    data = load_data(c["data"])
+    reference = load_digits(image_size=c["data"]["image_size"], seed=0)
+    assert torch.equal(data.test.images, reference.test.images)
+    assert torch.equal(data.train.images, reference.train.images)
 
 
 def test_batches_are_a_function_of_seed_and_step(digits):
