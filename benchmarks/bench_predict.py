@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_predict.py                       # all cases, 2 threads, 5 repeats
+    python benchmarks/bench_predict.py                       # all cases, 1 thread (predict's default), 5 repeats
     python benchmarks/bench_predict.py --cases resnet50_c10 darts800 --repeats 10
 
 Each case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its own. The time is the
@@ -62,11 +62,11 @@ def run_child(case: str, ckpt: str, repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     ghn = GHN.load(ckpt) if os.path.exists(ckpt) else GHN().eval()
     model, size = _build(case)
-    _, report = ghn(model, input_size=size, return_report=True)  # warm-up
+    _, report = ghn(model, input_size=size, return_report=True, threads=threads)  # warm-up
     times, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
-        _, report = ghn(model, input_size=size, return_report=True)
+        _, report = ghn(model, input_size=size, return_report=True, threads=threads)
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     import archspace
@@ -83,7 +83,9 @@ def main() -> int:
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     p.add_argument("--ckpt", default=DEFAULT_CKPT)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the prediction (GHN.predict's own default is 1: before this flag reached "
+                        "it, every run measured one thread whatever --threads said)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

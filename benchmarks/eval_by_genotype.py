@@ -46,7 +46,8 @@ def net_features(split: str, index: int, width: int | None, image_size: int) -> 
     net = get_net(split, index, 10, image_size, width)
     g = net.genotype
     ops = {op for op, _ in g.normal + g.reduce}
-    linear = next(m for m in net.modules() if isinstance(m, nn.Linear))
+    # the classifier's first layer (a cell's attention or squeeze-excitation has linear layers before it)
+    linear = next(m for m in net.classifier.modules() if isinstance(m, nn.Linear))
     return {"c_mult": g.C_mult, "states": len(g.normal_concat), "norm": g.norm or "none",
             "features": linear.in_features, "cells": "1-7" if g.n_cells < 8 else "8-11" if g.n_cells < 12 else "12+",
             "msa": "msa" in ops, "cse": "cse" in ops}
