@@ -16,7 +16,9 @@ Settings (``--setting``):
 A step's time includes building its meta-batch and the optimiser step; the phases are building the meta-batch, GHN
 forward, networks forward, and backward with the update. The FLOPs of a step are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions and attention, forward and backward;
-element-wise ops are not counted) on the timed steps run again, and divided by the step's time and by the
+element-wise ops are not counted) on all the timed steps run again (their mean is the FLOPs per step), and their
+total over the timed steps' total time (the FLOP rate; earlier versions divided the first 5 steps' mean FLOPs by the
+median time of all the timed steps, other nets at ``--setting default``'s 40 steps) is divided by the
 machine's peak, measured in the same run as the best of several float32 2048x2048 matrix products with the same
 number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
 ``torch.nn.BatchNorm2d``'s own backward instead of :class:`archspace.norm.BatchNorm2d`'s (ratios in one process).
@@ -250,11 +252,12 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str,
             params.append(sum(p.numel() for i in idx for p in trainer.pairs[i][1].parameters()))
             if len(times) >= steps:
                 break
-        counted = timed_steps[:5]
+        # FLOPs of every timed step (each step draws other nets), against those same steps' time
         with FlopCounterMode(display=False) as counter:
-            for step, x, y in counted:
+            for step, x, y in timed_steps:
                 trainer.train_step(step, x, y)
-        flops = counter.get_total_flops() / len(counted)
+        flops = counter.get_total_flops() / len(timed_steps)  # mean per step
+        rate = counter.get_total_flops() / sum(times)  # FLOP/s over the timed steps
         events = None
         if profile:
             from torch.profiler import ProfilerActivity
@@ -271,8 +274,8 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str,
            "params_per_net_m": statistics.mean(params) / meta_batch / 1e6,
            "format": "channels_last" if channels_last else "nchw",
            "phases_s": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
-           "gflop_per_step": flops / 1e9, "gflops_achieved": flops / med / 1e9,
-           "fraction_of_peak": flops / med / peak}
+           "gflop_per_step": flops / 1e9, "gflops_achieved": rate / 1e9,
+           "fraction_of_peak": rate / peak}
     print(f"  {label:>22}: {med:.3f} s/step median (mean {out['mean']:.3f}, min {out['min']:.3f}, max "
           f"{out['max']:.3f}; {len(times)} steps, {out['nodes_per_meta_batch']:.0f} nodes and "
           f"{out['params_per_net_m']:.3f}M parameters per net on average)", flush=True)
