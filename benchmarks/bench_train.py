@@ -16,8 +16,8 @@ Settings (``--setting``):
 A step's time includes building its meta-batch and the optimiser step; the phases are building the meta-batch, GHN
 forward, networks forward, and backward with the update. The FLOPs of a step are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions and attention, forward and backward;
-element-wise ops are not counted) on all the timed steps run again (their mean is the FLOPs per step), and their
-total over the timed steps' total time (the FLOP rate; earlier versions divided the first 5 steps' mean FLOPs by the
+element-wise ops are not counted) on every timed step run again (their mean is the FLOPs per step); each step's FLOPs
+over its own time is its rate, and the median rate (earlier versions divided the first 5 steps' mean FLOPs by the
 median time of all the timed steps, other nets at ``--setting default``'s 40 steps) is divided by the
 machine's peak, measured in the same run as the best of several float32 2048x2048 matrix products with the same
 number of threads. ``--compare`` also times the same steps in the other memory format; ``--compare-bn`` with
@@ -252,12 +252,15 @@ def run(setting: dict, steps: int, channels_last: bool, peak: float, label: str,
             params.append(sum(p.numel() for i in idx for p in trainer.pairs[i][1].parameters()))
             if len(times) >= steps:
                 break
-        # FLOPs of every timed step (each step draws other nets), against those same steps' time
-        with FlopCounterMode(display=False) as counter:
-            for step, x, y in timed_steps:
+        # FLOPs of every timed step (each step draws other nets), each against that step's own time; the median of
+        # those rates is robust to a step slowed by another job
+        step_flops = []
+        for step, x, y in timed_steps:
+            with FlopCounterMode(display=False) as counter:
                 trainer.train_step(step, x, y)
-        flops = counter.get_total_flops() / len(timed_steps)  # mean per step
-        rate = counter.get_total_flops() / sum(times)  # FLOP/s over the timed steps
+            step_flops.append(counter.get_total_flops())
+        flops = statistics.mean(step_flops)  # per step
+        rate = statistics.median(f / t for f, t in zip(step_flops, times))  # FLOP/s
         events = None
         if profile:
             from torch.profiler import ProfilerActivity
