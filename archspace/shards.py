@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import struct
 from collections.abc import Iterator, Sequence
 
@@ -170,6 +171,11 @@ def _build_shard(job: tuple[str, str, int, int, int]) -> tuple[int, str]:
     return shard, path
 
 
+def _ignore_interrupts() -> None:
+    """Pool initializer: workers leave Ctrl-C to the parent, which stops them all (:func:`build_split`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _shard_is_valid(path: str, split: str, start: int, count: int) -> bool:
     """True if ``path`` is a complete, uncorrupted shard of ``split`` covering ``[start, start + count)``."""
     if not os.path.exists(path):
@@ -240,13 +246,23 @@ def build_split(split: str, out_dir: str, num: int | None = None, workers: int =
         # Workers run only pure-Python sampling (no torch ops), so forking is safe and avoids re-importing torch.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = ctx.Pool(min(workers, len(jobs)))
+        pool = ctx.Pool(min(workers, len(jobs)), initializer=_ignore_interrupts)
         results = pool.imap_unordered(_build_shard, jobs)
     try:
         for _, path in results:
             written.append(path)
             if bar is not None:
                 bar.update()
+    except BaseException as e:
+        # Ctrl-C or a failed shard: stop the other workers now (the shards written so far are kept and the next
+        # build resumes) instead of waiting for every remaining shard
+        if pool is not None:
+            pool.terminate()
+        if isinstance(e, OSError):
+            raise UsageError(f"archspace build: writing the shards of {split} to {out_dir} failed ({e}); the "
+                             "complete shards are kept: free space or fix the folder, then run the same build "
+                             "again") from e
+        raise
     finally:
         if pool is not None:
             pool.close()

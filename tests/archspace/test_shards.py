@@ -38,6 +38,25 @@ def test_round_trip(tmp_path):
         ShardStore(str(tmp_path), "val", num=40)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_shard_that_cannot_be_written_is_one_line_and_the_rest_resume(tmp_path, monkeypatch, workers):
+    import archspace.shards as shards
+
+    real = shards.net_record
+
+    def disk_full(split, index):  # the second shard fails (forked workers inherit the patch)
+        if index == 10:
+            raise OSError(28, "No space left on device")
+        return real(split, index)
+
+    monkeypatch.setattr(shards, "net_record", disk_full)
+    with pytest.raises(UsageError, match="writing the shards of val to .* failed .*No space left.*run the same build"):
+        build_split("val", str(tmp_path), num=40, shard_size=10, workers=workers)
+    monkeypatch.setattr(shards, "net_record", real)
+    again = build_split("val", str(tmp_path), num=40, shard_size=10, workers=workers)
+    assert shard_path(str(tmp_path), "val", 1) in again["written"] and again["num_nets"] == 40
+
+
 def test_resume_keeps_finished_shards(tmp_path):
     root = str(tmp_path)
     paths = build_split("train", root, num=40, shard_size=10)["written"]
