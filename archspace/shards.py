@@ -177,14 +177,15 @@ def _ignore_interrupts() -> None:
 
 
 def _shard_is_valid(path: str, split: str, start: int, count: int) -> bool:
-    """True if ``path`` is a complete, uncorrupted shard of ``split`` covering ``[start, start + count)``."""
+    """True if ``path`` is a complete, uncorrupted shard of ``split`` that starts at ``start`` and holds at least
+    ``count`` nets (a shard of an earlier, larger build is kept whole: readers slice to the ``num`` they ask for)."""
     if not os.path.exists(path):
         return False
     try:
         header = read_shard(path)[0]
     except ShardError:
         return False
-    return header["split"] == split and header["start"] == start and header["count"] == count
+    return header["split"] == split and header["start"] == start and header["count"] >= count
 
 
 def build_split(split: str, out_dir: str, num: int | None = None, workers: int = 1,

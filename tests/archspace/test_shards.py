@@ -57,6 +57,15 @@ def test_a_shard_that_cannot_be_written_is_one_line_and_the_rest_resume(tmp_path
     assert shard_path(str(tmp_path), "val", 1) in again["written"] and again["num_nets"] == 40
 
 
+def test_a_smaller_build_keeps_the_larger_builds_shards(tmp_path):
+    root = str(tmp_path)
+    build_split("val", root, num=30, shard_size=10)
+    again = build_split("val", root, num=15, shard_size=10)  # rewrote shard 1 as a partial one, stranding shard 2
+    assert again["written"] == [] and again["kept"] == 2 and again["num_nets"] == 30
+    assert ShardStore(root, "val", num=15).genotype(14) == get_genotype("val", 14)
+    assert ShardStore(root, "val").genotype(29) == get_genotype("val", 29)
+
+
 def test_resume_keeps_finished_shards(tmp_path):
     root = str(tmp_path)
     paths = build_split("train", root, num=40, shard_size=10)["written"]
