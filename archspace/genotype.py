@@ -100,6 +100,10 @@ class Genotype:
             _check_cell(name, cell, concat)
         for name in ("stem_pool", "preproc", "vgg_head"):
             object.__setattr__(self, name, bool(getattr(self, name)))
+        for name in ("n_cells", "C", "C_mult", "stem_kernel", "stem_type", "fc_layers", "fc_dim"):
+            value = getattr(self, name)  # 8.5 or 2.0 would pass the range checks and fail when the net is built
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise GenotypeError(f"{name} must be an integer, got {value!r}")
         if not 1 <= self.n_cells <= 255:
             raise GenotypeError(f"n_cells must be in [1, 255], got {self.n_cells}")
         if not 2 <= self.C <= 65535:

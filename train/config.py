@@ -233,8 +233,8 @@ def _check_bool(c: dict, key: str) -> None:
 
 
 def _check_common(c: dict) -> None:
-    if not _is_int(c.get("seed")):
-        raise ConfigError(f"seed must be an integer, got {c.get('seed')!r}")
+    if not _is_int(c.get("seed")) or c["seed"] < 0:  # numpy's seed sequences refuse negative seeds
+        raise ConfigError(f"seed must be an integer >= 0, got {c.get('seed')!r}")
     check_device(c.get("device"), flag="device")
     _check_int(c, "data.batch_size", 1)
     _check_int(c, "data.num_workers", 0)

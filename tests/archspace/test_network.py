@@ -59,6 +59,9 @@ def test_genotype_errors():
                  reduce=[("skip_connect", 0), ("skip_connect", 1)], reduce_concat=[2])
     with pytest.raises(GenotypeError, match="truncated|cannot decode"):
         Genotype.from_bytes(DARTS_V2.to_bytes()[:-3])
+    for field, value in (("n_cells", 8.5), ("fc_layers", 2.0), ("stem_kernel", 3.0)):
+        with pytest.raises(GenotypeError, match=f"{field} must be an integer, got {value}"):
+            Genotype.from_dict({**DARTS_V2.to_dict(), field: value})
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test", "wide", "deep", "dense", "bnfree"])

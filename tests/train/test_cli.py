@@ -131,6 +131,7 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ("archspace.min_width_share=abc", "archspace.min_width_share must be a number between 0 and 1, got 'abc'"),
     ("archspace.bnfree_fraction=2", "archspace.bnfree_fraction must be a number between 0 and 1, got 2"),
     ("train.amp=maybe", "train.amp must be true or false, got 'maybe'"),
+    ("seed=-1", "seed must be an integer >= 0, got -1"),
     ("train.channels_last=abc", "train.channels_last must be true or false, got 'abc'"),
     # The eval section is checked before training, not after the whole run.
     ("eval.rows=[{split:test},{split:tset}]", "unknown architecture split eval.rows[1].split='tset'; did you mean "
