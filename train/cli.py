@@ -397,8 +397,7 @@ def _run_hydra_app(prog: str, config_name: str, task: Callable[[DictConfig], obj
 
     def body() -> None:
         caught: list[UsageError] = []
-
-        started = []
+        started = []  # whether Hydra got as far as the job (else an OSError is its set-up of the run directory)
 
         def job(cfg: DictConfig) -> None:
             started.append(True)

@@ -176,8 +176,9 @@ def eval_rows(ev: dict, base_width: int | None = None) -> list:
                 raise ConfigError(f"{name}{key} must be {what}{' or null' if key != 'start' else ''}, got {v!r}")
         split, n = str(spec["split"]), spec.get("num_nets")
         if split in ("predefined", "torchvision") and spec.get("width") is not None:
+            how = "set eval.width=null" if name == "eval." else "drop it from the row"
             raise ConfigError(f"{name}width does not apply to the {split} split, whose models keep their own "
-                              f"widths: drop it (set eval.width=null)")
+                              f"widths: {how}")
         if cap is not None:
             n = cap if n is None else min(n, cap)
         rows.append(EvalRow(split=split, width=row_width(split, spec.get("width"), base_width), num_nets=n,

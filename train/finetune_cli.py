@@ -199,7 +199,9 @@ def run_finetune(args: argparse.Namespace) -> int:
             models[init] = warm_start(copy.deepcopy(base), init, predict, beta=args.beta,
                                       from_layer=args.noise_from_layer,
                                       generator=torch.Generator().manual_seed(args.seed))
-        except ValueError as e:  # --noise-from-layer past this network's last weight matrix
+        except UsageError:  # the prediction's own errors (a UsageError is a ValueError) keep their message
+            raise
+        except ValueError as e:  # diversify's: --noise-from-layer past this network's last weight matrix
             raise UsageError(f"--init {init}: {e}: lower --noise-from-layer") from None
     classifier = "default init (--keep-classifier-init)" if args.keep_classifier_init else "predicted"
     if args.keep_classifier_init:
