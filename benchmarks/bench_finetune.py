@@ -45,9 +45,10 @@ from dataclasses import asdict
 
 import torch
 
-from archspace.files import file_sha256, write_csv, write_json
+from archspace.files import write_csv, write_json
 from ghn import GHN
 from ghn.batchnorm import recompute_bn_stats
+from ghn.pretrained import checkpoint_sha256
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
 from train.candidates import parse_candidates
 from train.data import eval_batches, load_image_data
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_image_data("digits", image_size=ghn.image_size)
     chance = 100.0 / data.num_classes
     scratch_tag = settings_tag(args, data.image_size, None)
-    warm_tag = settings_tag(args, data.image_size, file_sha256(args.ckpt) if os.path.isfile(args.ckpt) else args.ckpt)
+    warm_tag = settings_tag(args, data.image_size, checkpoint_sha256(args.ckpt))  # a run folder: its GHN file
     held = list(eval_batches(data, "heldout", batch_size=256))
     names = [args.nets] + ([f"torchvision:{args.torchvision}"] if args.torchvision else [])
     cands = parse_candidates(names, width=args.width)

@@ -36,7 +36,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from archspace.files import file_sha256, write_csv, write_json  # noqa: E402
+from archspace.files import write_csv, write_json  # noqa: E402
+from ghn.pretrained import checkpoint_sha256  # noqa: E402
 from train.coord_check import FLAT_RATIO, coord_checks  # noqa: E402
 from train.data import eval_batches, load_digits  # noqa: E402
 from train.plots import plot_coord_checks, plot_lr_sweep  # noqa: E402
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     widths = sorted(args.widths or family.widths)
     lrs = lr_grid(*args.lr_range)
     cache = Cache(os.path.join(args.out, "trials.json"))
-    ghn_digest = (file_sha256(args.ckpt) if os.path.isfile(args.ckpt) else args.ckpt) if args.ckpt else None
+    ghn_digest = checkpoint_sha256(args.ckpt) if args.ckpt else None  # a run folder or a name: its GHN file
     heldout = list(eval_batches(data, "heldout", batch_size=256))
 
     def trial(param, width, lr, seed, init="default", predict=None, with_top1=False):

@@ -266,3 +266,22 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, progress: bool = True) -
 
         raise CheckpointError(path, "checkpoint file not found", "nor a released GHN" + hint.replace(";", ":", 1))
     return path
+
+
+def checkpoint_sha256(name_or_path: str | os.PathLike) -> str:
+    """The SHA-256 of the checkpoint file that ``name_or_path`` means (:func:`resolve_checkpoint`: a released GHN's
+    name, a file, or a ``ghn-train`` run directory), so that results cached under it are tied to the GHN itself, not
+    to a path that a later run may overwrite.
+
+    Raises:
+        UsageError, CheckpointError, DownloadError: as :func:`resolve_checkpoint`; CheckpointError for a path that
+            resolves to no file.
+    """
+    from archspace.files import file_sha256
+
+    path = resolve_checkpoint(name_or_path, progress=False)
+    if not os.path.isfile(path):
+        from .checkpoint import CheckpointError
+
+        raise CheckpointError(path, "checkpoint file not found")
+    return file_sha256(path)

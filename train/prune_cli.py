@@ -77,8 +77,8 @@ def _log(msg: str) -> None:
 def _settings(args: argparse.Namespace, image_size: int):
     """Check the options (one-line :class:`archspace.errors.UsageError`) and turn them into settings."""
     from archspace.errors import UsageError
-    from archspace.files import file_sha256
     from archspace.network import MIN_WIDTH
+    from ghn.pretrained import checkpoint_sha256
     from ghn.threads import set_threads
     from train.cli_args import check_device, check_numbers
     from train.prune import CONTROLS, ONESHOT_SOURCES, PruneSettings, parse_choices, parse_rewind
@@ -100,8 +100,7 @@ def _settings(args: argparse.Namespace, image_size: int):
         steps=args.steps, lr=args.lr, batch_size=args.batch_size,
         eval_every=args.eval_every or max(1, args.steps // 10), include_classifier=args.include_classifier,
         keep_classifier_init=args.keep_classifier_init, ckpt=args.ckpt, target_fraction=args.target,
-        eval_images=args.eval_images, ckpt_sha256=file_sha256(args.ckpt) if args.ckpt and os.path.isfile(args.ckpt)
-        else None)
+        eval_images=args.eval_images, ckpt_sha256=checkpoint_sha256(args.ckpt) if args.ckpt else None)
     if settings.needs_ghn() and not args.ckpt:
         raise UsageError("--rewind predicted and --oneshot predicted need a GHN: pass --ckpt")
     return settings

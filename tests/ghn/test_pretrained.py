@@ -280,3 +280,20 @@ def test_ghn_predict_offline_is_one_line_with_the_cache_path(cache, tmp_path, mo
 def test_ghn_predict_unknown_name_is_one_line(capsys):
     assert main(["predict", TINY, "--ckpt", "ghn2-imagenett"]) == 2
     assert "did you mean ghn2-imagenet" in error_line(capsys)
+
+
+def test_checkpoint_digest_follows_the_file_a_run_folder_names(tmp_path):
+    """Caches keyed by a GHN (bench_finetune, bench_mup, ghn prune) see a retrained GHN in the same run folder as
+    another GHN: the digest is the resolved file's, not the path's."""
+    from archspace.files import file_sha256
+
+    run = tmp_path / "run"
+    run.mkdir()
+    GHN(max_shape=(8, 8, 3, 3), hidden_dim=8).save(str(run / "ghn.safetensors"))
+    first = pretrained.checkpoint_sha256(run)
+    assert first == pretrained.checkpoint_sha256(run / "ghn.safetensors") == file_sha256(run / "ghn.safetensors")
+    torch.manual_seed(1)
+    GHN(max_shape=(8, 8, 3, 3), hidden_dim=8).save(str(run / "ghn.safetensors"))  # retrained in the same folder
+    assert pretrained.checkpoint_sha256(run) != first
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        pretrained.checkpoint_sha256(tmp_path / "missing.safetensors")
