@@ -40,6 +40,7 @@ from .mlp import MLP
 from .normalize import normalize
 from .report import PredictionReport
 from .threads import limit_threads, one_thread
+from .widen import narrow_sibling, widen_parameters
 
 
 class ClassMismatchError(UsageError):
@@ -462,7 +463,8 @@ class GHN(nn.Module):
     @torch.no_grad()
     def predict(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
                 graph: Data | None = None, threads: int | None = 1, keep_classifier_init: bool = False,
-                return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
+                return_report: bool = False, widen_from: int | None = None
+                ) -> nn.Module | tuple[nn.Module, PredictionReport]:
         """Predict all parameters of one network and set them in place: ``model = ghn.predict(model)``.
 
         Every argument is checked before any parameter changes: on an error the model is left as it was.
@@ -487,6 +489,10 @@ class GHN(nn.Module):
                 current values, typically its default initialisation, and predict everything else; required when
                 the classifier has another number of outputs than the GHN's classes.
             return_report: also return a :class:`ghn.report.PredictionReport`.
+            widen_from: a DeepNets-1M network (:class:`archspace.network.Network`) wider than this base width is
+                predicted at this width (its narrow sibling) and widened function-preservingly into ``model``
+                (:mod:`ghn.widen`, Net2WiderNet): for a GHN trained on nets up to this width. ``graph`` is then
+                unused. ``None``, or any other model: predicted as it is.
 
         Returns:
             ``model`` (the same object, parameters predicted), or ``(model, report)`` with ``return_report``: what
@@ -511,6 +517,22 @@ class GHN(nn.Module):
             input_shape(input_size)
         except ValueError as e:
             raise InputSizeError(str(e)) from e
+        if widen_from is not None:
+            _positive_int("widen_from", widen_from)
+            narrow = narrow_sibling(model, widen_from)
+            if narrow is not None:
+                _, report = self.predict(narrow, input_size=input_size, bn_mode="running", threads=threads,
+                                         keep_classifier_init=keep_classifier_init, return_report=True)
+                widen_parameters(narrow, model)
+                set_bn_mode(model, bn_mode)
+                if not return_report:
+                    return model
+                report.widened_from, report.bn_mode = int(widen_from), bn_mode
+                report.num_params_total = sum(p.numel() for p in model.parameters())
+                report.num_params_predicted = report.num_params_total - sum(
+                    p.numel() for n, p in model.named_parameters() if n in report.untouched or n in report.kept_init)
+                report.seconds = time.perf_counter() - start
+                return model, report
         with limit_threads(threads, self.embed.weight.device):
             if graph is None:
                 graph = self._trace(model, input_size)

@@ -21,6 +21,8 @@ class PredictionReport:
         num_params_total: scalars in all parameters.
         bn_mode: how BatchNorm layers were left, ``"batch"`` or ``"running"`` (see :func:`ghn.batchnorm.set_bn_mode`).
         seconds: wall time of the prediction, graph construction included.
+        widened_from: the width at which the network's narrow sibling was predicted before being widened into it
+            (:mod:`ghn.widen`), ``None`` when it was predicted as it is.
     """
 
     predicted: list[str] = field(default_factory=list)
@@ -31,6 +33,7 @@ class PredictionReport:
     num_params_total: int = 0
     bn_mode: str = "batch"
     seconds: float = 0.0
+    widened_from: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -47,7 +50,9 @@ class PredictionReport:
         kept = f", {len(self.kept_init)} kept at their initial values (classifier)" if self.kept_init else ""
         return (f"predicted {len(self.predicted)}/{n} parameter tensors ({self.num_params_predicted:,}/"
                 f"{self.num_params_total:,} values), {len(self.tiled)} tiled from a smaller block, "
-                f"{len(self.untouched)} untouched{kept}; BatchNorm mode {self.bn_mode!r}; "
+                f"{len(self.untouched)} untouched{kept}; "
+                + (f"predicted at width {self.widened_from} and widened; " if self.widened_from else "")
+                + f"BatchNorm mode {self.bn_mode!r}; "
                 f"{self.seconds * 1000:.1f} ms")
 
     def __str__(self) -> str:

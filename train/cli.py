@@ -126,7 +126,9 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | Non
     """Evaluate ``ghn`` on the rows of ``cfg`` (the ``eval`` section), write ``run_dir/eval.json`` and print the
     table (:func:`train.evaluate.format_table`).
 
-    A row whose width lies outside ``width_range`` is evaluated all the same, after a one-line warning. The nets are
+    A row whose width lies outside ``width_range`` is evaluated all the same, after a one-line warning (or note: a
+    row of split nets wider than the range is predicted at its widest width and widened, unless ``eval.widen`` is
+    false; :func:`train.evaluate.widened_from`). The nets are
     evaluated by ``eval.workers`` processes of one thread each (null: as many as the torch threads in effect, the
     ``threads`` setting), so that the SGD baselines, most of the time, use every core.
 
@@ -152,7 +154,7 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | Non
 
     rows = eval_rows(cfg, base_width)
     for row in rows:
-        warning = width_warning(row, width_range)
+        warning = width_warning(row, width_range, widen=bool(cfg.get("widen", True)))
         if warning:
             print(warning)
     result = evaluate_table(ghn, rows, data, width_range=width_range, image_split=cfg.get("image_split", "test"),
@@ -162,7 +164,8 @@ def run_eval(cfg: dict, ghn, data, run_dir: str, seed: int, training: dict | Non
                             sgd_lr=cfg.get("sgd_lr", 0.05), ve_cutoff=cfg.get("ve_cutoff", 50), seed=seed,
                             progress=cfg.get("progress", True), channels_last=bool(cfg.get("channels_last", True)),
                             keep_classifier_init=bool(cfg.get("keep_classifier_init", False)),
-                            workers=int(cfg.get("workers") or torch.get_num_threads()))
+                            workers=int(cfg.get("workers") or torch.get_num_threads()),
+                            widen=bool(cfg.get("widen", True)))
     result = {"base_width": base_width, **result}
     if training is not None:
         result["training"] = training
@@ -346,6 +349,21 @@ def trained_width_range(ckpt: str) -> list[int] | None:
     except (ValueError, TypeError):  # metadata written by hand or by another tool: no width to default to
         return None
     return [lo, hi] if 0 < lo <= hi else None
+
+
+def widen_width(ckpt: str) -> int | None:
+    """The width at which a GHN predicts DeepNets-1M nets wider than every width it was trained on, before widening
+    them (``GHN.predict(widen_from=...)``, :mod:`ghn.widen`): the high end of the checkpoint's training widths, or
+    ``None`` when it does not record them (a released GHN: such nets are predicted directly).
+
+    Args:
+        ckpt: a released GHN's name, a checkpoint file or a ``ghn-train`` run directory (already loaded once, so
+            it resolves without a download).
+    """
+    from ghn.pretrained import resolve_checkpoint
+
+    widths = trained_width_range(resolve_checkpoint(ckpt, progress=False))
+    return widths[1] if widths else None
 
 
 def trained_width(ckpt: str) -> int | None:

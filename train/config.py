@@ -202,6 +202,7 @@ def _check_eval_section(c: dict) -> None:
     _check_int(c, "eval.sgd_num_nets", 0, allow_none=True)
     _check_int(c, "eval.image_limit", 1, allow_none=True)
     _check_number(c, "eval.sgd_lr", positive=True)
+    _check_bool(c, "eval.widen")
     steps = _get(c, "eval.sgd_steps") or []
     if not isinstance(steps, list) or not all(_is_int(s) and s >= 1 for s in steps):
         raise ConfigError(f"eval.sgd_steps must be a list of positive integers (e.g. [10,100]), got {steps!r}")

@@ -116,13 +116,18 @@ def in_width_range(width: int | None, width_range: Sequence[int] | None) -> bool
     return int(width_range[0]) <= width <= int(width_range[1])
 
 
-def width_warning(row: EvalRow, width_range: Sequence[int] | None) -> str | None:
-    """The one-line warning for a row whose width lies outside the GHN's training widths ``[low, high]``, else
-    ``None``: such a row is evaluated all the same, and its figures measure extrapolation."""
+def width_warning(row: EvalRow, width_range: Sequence[int] | None, widen: bool = False) -> str | None:
+    """The one-line note for a row whose width lies outside the GHN's training widths ``[low, high]``, else
+    ``None``: such a row is evaluated all the same; its figures measure extrapolation, or, with ``widen`` and a
+    wider row of split nets, predictions at the widest training width widened (:func:`widened_from`)."""
     if in_width_range(row.width, width_range) is not False:
         return None
     lo, hi = (int(w) for w in width_range)
     trained = f"width {lo}" if lo == hi else f"widths {lo}-{hi}"
+    at = widened_from(row.split, row.width, width_range, widen)
+    if at is not None:
+        return (f"eval row {row.label} lies beyond the {trained} this GHN was trained on: its nets are predicted at "
+                f"width {at} and widened function-preservingly (eval.widen=false: predicted directly)")
     return (f"WARNING: eval row {row.label} lies outside the {trained} this GHN was trained on; it is evaluated "
             f"all the same (its figures measure extrapolation)")
 
@@ -215,6 +220,7 @@ class _NetEvaluator:
 
         device, batches, data = self.device, self.batches, self.data
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        recipe = model
         model = (model.build() if isinstance(model, _SplitNet) else model).to(device)
         top1 = top5 = math.nan
         dt = 0.0
@@ -223,9 +229,11 @@ class _NetEvaluator:
             # a fifth of the time of a width-8 net (profiled: 63 of 340 ms).
             default_init = {k: v.clone() for k, v in model.state_dict().items()}
             t0 = time.time()
-            graph = to_graph(model, data.image_size, ve_cutoff=self.ve_cutoff)
+            widen_from = recipe.predict_width if isinstance(recipe, _SplitNet) else None
+            graph = None if widen_from else to_graph(model, data.image_size, ve_cutoff=self.ve_cutoff)
             self.ghn.predict(model, input_size=data.image_size, bn_mode="running", graph=graph,
-                             keep_classifier_init=self.keep_classifier_init)  # "running": no layer changes
+                             keep_classifier_init=self.keep_classifier_init,  # "running": no layer changes
+                             widen_from=widen_from)
             dt = time.time() - t0
             model = model.to(memory_format=memory_format)  # after predict, which writes NCHW tensors
             top1, top5, _ = accuracy(model, batches, bn_mode=self.bn_mode, device=device)
@@ -431,6 +439,7 @@ class _SplitNet:
     width: int | None
     num_classes: int
     image_size: int
+    predict_width: int | None = None  # predicted at this width and widened (ghn.widen); None: at its own
 
     def build(self) -> nn.Module:
         """The net at its default initialisation (the same in every process)."""
@@ -439,6 +448,25 @@ class _SplitNet:
         torch.manual_seed(mix_seed(0, 6, self.index))  # default init of each net is reproducible
         return get_net(self.split, self.index, num_classes=self.num_classes, image_size=self.image_size,
                        width=self.width)
+
+
+def widened_from(split: str, width: int | None, width_range: Sequence[int] | None, widen: bool) -> int | None:
+    """The width at which a row's nets are predicted before being widened, or ``None`` (predicted as they are).
+
+    A DeepNets-1M split net wider than every width the GHN was trained on is predicted at the widest of them and
+    widened function-preservingly (:mod:`ghn.widen`, Net2WiderNet): the GHN's decoder has learnt nothing for the
+    wider channels, while the widened net computes exactly what the prediction it was trained for computes.
+
+    Args:
+        split: the row's split (``torchvision`` and ``predefined`` nets are never widened: no narrow sibling).
+        width: the row's width.
+        width_range: the GHN's training widths ``[low, high]`` (``None``: unknown, no widening).
+        widen: whether widening is on (``eval.widen``).
+    """
+    if not widen or width is None or not width_range or split in ("torchvision", "predefined"):
+        return None
+    high = int(width_range[1])
+    return high if width > high else None
 
 
 def _iter_split_nets(split: str, indices: range, num_classes: int, image_size: int,
@@ -480,10 +508,17 @@ def torchvision_nets(names: Sequence[str], num_classes: int = 10, image_size: in
     return out
 
 
-def row_nets(row: EvalRow, num_classes: int = 10, image_size: int = 32) -> list[tuple[str, nn.Module | _SplitNet]]:
+def row_nets(row: EvalRow, num_classes: int = 10, image_size: int = 32, predict_width: int | None = None
+             ) -> list[tuple[str, nn.Module | _SplitNet]]:
     """The networks of one row (those of :func:`split_nets` or :func:`torchvision_nets`): modules for
     ``torchvision``, recipes for split nets, which are built where they are evaluated, one at a time (in the worker
     processes, in parallel; building the 280 nets of the digits default takes seconds).
+
+    Args:
+        row: the row.
+        num_classes, image_size: the task of the nets.
+        predict_width: split nets are predicted at this width and widened (:func:`widened_from`; ``None``: at
+            their own).
 
     Returns:
         ``(name, module or recipe)`` pairs.
@@ -494,7 +529,7 @@ def row_nets(row: EvalRow, num_classes: int = 10, image_size: int = 32) -> list[
     if row.split == "torchvision":
         return torchvision_nets(row.models, num_classes=num_classes, image_size=image_size)
     n = check_split_range(row.split, row.num_nets, row.start, row.width)
-    return [(f"{row.split}/{i}", _SplitNet(row.split, i, row.width, num_classes, image_size))
+    return [(f"{row.split}/{i}", _SplitNet(row.split, i, row.width, num_classes, image_size, predict_width))
             for i in range(row.start, row.start + n)]
 
 
@@ -503,7 +538,8 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
                    bn_mode: str = "batch", sgd_steps: Sequence[int] = (), sgd_num_nets: int | None = None,
                    sgd_lr: float = SGD_LR, image_limit: int | None = None, ve_cutoff: int = 50,
                    device: str | None = None, seed: int = 0, progress: bool = True,
-                   keep_classifier_init: bool = False, channels_last: bool = True, workers: int = 1) -> dict:
+                   keep_classifier_init: bool = False, channels_last: bool = True, workers: int = 1,
+                   widen: bool = True) -> dict:
     """The paper's Table 2 layout: :func:`evaluate_ghn` on each row (one split at one width), on the same images.
 
     Each row's nets are built just before it is evaluated (at the row's width as given: resolve defaults with
@@ -516,14 +552,17 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
         data: the image task.
         width_range: the GHN's training widths ``[low, high]`` (``None``: unknown); each row records whether its
             width lies inside (``in_trained_widths``). Nothing is refused.
+        widen: predict the split nets of a row wider than ``width_range`` at its widest width and widen them
+            (:func:`widened_from`); the row records that width as ``predicted_at_width`` (``None``: predicted as
+            they are).
         image_split, batch_size, bn_mode, sgd_steps, sgd_num_nets, sgd_lr, image_limit, ve_cutoff, device, seed,
             progress, keep_classifier_init, channels_last, workers: as :func:`evaluate_ghn` (SGD on the first
             ``sgd_num_nets`` nets of each row).
 
     Returns:
         A JSON-ready dict: ``rows`` (one :func:`evaluate_ghn` dict per row, without the keys of
-        :data:`SHARED_KEYS`, with ``start`` and ``in_trained_widths`` added), the :data:`SHARED_KEYS` once,
-        ``sgd_steps``, ``trained_width_range`` and ``seconds`` (the whole table).
+        :data:`SHARED_KEYS`, with ``start``, ``in_trained_widths`` and ``predicted_at_width`` added), the
+        :data:`SHARED_KEYS` once, ``sgd_steps``, ``trained_width_range`` and ``seconds`` (the whole table).
 
     Raises:
         UsageError: no rows, an unknown split or model, a range beyond a split, or a bad argument.
@@ -537,10 +576,12 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
     table: dict = {"rows": []}
     # Every row's range checked before any work; the nets of all rows in one stream, so that no worker waits for
     # the last net of a row.
-    row_tasks = [row_nets(row, num_classes=data.num_classes, image_size=data.image_size) for row in rows]
+    at = [widened_from(row.split, row.width, width_range, widen) if ghn is not None else None for row in rows]
+    row_tasks = [row_nets(row, num_classes=data.num_classes, image_size=data.image_size, predict_width=w)
+                 for row, w in zip(rows, at)]
     with task_runner(evaluator, workers, evaluator.device) as run:
         results = iter(run(task for nets in row_tasks for task in _tasks(nets)))
-        for row, nets in zip(rows, row_tasks):
+        for row, nets, predict_width in zip(rows, row_tasks, at):
             t_row = time.time()
             res = _row_summary(_collect(results, len(nets), row.label, progress), evaluator, row.split,
                                row.width, image_split, 0.0)
@@ -548,7 +589,8 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
             for key in SHARED_KEYS:
                 table[key] = res.pop(key)
             head = {"split": res.pop("split"), "width": res.pop("width"), "start": row.start,
-                    "in_trained_widths": in_width_range(row.width, width_range)}
+                    "in_trained_widths": in_width_range(row.width, width_range),
+                    "predicted_at_width": predict_width}
             table["rows"].append({**head, **res})
     table["sgd_steps"] = list(evaluator.sgd_steps)
     table["trained_width_range"] = [int(w) for w in width_range] if width_range else None
@@ -575,7 +617,8 @@ def format_table(result: dict) -> str:
 
     Returns:
         Lines joined by newlines: a header naming the images, the table, and notes (the SGD recipe; rows outside
-        the GHN's training widths marked ``*``; a classifier kept at its default initialisation).
+        the GHN's training widths marked ``*``, or ``+`` where widened; a classifier kept at its default
+        initialisation).
     """
     rows = result["rows"] if "rows" in result else [result]
     steps = sorted({int(s) for r in rows for s in r["top1_sgd"]})
@@ -584,7 +627,7 @@ def format_table(result: dict) -> str:
         head.append("of SGD")
     lines = []
     for r in rows:
-        mark = "*" if r.get("in_trained_widths") is False else ""
+        mark = "" if r.get("in_trained_widths") is not False else "+" if r.get("predicted_at_width") else "*"
         cells = [r["split"], f"{r['width'] if r.get('width') is not None else 'own'}{mark}", str(r["num_nets"]),
                  _pm(r["top1_mean"], r["top1_stderr"]), _pm(r["top1_default_init_mean"], r["top1_default_init_stderr"])]
         for s in steps:
@@ -608,8 +651,11 @@ def format_table(result: dict) -> str:
         out.append(f"SGD from default init on the first nets of each row (how many in brackets): "
                    f"{result['sgd_recipe']}, peak lr {result['sgd_lr']}")
         out.append(f"of SGD: the predicted top-1 of those nets over their top-1 after {steps[-1]} SGD steps")
-    if any(r.get("in_trained_widths") is False for r in rows):
-        lo, hi = result.get("trained_width_range") or ("?", "?")
+    lo, hi = result.get("trained_width_range") or ("?", "?")
+    if any(r.get("in_trained_widths") is False and r.get("predicted_at_width") for r in rows):
+        out.append(f"+ wider than the widths this GHN was trained on ({lo}-{hi}): predicted at width {hi} and "
+                   "widened function-preservingly (Net2WiderNet)")
+    if any(r.get("in_trained_widths") is False and not r.get("predicted_at_width") for r in rows):
         out.append(f"* outside the widths this GHN was trained on ({lo}-{hi})")
     if result["classifier"] != "predicted":
         out.append("(classifier, the last layer, kept at its default initialisation: keep_classifier_init)")

@@ -177,6 +177,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from ghn.warm_start import warm_start
     from train.accuracy import accuracy
     from train.candidates import one_candidate
+    from train.cli import widen_width
     from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, speedup, train_sgd
@@ -192,7 +193,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     base = candidate.build(num_classes=data.num_classes, image_size=data.image_size).to(args.device)
-    predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
+    predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,
+                            widen_from=widen_width(args.ckpt))
     models = {}
     for init in inits:  # every run starts from a copy of the very same default initialisation
         try:

@@ -464,7 +464,8 @@ def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_cl
 # ---- a GHN as predictor and embedder ----------------------------------------------------------------------------
 
 
-def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False) -> Predictor:
+def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False,
+                  widen_from: int | None = None) -> Predictor:
     """A :data:`Predictor` that sets a model's parameters in place with ``ghn.predict`` (graph traced at
     ``image_size``); BatchNorm layers are left as they are (``bn_mode="running"``): evaluation chooses the mode.
     The predictor is picklable (it can be sent to the worker processes of ``score_candidates(jobs=N)``).
@@ -474,13 +475,15 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
         image_size: input side used to trace the network's graph.
         keep_classifier_init: leave the classifier (last layer) at its default initialisation instead of predicting
             it; required when the task has another number of classes than the GHN was trained for.
+        widen_from: DeepNets-1M nets wider than this base width are predicted at it and widened (``GHN.predict``;
+            :func:`train.cli.widen_width` of the checkpoint: the widest width it was trained on).
 
     Returns:
         The predictor; calling it raises :class:`ghn.model.ClassMismatchError` for another number of classes
         without ``keep_classifier_init``, and :class:`ghn.model.InputSizeError` when the model's forward pass
         fails at ``image_size``.
     """
-    return _GHNPredictor(ghn, image_size, keep_classifier_init)
+    return _GHNPredictor(ghn, image_size, keep_classifier_init, widen_from)
 
 
 @dataclass
@@ -490,10 +493,11 @@ class _GHNPredictor:
     ghn: nn.Module
     image_size: int
     keep_classifier_init: bool
+    widen_from: int | None = None
 
     def __call__(self, model: nn.Module) -> nn.Module:
         return self.ghn.predict(model, input_size=self.image_size, bn_mode="running",
-                                keep_classifier_init=self.keep_classifier_init)
+                                keep_classifier_init=self.keep_classifier_init, widen_from=self.widen_from)
 
 
 def ghn_embedder(ghn: nn.Module, image_size: int) -> Embedder:

@@ -87,10 +87,13 @@ def test_shrunk_run_succeeds_and_writes_its_results(trained):
     ev = json.loads((trained / "eval.json").read_text())
     # The paper's Table 2 rows at base width 4 (archspace.eval_width), the wide split at 4x it.
     assert [(r["split"], r["width"], r["num_nets"]) for r in ev["rows"]] == [
-        ("test", 4, 1), ("test", 16, 1), ("test", 32, 1), ("test", 12, 1), ("test", 24, 1), ("wide", 16, 1),
-        ("deep", 4, 1), ("dense", 4, 1), ("bnfree", 4, 1)]
+        ("test", 4, 1), ("test", 16, 1), ("test", 32, 1), ("wide", 16, 1), ("deep", 4, 1), ("dense", 4, 1),
+        ("bnfree", 4, 1)]
     assert ev["trained_width_range"] == [4, 4] and ev["base_width"] == 4 and ev["training"]["steps"] == 2
-    assert [r["in_trained_widths"] for r in ev["rows"]] == [True] + [False] * 5 + [True] * 3
+    assert [r["in_trained_widths"] for r in ev["rows"]] == [True] + [False] * 3 + [True] * 3
+    # the wider rows: predicted at the training width 4 and widened, so the test nets keep their width-4 top-1
+    assert [r["predicted_at_width"] for r in ev["rows"]] == [None, 4, 4, 4, None, None, None]
+    assert ev["rows"][1]["top1_mean"] == ev["rows"][2]["top1_mean"] == pytest.approx(ev["rows"][0]["top1_mean"])
 
 
 @pytest.mark.parametrize("override, phrase", [
@@ -296,7 +299,16 @@ def test_eval_of_the_wide_split_is_at_4x_the_base_width(ranged_ckpt, tmp_path, m
     assert status == 0, err
     row, = json.loads((tmp_path / "eval.json").read_text())["rows"]
     assert (row["split"], row["width"], row["in_trained_widths"]) == ("wide", 16, False)  # 4 x 4, not 4
+    assert row["predicted_at_width"] == 8  # beyond the training widths: predicted at the widest and widened
     assert "base width 4, the low end of its training widths 4-8" in out
+    assert ("eval row wide@16 lies beyond the widths 4-8 this GHN was trained on: its nets are predicted at width 8 "
+            "and widened function-preservingly") in out and "WARNING" not in out
+    assert any(line.split()[:2] == ["wide", "16+"] for line in out.splitlines())  # the table marks the row
+    status, out, err = call(eval_main, [*args, f"ckpt={ranged_ckpt}", f"hydra.run.dir={tmp_path}", "eval.split=wide",
+                                        "eval.widen=false"], monkeypatch, capsys)
+    assert status == 0, err
+    row, = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert row["predicted_at_width"] is None
     warnings = [line for line in out.splitlines() if line.startswith("WARNING")]
     assert warnings == ["WARNING: eval row wide@16 lies outside the widths 4-8 this GHN was trained on; it is "
                         "evaluated all the same (its figures measure extrapolation)"]

@@ -153,8 +153,8 @@ def test_table_is_printed_one_line_per_row(table):
     assert test.split()[:3] == ["test", "4", "2"]
     assert f"{t['top1_mean']:.1f} +- {t['top1_stderr']:.1f}" in test
     assert f"{100 * t['top1_fraction_of_sgd']:.0f}%" in test
-    assert wide.split()[:3] == ["wide", "16*", "1"]  # outside the trained widths, marked
-    assert "* outside the widths this GHN was trained on (4-8)" in text and "cosine" in text
+    assert wide.split()[:3] == ["wide", "16+", "1"]  # wider than the trained widths: widened, marked
+    assert "+ wider than the widths this GHN was trained on (4-8): predicted at width 8" in text and "cosine" in text
 
 
 def test_worker_processes_give_the_same_figures(small_digits, one_thread):
@@ -237,3 +237,27 @@ def test_bn_modes_of_the_accuracy_leave_no_trace():
     assert batch.loss == pytest.approx(expected)
     with pytest.raises(ValueError, match="bn_mode"):
         accuracy(net, batches, bn_mode="keep")
+
+
+def test_rows_wider_than_the_training_widths_are_predicted_narrow_and_widened(small_digits):
+    """A GHN trained (says its metadata) on width 4 alone: the rows at widths 8 and 6 are predicted at width 4 and
+    widened, so each net gives the top-1 of its width-4 prediction; with ``widen=False`` they are predicted
+    directly (and differ)."""
+    rows = [EvalRow("test", 4, 2), EvalRow("test", 8, 2), EvalRow("test", 6, 2)]
+    kw = dict(width_range=[4, 4], batch_size=32, progress=False, device="cpu")
+    table = evaluate_table(make_ghn(0), rows, small_digits, **kw)
+    narrow, *wide = table["rows"]
+    assert [r["predicted_at_width"] for r in table["rows"]] == [None, 4, 4]
+    assert [r["in_trained_widths"] for r in table["rows"]] == [True, False, False]
+    for row in wide:
+        assert [n["top1"] for n in row["nets"]] == pytest.approx([n["top1"] for n in narrow["nets"]], abs=1e-9)
+        assert row["nets"][0]["num_params"] > narrow["nets"][0]["num_params"]  # the wide nets were evaluated
+    assert "+ wider than the widths this GHN was trained on (4-4): predicted at width 4" in format_table(table)
+    direct_table = evaluate_table(make_ghn(0), rows[1:2], small_digits, widen=False, **kw)
+    direct = direct_table["rows"][0]
+    assert direct["predicted_at_width"] is None
+    assert "* outside the widths this GHN was trained on (4-4)" in format_table(direct_table)
+    assert [n["top1"] for n in direct["nets"]] != [n["top1"] for n in narrow["nets"]]
+    note = width_warning(rows[1], [4, 4], widen=True)
+    assert "predicted at width 4 and widened" in note and "WARNING" not in note
+    assert "WARNING" in width_warning(rows[1], [4, 4], widen=False)
