@@ -492,7 +492,8 @@ class GHN(nn.Module):
             widen_from: a DeepNets-1M network (:class:`archspace.network.Network`) wider than this base width is
                 predicted at this width (its narrow sibling) and widened function-preservingly into ``model``
                 (:mod:`ghn.widen`, Net2WiderNet): for a GHN trained on nets up to this width. ``graph`` is then
-                unused. ``None``, or any other model: predicted as it is.
+                unused, and a classifier kept with ``keep_classifier_init`` is the sibling's initial one, widened.
+                ``None``, or any other model: predicted as it is.
 
         Returns:
             ``model`` (the same object, parameters predicted), or ``(model, report)`` with ``return_report``: what

@@ -152,6 +152,28 @@ def test_finetune_cli_compare_writes_curves_and_speedup(ghn_ckpt, tmp_path, caps
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_finetune_cli_widens_nets_wider_than_the_ghn_was_trained_on(tmp_path, capsys):
+    """A GHN trained (says its metadata) on width 4: the width-8 net is predicted at 4 and widened, so it starts at
+    the width-4 net's accuracy, and the log says that the plain prediction's channel copies stay identical."""
+    from ghn import GHN
+
+    ckpt = str(tmp_path / "ghn4.safetensors")
+    torch.manual_seed(0)
+    GHN(max_shape=(16, 16, 3, 3), num_classes=10, hidden_dim=8).save(ckpt, extra={"train_width_range": "[4, 4]"})
+    start = {}
+    for width in ("4", "8"):
+        out = tmp_path / f"w{width}.json"
+        status, _, err = run_ghn(["finetune", "deepnets:test/0", "--ckpt", ckpt, "--width", width, "--image-size",
+                                  "16", "--init", "predicted", "--steps", "1", "--eval-every", "1", "--batch-size",
+                                  "32", "--eval-images", "128", "--out", str(out)], capsys)
+        assert status == 0, err
+        assert ("predicted at width 4 and widened" in err) == (width == "8")
+        report = json.loads(out.read_text())
+        start[width] = report["accuracy_at_start_batch_stats"]["predicted"]
+        assert report["params"] > 0
+    assert start["8"] == pytest.approx(start["4"], abs=1e-9)
+
+
 def test_finetune_cli_loads_the_digits_at_the_size_the_ghn_was_trained_at(tmp_path, capsys):
     ckpt = save_tiny_ghn(tmp_path / "ghn12.safetensors", image_size=12)
     base = ["finetune", "deepnets:test/0", "--ckpt", ckpt, "--width", "8", "--steps", "2", "--eval-every", "2",
