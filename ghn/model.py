@@ -40,7 +40,7 @@ from .mlp import MLP
 from .normalize import normalize
 from .report import PredictionReport
 from .threads import limit_threads, one_thread
-from .widen import narrow_sibling, widen_parameters
+from .widen import narrow_sibling, widen_network
 
 
 class ClassMismatchError(UsageError):
@@ -492,8 +492,10 @@ class GHN(nn.Module):
             widen_from: a DeepNets-1M network (:class:`archspace.network.Network`) wider than this base width is
                 predicted at this width (its narrow sibling) and widened function-preservingly into ``model``
                 (:mod:`ghn.widen`, Net2WiderNet): for a GHN trained on nets up to this width. ``graph`` is then
-                unused, and a classifier kept with ``keep_classifier_init`` is the sibling's initial one, widened.
-                ``None``, or any other model: predicted as it is.
+                unused; a classifier kept with ``keep_classifier_init`` keeps ``model``'s own values.
+                A widened net that does not compute what its sibling does (checked on a random batch:
+                :func:`ghn.widen.widen_network`) is predicted directly instead (the report's ``widened_from`` is
+                then ``None``). ``None``, or any other model: predicted as it is.
 
         Returns:
             ``model`` (the same object, parameters predicted), or ``(model, report)`` with ``return_report``: what
@@ -524,7 +526,15 @@ class GHN(nn.Module):
             if narrow is not None:
                 _, report = self.predict(narrow, input_size=input_size, bn_mode="running", threads=threads,
                                          keep_classifier_init=keep_classifier_init, return_report=True)
-                widen_parameters(narrow, model)
+                before = {k: v.clone() for k, v in model.state_dict().items()}
+                if not widen_network(narrow, model, input_shape(input_size)):  # not exact: predicted directly
+                    model.load_state_dict(before)
+                    return self.predict(model, input_size=input_size, bn_mode=bn_mode, graph=graph, threads=threads,
+                                        keep_classifier_init=keep_classifier_init, return_report=return_report)
+                if report.kept_init:  # the model's own classifier, not the sibling's widened one
+                    own = dict(model.named_parameters())
+                    for name in report.kept_init:
+                        own[name].copy_(before[name])
                 set_bn_mode(model, bn_mode)
                 if not return_report:
                     return model
@@ -571,10 +581,12 @@ class GHN(nn.Module):
 
     def forward(self, model: nn.Module, input_size: int | Sequence[int] | None = None, bn_mode: str = "batch",
                 graph: Data | None = None, threads: int | None = 1, keep_classifier_init: bool = False,
-                return_report: bool = False) -> nn.Module | tuple[nn.Module, PredictionReport]:
+                return_report: bool = False, widen_from: int | None = None
+                ) -> nn.Module | tuple[nn.Module, PredictionReport]:
         """Same as :meth:`predict`: ``model = ghn(model)``, or ``model, report = ghn(model, return_report=True)``."""
         return self.predict(model, input_size=input_size, bn_mode=bn_mode, graph=graph, threads=threads,
-                            keep_classifier_init=keep_classifier_init, return_report=return_report)
+                            keep_classifier_init=keep_classifier_init, return_report=return_report,
+                            widen_from=widen_from)
 
     def extra_repr(self) -> str:
         c = self.config

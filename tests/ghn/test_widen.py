@@ -89,3 +89,43 @@ def test_ghn_predicts_a_wider_net_through_its_narrow_sibling():
     assert torch.equal(_logits(same, x), a)
     with pytest.raises(UsageError, match="widen_from"):
         ghn.predict(_SplitNet("test", 0, 8, 10, 16).build(), widen_from=0)
+
+
+def test_vgg_head_reads_whole_channels_of_the_flattened_map():
+    from ghn.widen import widen_network
+
+    narrow = _SplitNet("test", 45, 8, 10, 16).build()  # a VGG head: its first linear layer reads (C, S, S)
+    assert narrow.genotype.vgg_head
+    wide = _SplitNet("test", 45, 16, 10, 16).build()
+    assert widen_network(narrow, wide, (1, 3, 16, 16))
+    assert channel_map(4, 8, inner=2).tolist() == [0, 1, 0, 1, 2, 3, 2, 3]
+
+
+def test_nets_that_widening_cannot_match_are_predicted_directly():
+    """At width 9 a factorized reduction's halves (4 and 5 channels) do not line up with width 8's (4 and 4): the
+    check fails and the GHN predicts the net as it is."""
+    from ghn import GHN
+    from ghn.widen import widen_network
+
+    narrow = _SplitNet("test", 1, 8, 10, 16).build()
+    assert not widen_network(narrow, _SplitNet("test", 1, 9, 10, 16).build(), (1, 3, 16, 16))
+    torch.manual_seed(0)
+    ghn = GHN(max_shape=(16, 16, 7, 7), hidden_dim=8, num_classes=10, image_size=16).eval()
+    model, report = ghn.predict(_SplitNet("test", 1, 9, 10, 16).build(), widen_from=8, return_report=True)
+    assert report.widened_from is None and report.complete
+    direct = ghn.predict(_SplitNet("test", 1, 9, 10, 16).build())
+    for p, q in zip(model.parameters(), direct.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_kept_classifier_is_the_wide_nets_own():
+    from ghn import GHN
+
+    torch.manual_seed(0)
+    ghn = GHN(max_shape=(16, 16, 7, 7), hidden_dim=8, num_classes=10, image_size=16).eval()
+    wide = _SplitNet("test", 0, 8, 10, 16).build()
+    own = {n: p.detach().clone() for n, p in wide.classifier.named_parameters()}
+    _, report = ghn.predict(wide, widen_from=4, keep_classifier_init=True, return_report=True)
+    assert report.widened_from == 4 and report.kept_init
+    for n, p in wide.classifier.named_parameters():
+        assert torch.equal(p, own[n]), n
