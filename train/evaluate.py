@@ -41,7 +41,8 @@ from .workers import task_runner
 @dataclass
 class NetResult:
     """Accuracies of one network (top-1/top-5 in percent; ``top1_sgd``: number of SGD steps -> top-1; ``nan``
-    where not measured) and the seconds its parameter prediction took (graph and GHN forward)."""
+    where not measured), the seconds its parameter prediction took (graph and GHN forward) and the width it was
+    predicted at before being widened (``None``: predicted as it is)."""
 
     name: str
     num_params: int
@@ -50,6 +51,7 @@ class NetResult:
     top1_default_init: float
     top1_sgd: dict[int, float] = field(default_factory=dict)
     predict_seconds: float = 0.0
+    widened_from: int | None = None
 
 
 #: The ``wide`` split's nets are this many times wider than the base width: DeepNets-1M builds them with 128
@@ -223,7 +225,7 @@ class _NetEvaluator:
         recipe = model
         model = (model.build() if isinstance(model, _SplitNet) else model).to(device)
         top1 = top5 = math.nan
-        dt = 0.0
+        dt, widened = 0.0, None
         if self.ghn is not None:  # first, so that a class mismatch stops the run before any long work
             # Predicted in place and restored from a copy of the tensors afterwards: a deepcopy of the module was
             # a fifth of the time of a width-8 net (profiled: 63 of 340 ms).
@@ -231,9 +233,10 @@ class _NetEvaluator:
             t0 = time.time()
             widen_from = recipe.predict_width if isinstance(recipe, _SplitNet) else None
             graph = None if widen_from else to_graph(model, data.image_size, ve_cutoff=self.ve_cutoff)
-            self.ghn.predict(model, input_size=data.image_size, bn_mode="running", graph=graph,
-                             keep_classifier_init=self.keep_classifier_init,  # "running": no layer changes
-                             widen_from=widen_from)
+            _, report = self.ghn.predict(model, input_size=data.image_size, bn_mode="running", graph=graph,
+                                         keep_classifier_init=self.keep_classifier_init,  # "running": no layer
+                                         widen_from=widen_from, return_report=True)  # changes
+            widened = report.widened_from
             dt = time.time() - t0
             model = model.to(memory_format=memory_format)  # after predict, which writes NCHW tensors
             top1, top5, _ = accuracy(model, batches, bn_mode=self.bn_mode, device=device)
@@ -248,7 +251,7 @@ class _NetEvaluator:
                    for s in self.sgd_steps}
         n_params = sum(p.numel() for p in model.parameters())
         model.cpu()
-        return NetResult(name, n_params, top1, top5, init1, sgd, dt)
+        return NetResult(name, n_params, top1, top5, init1, sgd, dt, widened)
 
 
 def _tasks(nets: Iterable[tuple[str, nn.Module]]) -> Iterator[tuple[int, str, nn.Module]]:
@@ -561,7 +564,8 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
 
     Returns:
         A JSON-ready dict: ``rows`` (one :func:`evaluate_ghn` dict per row, without the keys of
-        :data:`SHARED_KEYS`, with ``start``, ``in_trained_widths`` and ``predicted_at_width`` added), the
+        :data:`SHARED_KEYS`, with ``start``, ``in_trained_widths``, ``predicted_at_width`` and
+        ``num_nets_widened`` added: the nets that matched their widened sibling, the others predicted directly), the
         :data:`SHARED_KEYS` once, ``sgd_steps``, ``trained_width_range`` and ``seconds`` (the whole table).
 
     Raises:
@@ -590,7 +594,8 @@ def evaluate_table(ghn: nn.Module | None, rows: Sequence[EvalRow], data: ImageDa
                 table[key] = res.pop(key)
             head = {"split": res.pop("split"), "width": res.pop("width"), "start": row.start,
                     "in_trained_widths": in_width_range(row.width, width_range),
-                    "predicted_at_width": predict_width}
+                    "predicted_at_width": predict_width,
+                    "num_nets_widened": sum(r["widened_from"] is not None for r in res["nets"])}
             table["rows"].append({**head, **res})
     table["sgd_steps"] = list(evaluator.sgd_steps)
     table["trained_width_range"] = [int(w) for w in width_range] if width_range else None

@@ -248,6 +248,8 @@ def test_rows_wider_than_the_training_widths_are_predicted_narrow_and_widened(sm
     table = evaluate_table(make_ghn(0), rows, small_digits, **kw)
     narrow, *wide = table["rows"]
     assert [r["predicted_at_width"] for r in table["rows"]] == [None, 4, 4]
+    assert [r["num_nets_widened"] for r in table["rows"]] == [0, 2, 2]  # each net matched its widened sibling
+    assert [n["widened_from"] for n in table["rows"][1]["nets"]] == [4, 4]
     assert [r["in_trained_widths"] for r in table["rows"]] == [True, False, False]
     for row in wide:
         assert [n["top1"] for n in row["nets"]] == pytest.approx([n["top1"] for n in narrow["nets"]], abs=1e-9)
