@@ -233,9 +233,10 @@ class _NetEvaluator:
             t0 = time.time()
             widen_from = recipe.predict_width if isinstance(recipe, _SplitNet) else None
             graph = None if widen_from else to_graph(model, data.image_size, ve_cutoff=self.ve_cutoff)
+            # bn_mode "running": no layer changes
             _, report = self.ghn.predict(model, input_size=data.image_size, bn_mode="running", graph=graph,
-                                         keep_classifier_init=self.keep_classifier_init,  # "running": no layer
-                                         widen_from=widen_from, return_report=True)  # changes
+                                         keep_classifier_init=self.keep_classifier_init, widen_from=widen_from,
+                                         return_report=True)
             widened = report.widened_from
             dt = time.time() - t0
             model = model.to(memory_format=memory_format)  # after predict, which writes NCHW tensors
