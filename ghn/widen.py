@@ -50,6 +50,14 @@ def channel_map(a: int, b: int, device: torch.device | str = "cpu", inner: int =
     return (channels[:, None] * inner + torch.arange(inner, device=device)).reshape(-1)
 
 
+def has_narrow_sibling(model: nn.Module, width: int) -> bool:
+    """Whether ``model`` is a DeepNets-1M :class:`archspace.network.Network` wider than base width ``width`` (the
+    nets :func:`narrow_sibling` builds a sibling for), without building anything."""
+    from archspace.network import Network
+
+    return isinstance(model, Network) and model.plan.C > width
+
+
 def narrow_sibling(model: nn.Module, width: int) -> nn.Module | None:
     """The same DeepNets-1M network at ``width`` channels, at its default initialisation, if ``model`` is an
     :class:`archspace.network.Network` wider than that (the base width ``C`` above ``width``), else ``None``.
@@ -63,7 +71,7 @@ def narrow_sibling(model: nn.Module, width: int) -> nn.Module | None:
     """
     from archspace.network import Network
 
-    if not isinstance(model, Network) or model.plan.C <= width:
+    if not has_narrow_sibling(model, width):
         return None
     num_classes = model.classifier[-1].out_features
     device = next(model.parameters()).device

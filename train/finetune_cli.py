@@ -175,7 +175,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from archspace.files import write_json
     from ghn import GHN
     from ghn.warm_start import warm_start
-    from ghn.widen import narrow_sibling
+    from ghn.widen import has_narrow_sibling
     from train.accuracy import accuracy
     from train.candidates import one_candidate
     from train.cli import widen_width
@@ -197,10 +197,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     widen_from = widen_width(args.ckpt)
     predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,
                             widen_from=widen_from)
-    if widen_from is not None and narrow_sibling(base, widen_from) is not None:
+    if widen_from is not None and has_narrow_sibling(base, widen_from):
         _log(f"{args.model} is wider than the widths the GHN was trained on: predicted at width {widen_from} and "
-             "widened, so its channels come in identical copies, which SGD keeps identical; the noise, orth and polar "
-             "inits break the symmetry, the plain predicted init does not")
+             "widened (directly if the widened net does not match its sibling), so its channels come in identical "
+             "copies, which SGD keeps identical; the noise, orth and polar inits break the symmetry, the plain "
+             "predicted init does not")
     models = {}
     for init in inits:  # every run starts from a copy of the very same default initialisation
         try:
