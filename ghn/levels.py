@@ -29,11 +29,16 @@ class LevelStep:
         weights: ``(U_k, n_k * C)`` float, dense message weights: entry ``(r, i * C + c)`` is the weight with which
             message channel ``c`` of sender ``nodes[i]`` reaches ``receivers[r]`` (channel 0 the real-edge MLP,
             channel 1 the virtual-edge MLP with weight ``1 / sp``, Eq. 4).
+        start / stop: the level's rows in the sweep's level order (``order[start:stop] == nodes``).
+        receiver_pos: ``(U_k,)`` long, the receivers' rows in the sweep's level order.
     """
 
     nodes: torch.Tensor
     receivers: torch.Tensor
     weights: torch.Tensor
+    start: int
+    stop: int
+    receiver_pos: torch.Tensor
 
 
 @dataclass
@@ -59,13 +64,14 @@ class LevelSchedule:
     def to(self, device: torch.device | str) -> LevelSchedule:
         """Move every tensor to ``device``."""
         def mv(steps: list[LevelStep]) -> list[LevelStep]:
-            return [LevelStep(*(t.to(device) for t in (s.nodes, s.receivers, s.weights))) for s in steps]
+            return [LevelStep(s.nodes.to(device), s.receivers.to(device), s.weights.to(device), s.start, s.stop,
+                              s.receiver_pos.to(device)) for s in steps]
         return LevelSchedule(mv(self.forward), mv(self.backward), self.num_nodes, self.order_fwd.to(device),
                              self.inv_fwd.to(device), self.order_bwd.to(device), self.inv_bwd.to(device))
 
 
 def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray,
-           dtype: torch.dtype) -> tuple[list[LevelStep], np.ndarray]:
+           dtype: torch.dtype) -> tuple[list[LevelStep], np.ndarray, np.ndarray]:
     """Group nodes by level and messages by the level of their sender, as dense per-level weight blocks.
 
     Everything is computed for all levels at once; the per-level tensors are views into three flat tensors.
@@ -98,6 +104,8 @@ def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray
         n_rcv[k] = len(r)
         rcv_parts.append(r)
     receivers = np.concatenate(rcv_parts) if rcv_parts else np.zeros(0, dtype=np.int64)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
     rcv_starts = np.concatenate([[0], np.cumsum(n_rcv)])
     lv = edge_level[e]
     sizes = n_rcv * counts * n_ch  # (K,) elements of each level's block
@@ -111,11 +119,14 @@ def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray
 
     nodes_t = torch.from_numpy(order)
     rcv_t = torch.from_numpy(receivers)
+    rpos_t = torch.from_numpy(inv[receivers])
     flat_t = torch.from_numpy(flat)
     steps = [LevelStep(nodes=nodes_t[starts[k]:starts[k + 1]], receivers=rcv_t[rcv_starts[k]:rcv_starts[k + 1]],
-                       weights=flat_t[w_starts[k]:w_starts[k + 1]].view(int(n_rcv[k]), int(counts[k]) * n_ch))
+                       weights=flat_t[w_starts[k]:w_starts[k + 1]].view(int(n_rcv[k]), int(counts[k]) * n_ch),
+                       start=int(starts[k]), stop=int(starts[k + 1]),
+                       receiver_pos=rpos_t[rcv_starts[k]:rcv_starts[k + 1]])
              for k in range(n_levels)]
-    return steps, order
+    return steps, order, inv
 
 
 def build_schedule(edge_index: torch.Tensor, edge_dist: torch.Tensor, num_nodes: int, virtual: bool,
@@ -166,10 +177,7 @@ def build_schedule(edge_index: torch.Tensor, edge_dist: torch.Tensor, num_nodes:
     if len(src) and not (bwd[dst] < bwd[src]).all():
         bwd = longest_path_levels(rsrc, rdst, num_nodes)[::-1].copy()
 
-    steps_f, order_f = _sweep(fwd, src, dst, coef, dtype)
-    steps_b, order_b = _sweep(bwd, dst, src, coef, dtype)
-    inv_f, inv_b = np.empty_like(order_f), np.empty_like(order_b)
-    inv_f[order_f] = np.arange(num_nodes)
-    inv_b[order_b] = np.arange(num_nodes)
+    steps_f, order_f, inv_f = _sweep(fwd, src, dst, coef, dtype)
+    steps_b, order_b, inv_b = _sweep(bwd, dst, src, coef, dtype)
     return LevelSchedule(steps_f, steps_b, num_nodes, torch.from_numpy(order_f), torch.from_numpy(inv_f),
                          torch.from_numpy(order_b), torch.from_numpy(inv_b))
