@@ -321,8 +321,9 @@ def main(argv=None) -> dict:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ghn.threads import set_threads
+
+    set_threads(args.threads)  # as ghn-train: also flushes denormals, which must precede any parallel op
     steps = args.steps or (5 if args.setting == "paper" else 40)
     setting = paper_setting(args) if args.setting == "paper" else default_setting(args.override)
     channels_last = setting["trainer"].get("channels_last", True) and not args.nchw

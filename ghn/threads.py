@@ -1,4 +1,5 @@
-"""Thread control for the many tiny tensor operations of a GHN forward pass."""
+"""CPU execution settings: thread control for the many tiny tensor operations of a GHN forward pass, and
+flushing denormal numbers to zero."""
 
 from __future__ import annotations
 
@@ -48,13 +49,32 @@ def auto_threads() -> int:
     return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
+def flush_denormals() -> bool:
+    """Make this process's CPU arithmetic treat denormal (subnormal) floats as zero, in every thread created after
+    the call. Returns whether the CPU supports it (x86 with SSE3, AArch64; elsewhere nothing changes).
+
+    Why: the parts of a GHN that a training run never uses (decoder rows of kernels and channel counts its nets do
+    not have) get no gradient, so weight decay shrinks them geometrically into the denormal range, and x86 cores
+    compute on denormals through slow microcode. Measured on the 2-core Intel Xeon (a `/tmp` script, the default's
+    nets and meta-batches): with the GHN of a finished default run, which held 403,381 denormal parameters, the
+    fused Adam update took 27.8 ms a step instead of 2.4 ms, and a whole step 0.148-0.155 s instead of 0.112-0.122
+    s with this call. Values below 1.2e-38 change to 0, nothing else: a ``float32`` number that small is noise.
+
+    The mode is a per-thread register that new threads copy from the thread that creates them, so call this before
+    the first parallel tensor operation (the thread pool is created then); :func:`set_threads`, which every
+    command-line entry point calls first, does.
+    """
+    return bool(torch.set_flush_denormal(True))
+
+
 def set_threads(setting) -> int:
     """Apply a ``threads`` configuration value: an integer, ``"auto"`` (:func:`auto_threads`) or ``None`` (leave
-    torch's default). Returns the thread count now in effect.
+    torch's default), and flush denormals to zero (:func:`flush_denormals`). Returns the thread count now in effect.
 
     Raises:
         archspace.errors.UsageError: (a ``ValueError``) any other value, e.g. 0 or a negative count.
     """
+    flush_denormals()
     if setting is None:
         return torch.get_num_threads()
     if setting == "auto":

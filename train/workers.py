@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
+from ghn.threads import set_threads
+
 _TASK_FN: Callable[..., Any] | None = None  # the function of a worker process (set by _init_worker)
 
 
 def _init_worker(fn: Callable[..., Any]) -> None:
     global _TASK_FN
-    torch.set_num_threads(1)  # the processes share the cores: one thread each
+    set_threads(1)  # the processes share the cores: one thread each; denormals flushed as in the parent
     _TASK_FN = fn
 
 
