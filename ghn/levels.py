@@ -24,16 +24,15 @@ class LevelStep:
     """One level of a sweep: the nodes updated together and the messages they send afterwards.
 
     Attributes:
-        nodes: ``(n_k,)`` long, global ids of the level's nodes.
         weights: ``(U_k, n_k * C)`` float, dense message weights: entry ``(r, i * C + c)`` is the weight with which
-            message channel ``c`` of sender ``nodes[i]`` reaches the ``r``-th receiver (channel 0 the real-edge MLP,
-            channel 1 the virtual-edge MLP with weight ``1 / sp``, Eq. 4).
-        start / stop: the level's rows in the sweep's level order (``order[start:stop] == nodes``).
+            message channel ``c`` of the level's ``i``-th node reaches the ``r``-th receiver (channel 0 the real-edge
+            MLP, channel 1 the virtual-edge MLP with weight ``1 / sp``, Eq. 4).
+        start / stop: the level's rows in the sweep's level order: its nodes are ``order[start:stop]`` (global ids,
+            increasing), ``n_k = stop - start``.
         receiver_pos: ``(U_k,)`` long, the rows, in the sweep's level order, of the distinct nodes this level sends
             messages to (in increasing node id).
     """
 
-    nodes: torch.Tensor
     weights: torch.Tensor
     start: int
     stop: int
@@ -63,8 +62,7 @@ class LevelSchedule:
     def to(self, device: torch.device | str) -> LevelSchedule:
         """Move every tensor to ``device``."""
         def mv(steps: list[LevelStep]) -> list[LevelStep]:
-            return [LevelStep(s.nodes.to(device), s.weights.to(device), s.start, s.stop, s.receiver_pos.to(device))
-                    for s in steps]
+            return [LevelStep(s.weights.to(device), s.start, s.stop, s.receiver_pos.to(device)) for s in steps]
         return LevelSchedule(mv(self.forward), mv(self.backward), self.num_nodes, self.order_fwd.to(device),
                              self.inv_fwd.to(device), self.order_bwd.to(device), self.inv_bwd.to(device))
 
@@ -116,11 +114,9 @@ def _sweep(level: np.ndarray, src: np.ndarray, dst: np.ndarray, coef: np.ndarray
         flat += np.bincount(base + c, weights=coef[e, c], minlength=len(flat))
     flat = flat.astype(np_dtype)
 
-    nodes_t = torch.from_numpy(order)
     rpos_t = torch.from_numpy(inv[receivers])
     flat_t = torch.from_numpy(flat)
-    steps = [LevelStep(nodes=nodes_t[starts[k]:starts[k + 1]],
-                       weights=flat_t[w_starts[k]:w_starts[k + 1]].view(int(n_rcv[k]), int(counts[k]) * n_ch),
+    steps = [LevelStep(weights=flat_t[w_starts[k]:w_starts[k + 1]].view(int(n_rcv[k]), int(counts[k]) * n_ch),
                        start=int(starts[k]), stop=int(starts[k + 1]),
                        receiver_pos=rpos_t[rcv_starts[k]:rcv_starts[k + 1]])
              for k in range(n_levels)]

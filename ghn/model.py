@@ -280,7 +280,8 @@ class GHN(nn.Module):
         x = self.embed(g.op_type.to(dev)) + self.shape_enc(self._node_shapes_4d(g).to(dev))  # (N, D)
         if isinstance(self.gnn, GatedGNN):
             if schedule is None:
-                schedule = build_schedule(g.edge_index, g.edge_dist, g.num_nodes, self.ve, x.dtype)
+                # in the GNN's dtype (its sweeps run in it, also under autocast): 1 / sp is not rounded to bfloat16
+                schedule = build_schedule(g.edge_index, g.edge_dist, g.num_nodes, self.ve, self.embed.weight.dtype)
                 if dev.type != "cpu":
                     schedule = schedule.to(dev)
             x = self.gnn(x, schedule)
