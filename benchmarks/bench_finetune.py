@@ -8,8 +8,10 @@ orthogonalised the same ways), a peak
 learning rate of ``--lrs`` and a warm-up length of ``--warmups``; and one run from the default initialisation with
 the project's recipe (lr ``--scratch-lr``, 0.05, no warm-up). All share the data order, seed and SGD recipe
 (:func:`train.finetune.train_sgd`); BatchNorm
-running statistics are recomputed before step 0 in every run, as ``ghn finetune`` does. Per run it keeps the
-held-out accuracy curve; per warm start against the default-init run of the same net:
+running statistics are recomputed before step 0 in every run, as ``ghn finetune`` does. Nets wider than the widths
+the GHN was trained on are predicted at its widest and widened (:mod:`ghn.widen`), as ``ghn finetune`` does
+(earlier versions of the benchmark predicted them directly at their width, which no user's warm start gets). Per
+run it keeps the held-out accuracy curve; per warm start against the default-init run of the same net:
 
 - the speed-up at steps 0, 25, 50, 100 and 200: the steps the default-init run needs to reach the warm run's
   accuracy at that step, over that step (:func:`train.finetune.speedup`; where it never gets there, the lower
@@ -51,6 +53,7 @@ from ghn.batchnorm import recompute_bn_stats
 from ghn.pretrained import checkpoint_sha256
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
 from train.candidates import parse_candidates
+from train.cli import widen_width
 from train.data import eval_batches, load_image_data
 from train.finetune import SGD_LR, Curve, bn_batches, speedup, train_sgd
 from train.rank import ghn_predictor
@@ -67,13 +70,17 @@ def on_grid(curve: Curve, steps: int, eval_every: int, chance: float) -> Curve:
     return Curve(eval_steps=grid, accuracy=[acc.get(t, chance) for t in grid], diverged_at=curve.diverged_at)
 
 
-def settings_tag(args, image_size: int, ghn_digest: str | None) -> str:
+def settings_tag(args, image_size: int, ghn_digest: str | None, widen_from: int | None = None) -> str:
     """Eight hex digits of everything a cached run depends on besides its net, init, lr, warm-up and seed (which its
     file name spells out): the steps, evaluation period, width, image size and, for a warm start, the GHN file's
-    SHA-256. A cache folder reused with other settings or another GHN then trains anew instead of reading runs of
-    other settings."""
-    key = json.dumps({"steps": args.steps, "eval_every": args.eval_every, "width": args.width,
-                      "image_size": image_size, "ghn": ghn_digest}, sort_keys=True)
+    SHA-256 and the width its nets are predicted at before widening (``widen_from``, left out of the key when
+    ``None``, so the tags of runs that are not widened stay those of earlier versions). A cache folder reused with
+    other settings or another GHN then trains anew instead of reading runs of other settings."""
+    settings = {"steps": args.steps, "eval_every": args.eval_every, "width": args.width,
+                "image_size": image_size, "ghn": ghn_digest}
+    if widen_from is not None:
+        settings["widen_from"] = widen_from
+    key = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
@@ -148,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     data = load_image_data("digits", image_size=ghn.image_size)
     chance = 100.0 / data.num_classes
     scratch_tag = settings_tag(args, data.image_size, None)
-    warm_tag = settings_tag(args, data.image_size, checkpoint_sha256(args.ckpt))  # a run folder: its GHN file
+    # Nets wider than the GHN's training widths: predicted at its widest and widened, as `ghn finetune` does
+    widen_from = widen_width(args.ckpt)
+    widened = widen_from if widen_from is not None and args.width > widen_from else None
+    warm_tag = settings_tag(args, data.image_size, checkpoint_sha256(args.ckpt), widened)  # run folder: its GHN file
     held = list(eval_batches(data, "heldout", batch_size=256))
     names = [args.nets] + ([f"torchvision:{args.torchvision}"] if args.torchvision else [])
     cands = parse_candidates(names, width=args.width)
-    predict = ghn_predictor(ghn, data.image_size)
+    predict = ghn_predictor(ghn, data.image_size, widen_from=widen_from)
     print(f"{len(cands)} networks on digits {data.image_size}x{data.image_size}, inits {inits} + default, "
           f"lr {lrs}, warm-up {warmups}, {args.steps} steps, seed {args.seed}, betas {betas}; default init at lr "
           f"{args.scratch_lr}", flush=True)
