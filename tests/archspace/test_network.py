@@ -147,3 +147,43 @@ def test_graph_node_count_matches_to_graph():
         # Every parameter is bound to exactly one node (no dead or unrecognised parameters).
         bound = sorted(name for names in arch.param_names for name in names)
         assert bound == sorted(name for name, _ in model.named_parameters()), g
+
+
+def test_shared_relu_computes_each_relu_once_with_the_same_numbers(monkeypatch):
+    """A net's operations share the ReLU of a common input (SharedReLU): fewer ReLU computations, every module
+    still called, and outputs and gradients equal to those of separate ReLUs (float64)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from archspace.ops import SharedReLU
+
+    relu, computed = F.relu, []
+    monkeypatch.setattr(F, "relu", lambda x, inplace=False: computed.append(x.shape) or relu(x, inplace=inplace))
+    fewer = 0
+    for i in range(3):
+        shared = Network(get_genotype("train", i), width=8).double()
+        separate = copy.deepcopy(shared)
+        for module in separate.modules():
+            if isinstance(module, SharedReLU):
+                module.memo = None
+        relus_computed, modules_called = [], []
+        for net in (shared, separate):
+            called = []
+            hooks = [m.register_forward_hook(lambda *_, called=called: called.append(1))
+                     for m in net.modules() if isinstance(m, nn.ReLU)]
+            x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+            computed.clear()
+            torch.manual_seed(0)  # the same dropout draws
+            net(x).square().sum().backward()
+            relus_computed.append(len(computed))
+            modules_called.append(len(called))
+            for hook in hooks:
+                hook.remove()
+        assert relus_computed[0] <= relus_computed[1]
+        fewer += relus_computed[0] < relus_computed[1]
+        assert modules_called[0] == modules_called[1] > 0  # every ReLU module is still called
+        assert not shared._relu_memo  # no tensor kept after the pass
+        for (name, p), q in zip(shared.named_parameters(), separate.parameters()):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12), name
+    assert fewer >= 2  # DARTS cells feed a state to several ReLU-first operations
