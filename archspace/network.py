@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .errors import UsageError
 from .genotype import Genotype, GenotypeError
-from .ops import OPS, FactorizedReduce, PosEnc, ReLUConvBN, SharedReLU, Stride, norm_layer, op_num_params
+from .ops import OPS, FactorizedReduce, PosEnc, ReLUConvBN, Stride, norm_layer, op_num_params
 
 #: Inputs at least this large get the ImageNet stem (stride 4 simple stem, stride 2 convs in the DARTS stem,
 #: 16x16 ViT patches); smaller inputs get the CIFAR stem.
@@ -502,7 +502,7 @@ class Network(nn.Module):
                       nn.Conv2d(C // 2, C, 3, stride=s, padding=1, bias=False), norm_layer(norm, C)]
             self.stem0 = nn.Sequential(*[m for m in layers if m is not None])
             if plan.stem1_live:
-                layers = [SharedReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), norm_layer(norm, C)]
+                layers = [nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), norm_layer(norm, C)]
                 self.stem1 = nn.Sequential(*[m for m in layers if m is not None])
         self.cells = nn.ModuleList(Cell(cell, norm) for cell in plan.cells)
         if not g.vgg_head:
@@ -514,21 +514,8 @@ class Network(nn.Module):
                 fc += [nn.ReLU(), nn.Dropout(0.5)]
             fc.append(nn.Linear(a, b))
         self.classifier = nn.Sequential(*fc)
-        # One ReLU per input tensor in a forward pass, shared by the operations that open with it (SharedReLU).
-        self._relu_memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for module in self.modules():
-            if isinstance(module, SharedReLU):
-                module.memo = self._relu_memo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        memo = self._relu_memo
-        memo.clear()
-        try:
-            return self._forward(x, memo)
-        finally:
-            memo.clear()  # holds no tensor between passes
-
-    def _forward(self, x: torch.Tensor, memo: dict) -> torch.Tensor:
         if self.is_vit:
             s0 = s1 = self.pos_enc(self.stem0(x))  # (B, C, S, S)
         elif self.stem_type == 0:
@@ -538,7 +525,5 @@ class Network(nn.Module):
             s1 = self.stem1(s0) if hasattr(self, "stem1") else None
         for cell in self.cells:
             s0, s1 = s1, (cell(s0, s1) if cell.live else None)
-            for key in [k for k, (t, _) in memo.items() if t is not s0 and t is not s1]:
-                del memo[key]  # only the next cells' inputs can be ReLU'd again
         out = self.global_pooling(s1) if hasattr(self, "global_pooling") else s1
         return self.classifier(out.flatten(1))  # (B, num_classes)

@@ -75,40 +75,6 @@ def _seq(*layers: nn.Module | None) -> nn.Sequential:
     return nn.Sequential(*[layer for layer in layers if layer is not None])
 
 
-class SharedReLU(nn.ReLU):
-    """The ReLU that opens a DARTS operation, computed once per input tensor within a forward pass of a
-    :class:`archspace.network.Network`.
-
-    In a DARTS cell every state feeds several operations that each begin with a ReLU, and a cell's output is the
-    input of the next two cells' pre-processing (ReLU, 1x1 conv, BN): the same ReLU of the same tensor is computed
-    2-3 times. When :class:`~archspace.network.Network` gives these modules its ``memo`` (a dict it clears after
-    each forward pass), the first call computes ``relu(x)`` and later calls on the same tensor return that output,
-    so the forward and backward of the ReLU run once and the numbers are exactly those of separate ReLUs. The
-    module is still called (hooks see every call); only the arithmetic is shared. Without a memo (``memo is
-    None``, e.g. a cell used on its own) it is ``nn.ReLU``. Measured on the paper's training nets (DeepNets-1M,
-    widths 32-128): 45% of the ReLU work of a forward pass was repeated.
-
-    Shapes:
-        ``(B, C, H, W) -> (B, C, H, W)``
-    """
-
-    def __init__(self):
-        super().__init__()
-        #: id(input) -> (input, output), set by the owning Network; None: no sharing.
-        self.memo: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (the name nn.ReLU uses)
-        memo = self.memo
-        if memo is None:
-            return super().forward(input)
-        hit = memo.get(id(input))
-        if hit is not None and hit[0] is input:  # the tensor itself, not an id reused after it was freed
-            return hit[1]
-        out = super().forward(input)
-        memo[id(input)] = (input, out)
-        return out
-
-
 class ReLUConvBN(nn.Sequential):
     """ReLU, a dense convolution (or a 1xk then kx1 pair) and optional BatchNorm: the DARTS ``conv_kxk`` and
     ``conv_7x1_1x7`` operations (Liu et al., ICLR 2019; Knyazev et al., 2021, Appendix) and the 1x1 cell
@@ -137,7 +103,7 @@ class ReLUConvBN(nn.Sequential):
             ]
         else:
             convs = [Conv2d(C_in, C_out, kernel_size, stride=stride, padding=pad, bias=False)]
-        super().__init__(*_seq(SharedReLU(), *convs, norm_layer(norm, C_out)))
+        super().__init__(*_seq(nn.ReLU(), *convs, norm_layer(norm, C_out)))
 
 
 class SepConv(nn.Sequential):
@@ -158,7 +124,7 @@ class SepConv(nn.Sequential):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int = 1, norm: str | None = "bn"):
         pad = kernel_size // 2
         super().__init__(*_seq(
-            SharedReLU(),
+            nn.ReLU(),
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=pad, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_in, 1, bias=False),
             norm_layer(norm, C_in),
@@ -186,7 +152,7 @@ class DilConv(nn.Sequential):
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int = 1, norm: str | None = "bn"):
         super().__init__(*_seq(
-            SharedReLU(),
+            nn.ReLU(),
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=kernel_size - 1, dilation=2, groups=C_in,
                       bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
@@ -210,7 +176,7 @@ class FactorizedReduce(nn.Module):
 
     def __init__(self, C_in: int, C_out: int, norm: str | None = "bn"):
         super().__init__()
-        self.relu = SharedReLU()
+        self.relu = nn.ReLU()
         self.conv_1 = Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)  # archspace.conv: safe 1x1 strided
         self.conv_2 = Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
         bn = norm_layer(norm, C_out)
