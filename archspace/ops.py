@@ -108,7 +108,10 @@ class ReLUConvBN(nn.Sequential):
 
 class SepConv(nn.Sequential):
     """Separable convolution of DARTS applied twice: (ReLU, depthwise ``k x k``, pointwise, BN) x 2 (Liu et al.,
-    ICLR 2019; Knyazev et al., 2021, Appendix). The first depthwise conv carries the stride.
+    ICLR 2019; Knyazev et al., 2021, Appendix). The first depthwise conv carries the stride. The second ReLU runs in
+    place: its input (the BN's or, without BN, the pointwise conv's output) is read by nothing else, and neither
+    layer's backward needs it, so the numbers are the same and an activation's allocation is saved (the
+    paper-setting training step 1.3-3% faster, README "Speed").
 
     Args:
         C_in: input channels.
@@ -128,7 +131,7 @@ class SepConv(nn.Sequential):
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=pad, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_in, 1, bias=False),
             norm_layer(norm, C_in),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(C_in, C_in, kernel_size, padding=pad, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             norm_layer(norm, C_out),

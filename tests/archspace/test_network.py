@@ -147,3 +147,24 @@ def test_graph_node_count_matches_to_graph():
         # Every parameter is bound to exactly one node (no dead or unrecognised parameters).
         bound = sorted(name for names in arch.param_names for name in names)
         assert bound == sorted(name for name, _ in model.named_parameters()), g
+
+
+@pytest.mark.parametrize("norm", ["bn", None])
+def test_sep_conv_in_place_relu_gives_the_same_numbers(norm):
+    """SepConv's second ReLU runs in place; outputs and every gradient equal those of an out-of-place ReLU."""
+    import copy
+
+    op = OPS["sep_conv_3x3"](6, 8, 1, norm).double()
+    assert any(isinstance(m, nn.ReLU) and m.inplace for m in op.modules())
+    plain = copy.deepcopy(op)
+    for m in plain.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.randn(3, 6, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    outs = [m(xi) for m, xi in zip((op, plain), xs)]
+    for out in outs:
+        out.square().sum().backward()
+    assert torch.equal(outs[0], outs[1]) and torch.equal(xs[0].grad, xs[1].grad)
+    for (name, p), q in zip(op.named_parameters(), plain.parameters()):
+        assert torch.equal(p.grad, q.grad), name
