@@ -53,7 +53,6 @@ from ghn.batchnorm import recompute_bn_stats
 from ghn.pretrained import checkpoint_sha256
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
 from train.candidates import parse_candidates
-from train.cli import widen_width
 from train.data import eval_batches, load_image_data
 from train.finetune import SGD_LR, Curve, bn_batches, speedup, train_sgd
 from train.rank import ghn_predictor
@@ -156,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     chance = 100.0 / data.num_classes
     scratch_tag = settings_tag(args, data.image_size, None)
     # Nets wider than the GHN's training widths: predicted at its widest and widened, as `ghn finetune` does
-    widen_from = widen_width(args.ckpt)
+    predict = ghn_predictor(ghn, data.image_size)  # wider nets than the GHN's widths: widened, as `ghn finetune`
+    widen_from = predict.widen_from
     widened = widen_from if widen_from is not None and args.width > widen_from else None
     warm_tag = settings_tag(args, data.image_size, checkpoint_sha256(args.ckpt), widened)  # run folder: its GHN file
     held = list(eval_batches(data, "heldout", batch_size=256))
     names = [args.nets] + ([f"torchvision:{args.torchvision}"] if args.torchvision else [])
     cands = parse_candidates(names, width=args.width)
-    predict = ghn_predictor(ghn, data.image_size, widen_from=widen_from)
     print(f"{len(cands)} networks on digits {data.image_size}x{data.image_size}, inits {inits} + default, "
           f"lr {lrs}, warm-up {warmups}, {args.steps} steps, seed {args.seed}, betas {betas}; default init at lr "
           f"{args.scratch_lr}", flush=True)

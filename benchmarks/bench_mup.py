@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         from ghn import GHN
         from train.rank import ghn_predictor
 
-        predict = ghn_predictor(GHN.from_pretrained(args.ckpt).eval(), data.image_size)
+        # every width predicted directly, as `ghn tune` does (widened copies would train as the narrow net)
+        predict = ghn_predictor(GHN.from_pretrained(args.ckpt).eval(), data.image_size, widen_from=None)
     checks = coord_checks(family, widths, data, predict=predict, steps=args.coord_steps, lr=args.coord_lr,
                           optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seeds[0])
     inits = sorted({c.init for c in checks}, key=[c.init for c in checks].index)

@@ -238,15 +238,37 @@ def load_state_into(ghn: nn.Module, state: dict[str, torch.Tensor], path: str = 
     ghn.load_state_dict(state, strict=True)
 
 
+def read_train_width_range(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The widths ``(low, high)`` a ``ghn-train`` checkpoint was trained on (``train_width_range`` in its metadata,
+    :func:`read_metadata`), or ``None`` for a checkpoint that does not say (a released GHN, a reference ``.pt``,
+    metadata written by hand or by another tool).
+
+    Raises:
+        CheckpointError: as :func:`read_metadata`.
+    """
+    raw = read_metadata(path).get("train_width_range")
+    if not raw:
+        return None
+    try:
+        lo, hi = (int(w) for w in json.loads(raw))
+    except (ValueError, TypeError):  # not a pair of integers: no width to go by
+        return None
+    return (lo, hi) if 0 < lo <= hi else None
+
+
 def save_checkpoint(ghn: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
     """Write ``ghn`` to ``path`` as safetensors with its config in the metadata, atomically.
 
     Args:
         ghn: a :class:`ghn.GHN`.
         path: destination.
-        extra: more metadata (e.g. epoch, notes); non-string values are stored as JSON.
+        extra: more metadata (e.g. epoch, notes); non-string values are stored as JSON. The GHN's
+            ``train_width_range`` (set by :meth:`ghn.GHN.load`) is written unless ``extra`` gives one.
     """
     meta = {"format": FORMAT, "config": json.dumps(ghn.config)}
+    widths = getattr(ghn, "train_width_range", None)
+    if widths:  # a loaded ghn-train GHN saved again keeps its training widths (``extra`` may override them)
+        meta["train_width_range"] = json.dumps([int(w) for w in widths])
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
     atomic_save_safetensors(ghn.state_dict(), path, meta)

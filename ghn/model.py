@@ -30,7 +30,7 @@ from .assign import (
     is_tiled,
 )
 from .batchnorm import check_bn_mode, set_bn_mode
-from .checkpoint import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_state_into, read_train_width_range, save_checkpoint
 from .concat_parts import concat_inputs
 from .decoder import ConvDecoder, MLPDecoder
 from .encoder import ShapeEncoder
@@ -145,6 +145,9 @@ class GHN(nn.Module):
                            else _positive_int("image_size", image_size))
         self.num_steps = _positive_int("num_steps", num_steps)
         self.concat_parts = _flag("concat_parts", concat_parts)
+        #: the widths ``(low, high)`` of the nets this GHN was trained on, where its checkpoint records them
+        #: (:meth:`load`); ``None`` otherwise. Not a constructor argument: it describes training, not the model.
+        self.train_width_range: tuple[int, int] | None = None
         hidden_dim = self.hidden_dim
 
         if self.layernorm:
@@ -185,7 +188,8 @@ class GHN(nn.Module):
             device: where to put the GHN.
 
         Returns:
-            The GHN, in eval mode.
+            The GHN, in eval mode, with ``train_width_range`` set from the checkpoint's metadata where ``ghn-train``
+            recorded it (:func:`ghn.checkpoint.read_train_width_range`).
 
         Raises:
             ghn.checkpoint.CheckpointError: the file is missing, a directory, empty, unreadable, truncated or
@@ -197,6 +201,7 @@ class GHN(nn.Module):
         except UsageError as e:
             raise CheckpointError(path, "invalid GHN config", str(e)) from e
         load_state_into(ghn, state, path)
+        ghn.train_width_range = read_train_width_range(path)
         return ghn.to(device).eval()
 
     @classmethod

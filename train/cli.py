@@ -24,7 +24,6 @@ Examples::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -336,34 +335,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def trained_width_range(ckpt: str) -> list[int] | None:
-    """The widths ``[low, high]`` a ``ghn-train`` checkpoint was trained on (``train_width_range`` in its metadata,
-    :func:`ghn.checkpoint.read_metadata`), or ``None`` for a checkpoint that does not say (a released GHN, metadata
-    written by another tool)."""
-    from ghn.checkpoint import read_metadata
+    """The widths ``[low, high]`` a ``ghn-train`` checkpoint was trained on, or ``None`` for a checkpoint that does
+    not say (:func:`ghn.checkpoint.read_train_width_range`)."""
+    from ghn.checkpoint import read_train_width_range
 
-    raw = read_metadata(ckpt).get("train_width_range")
-    if not raw:
-        return None
-    try:
-        lo, hi = (int(w) for w in json.loads(raw))
-    except (ValueError, TypeError):  # metadata written by hand or by another tool: no width to default to
-        return None
-    return [lo, hi] if 0 < lo <= hi else None
-
-
-def widen_width(ckpt: str) -> int | None:
-    """The width at which a GHN predicts DeepNets-1M nets wider than every width it was trained on, before widening
-    them (``GHN.predict(widen_from=...)``, :mod:`ghn.widen`): the high end of the checkpoint's training widths, or
-    ``None`` when it does not record them (a released GHN: such nets are predicted directly).
-
-    Args:
-        ckpt: a released GHN's name, a checkpoint file or a ``ghn-train`` run directory (already loaded once, so
-            it resolves without a download).
-    """
-    from ghn.pretrained import resolve_checkpoint
-
-    widths = trained_width_range(resolve_checkpoint(ckpt, progress=False))
-    return widths[1] if widths else None
+    widths = read_train_width_range(ckpt)
+    return list(widths) if widths else None
 
 
 def trained_width(ckpt: str) -> int | None:

@@ -178,7 +178,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     from ghn.widen import has_narrow_sibling
     from train.accuracy import accuracy
     from train.candidates import one_candidate
-    from train.cli import widen_width
     from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, speedup, train_sgd
@@ -194,9 +193,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     base = candidate.build(num_classes=data.num_classes, image_size=data.image_size).to(args.device)
-    widen_from = widen_width(args.ckpt)
-    predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,
-                            widen_from=widen_from)
+    predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
+    widen_from = predict.widen_from
     if widen_from is not None and has_narrow_sibling(base, widen_from):
         _log(f"{args.model} is wider than the widths the GHN was trained on: predicted at width {widen_from} and "
              "widened (directly if the widened net does not match its sibling), so its channels come in identical "

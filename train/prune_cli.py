@@ -159,11 +159,9 @@ def run_prune(args: argparse.Namespace) -> int:
                          f"{data.num_classes}; use a GHN trained for {data.num_classes} classes, or pass "
                          "--keep-classifier-init (the classifier keeps its default initialisation)")
     if ghn is not None:
-        from train.cli import widen_width
         from train.rank import ghn_predictor
 
-        predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init,
-                                widen_from=widen_width(args.ckpt))
+        predict = ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
     held = eval_batches(data, "heldout", batch_size=256, limit=args.eval_images)
     run = PruneRun(settings, run_dir, candidate, data, held, predict=predict, device=args.device, log=_log)
     run.run()

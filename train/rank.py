@@ -465,7 +465,7 @@ def embed_candidates(candidates: Sequence[Candidate], embed: Embedder, *, num_cl
 
 
 def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = False,
-                  widen_from: int | None = None) -> Predictor:
+                  widen_from: int | None | str = "trained") -> Predictor:
     """A :data:`Predictor` that sets a model's parameters in place with ``ghn.predict`` (graph traced at
     ``image_size``); BatchNorm layers are left as they are (``bn_mode="running"``): evaluation chooses the mode.
     The predictor is picklable (it can be sent to the worker processes of ``score_candidates(jobs=N)``).
@@ -475,14 +475,25 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
         image_size: input side used to trace the network's graph.
         keep_classifier_init: leave the classifier (last layer) at its default initialisation instead of predicting
             it; required when the task has another number of classes than the GHN was trained for.
-        widen_from: DeepNets-1M nets wider than this base width are predicted at it and widened (``GHN.predict``;
-            :func:`train.cli.widen_width` of the checkpoint: the widest width it was trained on).
+        widen_from: DeepNets-1M nets wider than this base width are predicted at it and widened function-
+            preservingly (``GHN.predict``, :mod:`ghn.widen`, Net2WiderNet). ``"trained"`` (default): the widest
+            width the GHN was trained on (``ghn.train_width_range``, from its checkpoint), so that every command
+            serves wider nets as ``ghn-eval`` does, or no widening where the GHN does not record its widths (a
+            released GHN); ``None``: every net predicted directly at its width.
 
     Returns:
-        The predictor; calling it raises :class:`ghn.model.ClassMismatchError` for another number of classes
-        without ``keep_classifier_init``, and :class:`ghn.model.InputSizeError` when the model's forward pass
-        fails at ``image_size``.
+        The predictor (its ``widen_from`` is the resolved width or ``None``); calling it raises
+        :class:`ghn.model.ClassMismatchError` for another number of classes without ``keep_classifier_init``, and
+        :class:`ghn.model.InputSizeError` when the model's forward pass fails at ``image_size``.
+
+    Raises:
+        ValueError: ``widen_from`` is a string other than ``"trained"``.
     """
+    if isinstance(widen_from, str):
+        if widen_from != "trained":
+            raise ValueError(f"widen_from must be a width, None or 'trained', got {widen_from!r}")
+        widths = getattr(ghn, "train_width_range", None)
+        widen_from = int(widths[1]) if widths else None
     return _GHNPredictor(ghn, image_size, keep_classifier_init, widen_from)
 
 

@@ -165,7 +165,6 @@ def run_rank(args: argparse.Namespace) -> int:
     from archspace.files import write_json
     from ghn import GHN
     from train.candidates import parse_candidates
-    from train.cli import widen_width
     from train.cli_args import check_batch_size, data_image_size
     from train.data import eval_batches, load_image_data
     from train.finetune import SGD_RECIPE, bn_batches
@@ -191,7 +190,7 @@ def run_rank(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     proxy_batch = (next(iter(bn_batches(data, 1, batch_size=min(64, len(data.train)), seed=args.seed)))
                    if needs_proxy_batch(names) else None)
-    predictor = ghn_predictor(ghn, data.image_size, args.keep_classifier_init, widen_from=widen_width(args.ckpt))
+    predictor = ghn_predictor(ghn, data.image_size, args.keep_classifier_init)
     rows = score_candidates(candidates, predictor, batches,
                             num_classes=data.num_classes, image_size=data.image_size, seed=args.seed,
                             device=args.device, scores=names, proxy_batch=proxy_batch, train_data=data, jobs=args.jobs,

@@ -194,7 +194,9 @@ def _predictor(args, data):
     from train.rank import ghn_predictor
 
     ghn = GHN.from_pretrained(args.ckpt, device=args.device).eval()
-    return ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init)
+    # muTransfer sweeps widths: every width predicted directly, since a widened net's channel copies would stay
+    # identical under SGD and train as the narrow net
+    return ghn_predictor(ghn, data.image_size, keep_classifier_init=args.keep_classifier_init, widen_from=None)
 
 
 def _coord_check(args, family, data, predict) -> int:

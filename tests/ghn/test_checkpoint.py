@@ -24,6 +24,28 @@ def small_state() -> dict[str, torch.Tensor]:
     return GHN(**SMALL).state_dict()
 
 
+
+def test_a_loaded_ghn_carries_its_training_widths_and_saves_them_again(tmp_path):
+    """``ghn-train`` records the widths in the metadata; a loaded GHN carries them (so predictors widen the nets
+    wider than them), saving it again keeps them, and a checkpoint that does not say, or says something else than
+    a pair of widths, gives ``None``."""
+    from ghn.checkpoint import read_train_width_range
+
+    path, again = tmp_path / "ranged.safetensors", tmp_path / "again.safetensors"
+    GHN(**SMALL).save(str(path), extra={"train_width_range": [4, 8]})
+    ghn = GHN.load(str(path))
+    assert ghn.train_width_range == (4, 8) and read_train_width_range(str(path)) == (4, 8)
+    ghn.save(str(again))
+    assert GHN.load(str(again)).train_width_range == (4, 8)
+    plain = tmp_path / "plain.safetensors"
+    GHN(**SMALL).save(str(plain))
+    assert GHN(**SMALL).train_width_range is None and GHN.load(str(plain)).train_width_range is None
+    assert "train_width_range" not in read_metadata(str(plain))
+    for odd in ("wide", "[8, 4]", "[0, 4]", "[4]"):
+        bad = tmp_path / "odd.safetensors"
+        GHN(**SMALL).save(str(bad), extra={"train_width_range": odd})
+        assert GHN.load(str(bad)).train_width_range is None, odd
+
 def test_round_trip(tmp_path):
     torch.manual_seed(0)
     ghn = GHN(max_shape=(16, 16, 5, 5), hidden_dim=16, num_classes=7, ve=False, image_size=64)

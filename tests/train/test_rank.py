@@ -185,6 +185,36 @@ def test_a_class_mismatch_stops_scoring_instead_of_failing_each_candidate(digits
                          num_classes=10, image_size=32)
 
 
+
+def test_ghn_predictor_widens_nets_wider_than_the_ghns_training_widths(digits, tmp_path):
+    """By default the predictor widens from the widest width the loaded GHN was trained on: a width-8 net then
+    computes what its width-4 sibling computes; ``widen_from=None`` predicts it directly, and a GHN that does not
+    record its widths predicts directly too."""
+    from ghn import GHN
+    from train.rank import ghn_predictor
+
+    path = tmp_path / "g4.safetensors"
+    torch.manual_seed(0)
+    GHN(max_shape=(16, 16, 3, 3), num_classes=10, hidden_dim=8).save(str(path), extra={"train_width_range": [4, 4]})
+    ghn = GHN.load(str(path))
+    x = next(iter(eval_batches(digits, "heldout", batch_size=32, limit=32)))[0]
+
+    def logits(width, predictor):
+        torch.manual_seed(0)
+        net = one_candidate("deepnets:test/0", width=width).build(num_classes=10, image_size=32)
+        predictor(net).eval()
+        with torch.no_grad():
+            return net(x)
+
+    auto = ghn_predictor(ghn, 32)
+    assert auto.widen_from == 4 and ghn_predictor(ghn, 32, widen_from=None).widen_from is None
+    narrow = logits(4, auto)
+    assert torch.allclose(logits(8, auto), narrow, atol=1e-4)
+    assert not torch.allclose(logits(8, ghn_predictor(ghn, 32, widen_from=None)), narrow, atol=1e-2)
+    assert ghn_predictor(GHN.load(save_tiny_ghn(tmp_path / "plain.safetensors")), 32).widen_from is None
+    with pytest.raises(ValueError, match="widen_from must be a width, None or 'trained'"):
+        ghn_predictor(ghn, 32, widen_from="widest")
+
 def test_rank_by_loss_and_trained_rank():
     rows = [RankRow("a", accuracy=50, loss=1.0, trained_accuracy=70, trained_loss=0.5),
             RankRow("b", accuracy=50, loss=0.5, trained_accuracy=80, trained_loss=0.4),
