@@ -6,7 +6,10 @@ or a ``ghn-train`` run directory.
 
 MODEL is given as for ``archspace graph``: ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 ``deepnets:SPLIT/INDEX`` (a DeepNets-1M net), or ``pkg.module:callable`` (called with ``num_classes=`` when it
-accepts it). The predicted state dict is written as safetensors, atomically. Bad input (a model spec, a checkpoint,
+accepts it). A DeepNets-1M net wider than every width the checkpoint was trained on (``train_width_range``, which
+``ghn-train`` records) is predicted at the widest of them and widened function-preservingly (:mod:`ghn.widen`), as
+``ghn-eval`` does; ``--no-widen`` predicts it directly. The predicted state dict is written as safetensors,
+atomically. Bad input (a model spec, a checkpoint,
 a size, an output path, a classifier of another size than the GHN's) exits with status 2 and one line on stderr;
 ``--debug`` or ``GHN_DEBUG=1`` shows the traceback.
 
@@ -44,14 +47,17 @@ def _predict(args: argparse.Namespace) -> int:
     num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
     # A family without a small-input recipe is refused (UsageError), as by `archspace graph --small-input`.
     model = load_model(args.model, num_classes=num_classes, small_input=args.small_input)
+    widen_from = None if args.no_widen or not ghn.train_width_range else ghn.train_width_range[1]
     model, report = ghn.predict(model, input_size=args.input_size, bn_mode=args.bn_mode,
-                                keep_classifier_init=args.keep_classifier_init, return_report=True)
+                                keep_classifier_init=args.keep_classifier_init, return_report=True,
+                                widen_from=widen_from)
     if args.out:
         # What rebuilds the model the state dict fits (load_model(model, num_classes=..., small_input=...)).
         atomic_save_safetensors(model.state_dict(), args.out, {
             "model": args.model, "num_classes": str(num_classes), "small_input": str(bool(args.small_input)),
             "input_size": str(args.input_size) if args.input_size is not None else "the model's own",
             "ghn_checkpoint": args.ckpt, "bn_mode": args.bn_mode,
+            "widened_from": str(report.widened_from) if report.widened_from else "not widened",
             "classifier": "initial values (--keep-classifier-init)" if args.keep_classifier_init else "predicted"})
     if args.report:
         print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
@@ -86,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-classifier-init", action="store_true",
                     help="leave the classifier at its default initialisation and predict the rest (needed when "
                          "--num-classes differs from the GHN's classes)")
+    pr.add_argument("--no-widen", action="store_true",
+                    help="predict a DeepNets-1M net wider than the GHN's training widths directly at its width "
+                         "(default: predicted at the widest training width and widened function-preservingly)")
     pr.add_argument("--out", default=None, help="write the predicted state dict here (.safetensors)")
     pr.add_argument("--report", action="store_true", help="print the coverage report")
     pr.add_argument("--json", action="store_true", help="with --report: print it as JSON")

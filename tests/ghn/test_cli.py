@@ -72,6 +72,26 @@ def test_bn_mode_batch_drops_the_running_buffers(tiny_ckpt, tmp_path, capsys):
     assert "bn.weight" in state and "bn.running_mean" not in state
 
 
+
+def test_predict_widens_a_net_wider_than_the_ghns_training_widths(tmp_path, capsys):
+    """A checkpoint that says it was trained on width 4: the width-32 DeepNets-1M net is predicted at width 4 and
+    widened (the report and the file's metadata say so); --no-widen predicts it directly, with other weights."""
+    ckpt = tmp_path / "g4.safetensors"
+    torch.manual_seed(0)
+    GHN(max_shape=(16, 16, 3, 3), num_classes=10, hidden_dim=8).save(str(ckpt), extra={"train_width_range": [4, 4]})
+    states = {}
+    for flag in ([], ["--no-widen"]):
+        out = tmp_path / f"net{len(states)}.safetensors"
+        assert main(["predict", "deepnets:test/0", "--ckpt", str(ckpt), "--out", str(out), "--report", "--json",
+                     *flag]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["widened_from"] == (None if flag else 4)
+        with safe_open(str(out), "pt") as f:
+            assert f.metadata()["widened_from"] == ("not widened" if flag else "4")
+        states[bool(flag)] = load_file(str(out))
+    assert states[True].keys() == states[False].keys()
+    assert any(not torch.equal(states[True][k], states[False][k]) for k in states[True] if k.endswith("weight"))
+
 @pytest.mark.parametrize("old", ["keep", "reset"])
 def test_old_bn_words_are_refused_in_one_line(old, tiny_ckpt, capsys):
     assert main(["predict", TINY, "--ckpt", tiny_ckpt, "--bn-mode", old]) == 2
