@@ -112,6 +112,11 @@ class GHN(nn.Module):
             whose input axis is sliced and tiled as a whole (:mod:`ghn.concat_parts`). Not in GHN-2; ``False`` for
             the reference checkpoints.
 
+    Attributes:
+        train_width_range: ``(low, high)``, the widths of the nets the GHN was trained on, set by :meth:`load` from
+            a ``ghn-train`` checkpoint; ``None`` for a new GHN or a checkpoint that does not record them. Predictors
+            (``train.rank.ghn_predictor``, ``ghn predict``) widen DeepNets-1M nets wider than ``high`` from it.
+
     Raises:
         archspace.errors.UsageError: (a ``ValueError``) an unknown ``hypernet``/``decoder``, a ``max_shape`` that is
             not 4 positive integers with a square kernel, a non-positive size or count, ``hidden_dim`` not divisible
@@ -145,8 +150,7 @@ class GHN(nn.Module):
                            else _positive_int("image_size", image_size))
         self.num_steps = _positive_int("num_steps", num_steps)
         self.concat_parts = _flag("concat_parts", concat_parts)
-        #: the widths ``(low, high)`` of the nets this GHN was trained on, where its checkpoint records them
-        #: (:meth:`load`); ``None`` otherwise. Not a constructor argument: it describes training, not the model.
+        # not a constructor argument: it describes the training, not the model (class docstring, Attributes)
         self.train_width_range: tuple[int, int] | None = None
         hidden_dim = self.hidden_dim
 
