@@ -47,7 +47,7 @@ def _predict(args: argparse.Namespace) -> int:
     num_classes = args.num_classes if args.num_classes is not None else ghn.num_classes
     # A family without a small-input recipe is refused (UsageError), as by `archspace graph --small-input`.
     model = load_model(args.model, num_classes=num_classes, small_input=args.small_input)
-    widen_from = None if args.no_widen or not ghn.train_width_range else ghn.train_width_range[1]
+    widen_from = None if args.no_widen else ghn.max_train_width
     model, report = ghn.predict(model, input_size=args.input_size, bn_mode=args.bn_mode,
                                 keep_classifier_init=args.keep_classifier_init, return_report=True,
                                 widen_from=widen_from)

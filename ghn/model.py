@@ -183,6 +183,12 @@ class GHN(nn.Module):
                 "ve": self.ve, "layernorm": self.layernorm, "image_size": self.image_size,
                 "num_steps": self.num_steps, "concat_parts": self.concat_parts}
 
+    @property
+    def max_train_width(self) -> int | None:
+        """The widest width the GHN was trained on (the high end of ``train_width_range``), from which DeepNets-1M
+        nets wider than it are predicted and widened (``predict(widen_from=...)``); ``None`` where not recorded."""
+        return int(self.train_width_range[1]) if self.train_width_range else None
+
     @classmethod
     def load(cls, path: str, device: torch.device | str = "cpu") -> GHN:
         """Load a GHN from our safetensors checkpoint or a reference ``torch.save`` checkpoint.

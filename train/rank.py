@@ -477,7 +477,7 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
             it; required when the task has another number of classes than the GHN was trained for.
         widen_from: DeepNets-1M nets wider than this base width are predicted at it and widened function-
             preservingly (``GHN.predict``, :mod:`ghn.widen`, Net2WiderNet). ``"trained"`` (default): the widest
-            width the GHN was trained on (``ghn.train_width_range``, from its checkpoint), so that every command
+            width the GHN was trained on (``ghn.max_train_width``, from its checkpoint), so that every command
             serves wider nets as ``ghn-eval`` does, or no widening where the GHN does not record its widths (a
             released GHN); ``None``: every net predicted directly at its width.
 
@@ -492,8 +492,7 @@ def ghn_predictor(ghn: nn.Module, image_size: int, keep_classifier_init: bool = 
     if isinstance(widen_from, str):
         if widen_from != "trained":
             raise ValueError(f"widen_from must be a width, None or 'trained', got {widen_from!r}")
-        widths = getattr(ghn, "train_width_range", None)
-        widen_from = int(widths[1]) if widths else None
+        widen_from = getattr(ghn, "max_train_width", None)  # None: not recorded (or not a GHN)
     return _GHNPredictor(ghn, image_size, keep_classifier_init, widen_from)
 
 

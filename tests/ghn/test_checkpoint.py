@@ -35,11 +35,13 @@ def test_a_loaded_ghn_carries_its_training_widths_and_saves_them_again(tmp_path)
     GHN(**SMALL).save(str(path), extra={"train_width_range": [4, 8]})
     ghn = GHN.load(str(path))
     assert ghn.train_width_range == (4, 8) and read_train_width_range(str(path)) == (4, 8)
+    assert ghn.max_train_width == 8  # where wider nets are predicted and widened from
     ghn.save(str(again))
     assert GHN.load(str(again)).train_width_range == (4, 8)
     plain = tmp_path / "plain.safetensors"
     GHN(**SMALL).save(str(plain))
     assert GHN(**SMALL).train_width_range is None and GHN.load(str(plain)).train_width_range is None
+    assert GHN.load(str(plain)).max_train_width is None
     assert "train_width_range" not in read_metadata(str(plain))
     for odd in ("wide", "[8, 4]", "[0, 4]", "[4]"):
         bad = tmp_path / "odd.safetensors"
