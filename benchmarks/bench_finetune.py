@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     chance = 100.0 / data.num_classes
     scratch_tag = settings_tag(args, data.image_size, None)
     # Nets wider than the GHN's training widths: predicted at its widest and widened, as `ghn finetune` does
-    predict = ghn_predictor(ghn, data.image_size)  # wider nets than the GHN's widths: widened, as `ghn finetune`
+    predict = ghn_predictor(ghn, data.image_size)
     widen_from = predict.widen_from
     widened = widen_from if widen_from is not None and args.width > widen_from else None
     warm_tag = settings_tag(args, data.image_size, checkpoint_sha256(args.ckpt), widened)  # run folder: its GHN file

@@ -308,14 +308,14 @@ def evaluate(cfg: DictConfig) -> dict:
     check_eval_config(c)
     run_dir = c.get("run_dir") or _run_dir()
     ev = dict(c["eval"], device=c.get("device"), ve_cutoff=c["archspace"].get("ve_cutoff", 50))
-    # a released GHN's name (fetched once, verified), a file or a run directory; the file is also read for its width
+    # a released GHN's name (fetched once, verified), a file or a run directory; the loaded GHN carries its widths
     path = resolve_checkpoint(c["ckpt"]) if c.get("ckpt") else None
     ghn = GHN.load(path) if path else None  # CheckpointError (a UsageError) for a file that is not a GHN
     data = load_data(c["data"])
     # rows without a width: the GHN's base width (the low end of its training widths) if it records one, else
     # archspace.eval_width (null: DeepNets-1M's own); the wide split at 4x it
-    width_range = trained_width_range(path) if path else None
-    base_width = trained_width(path) if path else None
+    width_range = ghn.train_width_range if ghn is not None else None
+    base_width = trained_width(ghn) if ghn is not None else None
     if base_width is None:
         base_width = c["archspace"].get("eval_width")
     if ghn is None:
@@ -334,21 +334,12 @@ def evaluate(cfg: DictConfig) -> dict:
     return run_eval(ev, ghn, data, run_dir, int(c["seed"]), base_width=base_width, width_range=width_range)
 
 
-def trained_width_range(ckpt: str) -> list[int] | None:
-    """The widths ``[low, high]`` a ``ghn-train`` checkpoint was trained on, or ``None`` for a checkpoint that does
-    not say (:func:`ghn.checkpoint.read_train_width_range`)."""
-    from ghn.checkpoint import read_train_width_range
-
-    widths = read_train_width_range(ckpt)
-    return list(widths) if widths else None
-
-
-def trained_width(ckpt: str) -> int | None:
-    """The base width of a ``ghn-train`` checkpoint: the low end of the widths it was trained on (the width itself
-    for a single width), ``None`` when the checkpoint does not say. ``ghn-eval`` evaluates rows without their own
-    width at this width, and the ``wide`` split at 4x it."""
-    widths = trained_width_range(ckpt)
-    return widths[0] if widths else None
+def trained_width(ghn) -> int | None:
+    """The base width of a loaded GHN: the low end of the widths it was trained on (``ghn.train_width_range``, the
+    width itself for a single width), ``None`` when its checkpoint does not say. ``ghn-eval`` evaluates rows without
+    their own width at this width, and the ``wide`` split at 4x it."""
+    widths = ghn.train_width_range
+    return int(widths[0]) if widths else None
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -283,13 +283,15 @@ def ranged_ckpt(tmp_path_factory):
 
 
 def test_trained_width_is_the_low_end_of_the_range(ranged_ckpt, ckpt, tmp_path):
-    from train.cli import trained_width, trained_width_range
+    from ghn import GHN
+    from train.cli import trained_width
 
-    assert trained_width(str(ranged_ckpt)) == 4 and trained_width_range(str(ranged_ckpt)) == [4, 8]
-    assert trained_width(str(ckpt)) is None and trained_width_range(str(ckpt)) is None  # not recorded
+    ranged, plain = GHN.load(str(ranged_ckpt)), GHN.load(str(ckpt))
+    assert trained_width(ranged) == 4 and list(ranged.train_width_range) == [4, 8]
+    assert trained_width(plain) is None and plain.train_width_range is None  # not recorded
     odd = tmp_path / "odd.safetensors"
     make_ghn(0).save(str(odd), extra={"train_width_range": "wide"})  # written by another tool: ignored
-    assert trained_width(str(odd)) is None
+    assert trained_width(GHN.load(str(odd))) is None
 
 
 def test_eval_of_the_wide_split_is_at_4x_the_base_width(ranged_ckpt, tmp_path, monkeypatch, capsys):
