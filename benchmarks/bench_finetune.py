@@ -6,11 +6,14 @@ recipe for small images), one run per warm-start recipe: an initialisation of :d
 ``--orth-betas``, and the GHN-free controls ``default+orth`` and ``default+polar``, the default initialisation
 orthogonalised the same ways), a peak
 learning rate of ``--lrs`` and a warm-up length of ``--warmups``; and one run from the default initialisation with
-the project's recipe (lr ``--scratch-lr``, 0.05, no warm-up). All share the data order, seed and SGD recipe
-(:func:`train.finetune.train_sgd`); BatchNorm
-running statistics are recomputed before step 0 in every run, as ``ghn finetune`` does. Nets wider than the widths
-the GHN was trained on are predicted at its widest and widened (:mod:`ghn.widen`), as ``ghn finetune`` does
-(earlier versions of the benchmark predicted them directly at their width, which no user's warm start gets). Per
+the project's recipe (lr ``--scratch-lr``, 0.05, no warm-up). With ``--sgd-starts K,...`` a GHN-free control joins
+the warm starts: ``sgd@K``, the default-init run's own weights after K of its steps (kept as safetensors next to its
+cached curve), trained from step 0 like any warm start (fresh optimiser, the whole schedule) at each learning rate
+and warm-up, which shows what a start exactly as good as K steps of SGD gets. All share the data order, seed and SGD
+recipe (:func:`train.finetune.train_sgd`); BatchNorm running statistics are recomputed before step 0 in every run,
+as ``ghn finetune`` does. Nets wider than the widths the GHN was trained on are predicted at its widest and widened
+(:mod:`ghn.widen`), as ``ghn finetune`` does (earlier versions of the benchmark predicted them directly at their
+width, which no user's warm start gets). Per
 run it keeps the held-out accuracy curve; per warm start against the default-init run of the same net:
 
 - the speed-up at steps 0, 25, 50, 100 and 200: the steps the default-init run needs to reach the warm run's
@@ -24,11 +27,12 @@ run it keeps the held-out accuracy curve; per warm start against the default-ini
 The table gives, per (initialisation, lr, warm-up), the median and the spread (min..max) across networks of the
 start accuracy, ``final_diff``, ``reach_final``, ``catch_up``, the default-init run's steps to the warm run's step-0
 accuracy and the speed-ups (a run that never gets there is counted apart, "never"); the recipe with the smallest
-median ``reach_final`` among those that end no more than 0.5 point below the default-init run (median) is printed
-as the best. A run that diverged counts at chance accuracy from its divergence on. Every run is cached as JSON in
-``--out`` (written atomically), so a killed benchmark resumes where it stopped; a cached run's file name carries a
-tag of the settings it depends on (steps, evaluation period, width, image size and the GHN file's SHA-256,
-:func:`settings_tag`), so reusing a folder with other settings or another GHN trains anew. Example::
+median ``reach_final`` among those that end no more than 0.5 point below the default-init run (median) is printed as
+the best (the ``sgd@K`` controls excepted). A run that diverged counts at chance accuracy from its divergence on.
+Every run is cached as JSON in ``--out`` (written atomically), so a killed benchmark resumes where it stopped; a
+cached run's file name carries a tag of the settings it depends on (steps, evaluation period, width, image size and
+the GHN file's SHA-256, :func:`settings_tag`), so reusing a folder with other settings or another GHN trains anew.
+Example::
 
     python benchmarks/bench_finetune.py --ckpt runs/train/<run>/ghn.safetensors --out /tmp/bench_finetune
 """
@@ -46,10 +50,12 @@ import time
 from dataclasses import asdict
 
 import torch
+from safetensors.torch import load_file
 
 from archspace.files import write_csv, write_json
 from ghn import GHN
 from ghn.batchnorm import recompute_bn_stats
+from ghn.checkpoint import atomic_save_safetensors
 from ghn.pretrained import checkpoint_sha256
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
 from train.candidates import parse_candidates
@@ -97,15 +103,26 @@ def catch_up(warm: Curve, scratch: Curve) -> int | None:
     return None
 
 
-def run_one(path: str, model, data, held, steps: int, lr: float, warmup: int, eval_every: int, seed: int) -> Curve:
-    """Train (or read the cached run at ``path``) and return the curve."""
-    if os.path.exists(path):
+def run_one(path: str, model, data, held, steps: int, lr: float, warmup: int, eval_every: int, seed: int,
+            snapshots: dict[int, str] | None = None) -> Curve:
+    """Train (or read the cached run at ``path``) and return the curve. ``snapshots`` (step -> safetensors path):
+    also keep the weights after those steps; a cached run whose snapshots are missing is trained again (the same
+    seed gives the same run)."""
+    if os.path.exists(path) and all(os.path.exists(s) for s in (snapshots or {}).values()):
         with open(path) as f:
             return Curve(**json.load(f))
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         recompute_bn_stats(model, bn_batches(data, 10, 64, seed), num_batches=10)
+    keep = {}
+
+    def on_step(step: int, m: torch.nn.Module) -> None:
+        if step in (snapshots or {}):
+            keep[step] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+
     curve = train_sgd(model, data, steps=steps, lr=lr, warmup=warmup, seed=seed, eval_batches=held,
-                      eval_every=eval_every)
+                      eval_every=eval_every, on_step=on_step)
+    for step, state in keep.items():
+        atomic_save_safetensors(state, snapshots[step])
     write_json(path, asdict(curve))
     return curve
 
@@ -134,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--orth-betas", default=f"{DEFAULT_BETA:g}",
                    help="noise scales of the orthogonalised starts (+orth, +polar)")
     p.add_argument("--scratch-lr", type=float, default=SGD_LR, help="lr of the run from the default init")
+    p.add_argument("--sgd-starts", default="",
+                   help="GHN-free control starts sgd@K: the default-init run's own weights after K steps (comma-"
+                        "separated, 0 < K < --steps), a start exactly as good as K steps of SGD, trained like a "
+                        "warm start at each of --lrs and --warmups")
     p.add_argument("--lrs", default="0.01,0.05", help="peak learning rates")
     p.add_argument("--warmups", default="0,25", help="warm-up lengths (steps)")
     p.add_argument("--steps", type=int, default=200)
@@ -150,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     betas = {"predicted": [None], "predicted+noise": [float(x) for x in args.noise_betas.split(",")],
              **{i: orth_betas for i in INITS if i.endswith(("+orth", "+polar"))}}
     warmups = [int(x) for x in args.warmups.split(",")]
+    sgd_starts = [int(x) for x in args.sgd_starts.split(",") if x]
+    if any(not 0 < k < args.steps for k in sgd_starts):
+        p.error(f"--sgd-starts must lie strictly between 0 and --steps ({args.steps}), got {args.sgd_starts}")
     ghn = GHN.from_pretrained(args.ckpt).eval()
     data = load_image_data("digits", image_size=ghn.image_size)
     chance = 100.0 / data.num_classes
@@ -174,14 +198,21 @@ def main(argv: list[str] | None = None) -> int:
         base = cand.build(num_classes=data.num_classes, image_size=data.image_size)
         tag = cand.name.replace(":", "_").replace("/", "_")
         path = os.path.join(args.out, f"{tag}_default_lr{args.scratch_lr}_wu0_s{args.seed}_{scratch_tag}.json")
+        snapshots = {k: f"{path[:-len('.json')]}_step{k}.safetensors" for k in sgd_starts}
         scratch = on_grid(run_one(path, copy.deepcopy(base), data, held, args.steps, args.scratch_lr, 0,
-                                  args.eval_every, args.seed), args.steps, args.eval_every, chance)
+                                  args.eval_every, args.seed, snapshots), args.steps, args.eval_every, chance)
         line = [f"default lr {args.scratch_lr}: {scratch.accuracy[0]:.1f}->{scratch.accuracy[-1]:.1f}"]
-        for init, beta, lr, wu in recipes:
+        controls = [("sgd", k, lr, wu) for k in sgd_starts for lr in lrs for wu in warmups]
+        for init, beta, lr, wu in recipes + controls:
             name = init if beta is None else f"{init}@{beta:g}"
-            path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
-            start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
-                               generator=torch.Generator().manual_seed(args.seed))
+            if init == "sgd":  # the default-init run's weights after `beta` steps; no GHN involved
+                path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{scratch_tag}.json")
+                start = copy.deepcopy(base)
+                start.load_state_dict(load_file(snapshots[beta]))
+            else:
+                path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
+                start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
+                                   generator=torch.Generator().manual_seed(args.seed))
             warm = on_grid(run_one(path, start, data, held, args.steps, lr, wu, args.eval_every, args.seed),
                            args.steps, args.eval_every, chance)
             sp = {r["step"]: r for r in speedup(warm, scratch, [c for c in CHECKPOINTS if c in warm.eval_steps])}
@@ -235,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{with_never(cu):<24} {with_never(at0):<18} "
                       + "  ".join(f"{spread([r.get(f'speedup_at_{c}') for r in rs]):<18}" for c in CHECKPOINTS
                                   if c > 0), flush=True)
-                if row["final_diff_median"] >= -0.5 and (best is None or row["reach_final_median"]
-                                                          < best["reach_final_median"]):
+                usable = not init.startswith("sgd@")  # the sgd@K controls are no start a user has
+                if usable and row["final_diff_median"] >= -0.5 and (
+                        best is None or row["reach_final_median"] < best["reach_final_median"]):
                     best = row
     tcols = list(table[0])
     write_csv(os.path.join(args.out, "table.csv"), tcols, [[r[c] for c in tcols] for r in table])
