@@ -208,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             if init == "sgd":  # the default-init run's weights after `beta` steps; no GHN involved
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{scratch_tag}.json")
                 start = copy.deepcopy(base)
-                start.load_state_dict(load_file(snapshots[beta]))
+                state = load_file(snapshots[beta])
+                with torch.no_grad():  # in place: load_state_dict would want the module versions safetensors drops
+                    for key, t in start.state_dict().items():
+                        t.copy_(state[key])
             else:
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
                 start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
