@@ -13,8 +13,8 @@ and warm-up, which shows what a start exactly as good as K steps of SGD gets. Al
 recipe (:func:`train.finetune.train_sgd`); BatchNorm running statistics are recomputed before step 0 in every run,
 as ``ghn finetune`` does. Nets wider than the widths the GHN was trained on are predicted at its widest and widened
 (:mod:`ghn.widen`), as ``ghn finetune`` does (earlier versions of the benchmark predicted them directly at their
-width, which no user's warm start gets). Per
-run it keeps the held-out accuracy curve; per warm start against the default-init run of the same net:
+width, which no user's warm start gets). Per run it keeps the held-out accuracy curve; per warm start against the
+default-init run of the same net:
 
 - the speed-up at steps 0, 25, 50, 100 and 200: the steps the default-init run needs to reach the warm run's
   accuracy at that step, over that step (:func:`train.finetune.speedup`; where it never gets there, the lower
