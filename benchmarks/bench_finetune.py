@@ -55,7 +55,7 @@ from safetensors.torch import load_file
 from archspace.files import write_csv, write_json
 from ghn import GHN
 from ghn.batchnorm import recompute_bn_stats
-from ghn.checkpoint import atomic_save_safetensors
+from ghn.checkpoint import atomic_save_safetensors, copy_state_into
 from ghn.pretrained import checkpoint_sha256
 from ghn.warm_start import DEFAULT_BETA, INITS, warm_start
 from train.candidates import parse_candidates
@@ -113,16 +113,13 @@ def run_one(path: str, model, data, held, steps: int, lr: float, warmup: int, ev
             return Curve(**json.load(f))
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         recompute_bn_stats(model, bn_batches(data, 10, 64, seed), num_batches=10)
-    keep = {}
 
     def on_step(step: int, m: torch.nn.Module) -> None:
         if step in (snapshots or {}):
-            keep[step] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+            atomic_save_safetensors(m.state_dict(), snapshots[step])
 
     curve = train_sgd(model, data, steps=steps, lr=lr, warmup=warmup, seed=seed, eval_batches=held,
                       eval_every=eval_every, on_step=on_step)
-    for step, state in keep.items():
-        atomic_save_safetensors(state, snapshots[step])
     write_json(path, asdict(curve))
     return curve
 
@@ -207,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             name = init if beta is None else f"{init}@{beta:g}"
             if init == "sgd":  # the default-init run's weights after `beta` steps; no GHN involved
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{scratch_tag}.json")
-                start = copy.deepcopy(base)
-                state = load_file(snapshots[beta])
-                with torch.no_grad():  # in place: load_state_dict would want the module versions safetensors drops
-                    for key, t in start.state_dict().items():
-                        t.copy_(state[key])
+                start = copy_state_into(copy.deepcopy(base), load_file(snapshots[beta]))
             else:
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
                 start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,

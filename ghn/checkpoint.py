@@ -291,6 +291,34 @@ def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathL
         _sort_metadata_keys(tmp)
 
 
+@torch.no_grad()
+def copy_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy a state dict read from a safetensors file into ``model``'s parameters and buffers in place.
+
+    ``nn.Module.load_state_dict`` also hands each module the version that ``state_dict`` records in its metadata;
+    safetensors keeps tensors only, and modules that check the version (torchvision's MNASNet) then refuse the load.
+    Copying tensor by tensor needs no metadata.
+
+    Args:
+        model: the network; its ``state_dict()`` keys must equal ``state``'s.
+        state: name -> tensor of the same shapes (cast to each destination's dtype and device).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: the keys differ (names the first missing and unexpected ones).
+    """
+    own = model.state_dict()
+    if own.keys() != state.keys():
+        missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+        raise ValueError(f"the saved weights do not fit {type(model).__name__}: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}; were they saved from another network?")
+    for key, t in own.items():
+        t.copy_(state[key])
+    return model
+
+
 def _sort_metadata_keys(path: str | os.PathLike) -> None:
     """Rewrite a safetensors header in place with its ``__metadata__`` keys sorted, so that the same tensors and
     metadata always give the same bytes. safetensors writes the metadata in the random order of a Rust hash map

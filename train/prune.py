@@ -54,7 +54,7 @@ from archspace.errors import UsageError
 from archspace.files import write_csv, write_json
 from archspace.seeding import mix_seed
 from ghn.batchnorm import recompute_bn_stats
-from ghn.checkpoint import atomic_save_safetensors
+from ghn.checkpoint import atomic_save_safetensors, copy_state_into
 from train.candidates import Candidate
 from train.data import ImageData
 from train.finetune import Batches, bn_batches, train_sgd
@@ -240,7 +240,7 @@ class PruneRun:
     def _build(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
         model = self.candidate.build(num_classes=self.data.num_classes, image_size=self.data.image_size)
         if state is not None:
-            model.load_state_dict(state)
+            copy_state_into(model, state)
         return model.to(self.device)
 
     def _start(self, seed: int, name: str) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import ghn.checkpoint
 from archspace.errors import UsageError
 from ghn import GHN, CheckpointError
-from ghn.checkpoint import FORMAT, atomic_save_safetensors, read_metadata
+from ghn.checkpoint import FORMAT, atomic_save_safetensors, copy_state_into, read_metadata
 
 from .conftest import REFERENCE_CKPT, needs_reference
 
@@ -278,3 +278,24 @@ def test_the_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
     raw = files[0].read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     assert list(header["__metadata__"]) == sorted(meta)
+
+
+def test_copy_state_into_loads_safetensors_weights_into_a_version_checking_module(tmp_path):
+    """torchvision's MNASNet refuses load_state_dict without the module versions that safetensors drops;
+    copy_state_into copies the tensors in place, and refuses weights of another network."""
+    import torchvision
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    src = torchvision.models.mnasnet0_5(num_classes=10)
+    path = tmp_path / "w.safetensors"
+    atomic_save_safetensors(src.state_dict(), path)
+    state = load_file(str(path))
+    dst = torchvision.models.mnasnet0_5(num_classes=10)
+    with pytest.raises(ValueError):
+        dst.load_state_dict(state)
+    copy_state_into(dst, state)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="do not fit"):
+        copy_state_into(torch.nn.Linear(2, 2), state)
