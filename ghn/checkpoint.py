@@ -307,13 +307,19 @@ def copy_state_into(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
         ``model``.
 
     Raises:
-        ValueError: the keys differ (names the first missing and unexpected ones).
+        ValueError: the keys differ (names the first missing and unexpected ones), or a tensor's shape differs
+            (names the first such tensor).
     """
     own = model.state_dict()
     if own.keys() != state.keys():
         missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
         raise ValueError(f"the saved weights do not fit {type(model).__name__}: missing {missing[:3]}, "
                          f"unexpected {extra[:3]}; were they saved from another network?")
+    wrong = next((k for k, t in own.items() if t.shape != state[k].shape), None)
+    if wrong is not None:
+        raise ValueError(f"the saved weights do not fit {type(model).__name__}: {wrong} has shape "
+                         f"{tuple(state[wrong].shape)}, the network {tuple(own[wrong].shape)}; were they saved "
+                         f"from another width or number of classes?")
     for key, t in own.items():
         t.copy_(state[key])
     return model

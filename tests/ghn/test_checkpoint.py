@@ -299,3 +299,10 @@ def test_copy_state_into_loads_safetensors_weights_into_a_version_checking_modul
         assert torch.equal(dst.state_dict()[k], v), k
     with pytest.raises(ValueError, match="do not fit"):
         copy_state_into(torch.nn.Linear(2, 2), state)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match="classifier.1.weight has shape"):
+        # other values everywhere, so that a copy begun before the check would show
+        copy_state_into(dst, {**{k: v + 1 if v.is_floating_point() else v for k, v in state.items()},
+                              "classifier.1.weight": torch.zeros(5, 1280)})
+    for k, v in before.items():  # refused before any tensor was copied
+        assert torch.equal(dst.state_dict()[k], v), k
