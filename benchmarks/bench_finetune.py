@@ -103,14 +103,16 @@ def catch_up(warm: Curve, scratch: Curve) -> int | None:
     return None
 
 
-def run_one(path: str, model, data, held, steps: int, lr: float, warmup: int, eval_every: int, seed: int,
+def run_one(path: str, build, data, held, steps: int, lr: float, warmup: int, eval_every: int, seed: int,
             snapshots: dict[int, str] | None = None) -> Curve:
-    """Train (or read the cached run at ``path``) and return the curve. ``snapshots`` (step -> safetensors path):
-    also keep the weights after those steps; a cached run whose snapshots are missing is trained again (the same
-    seed gives the same run)."""
+    """Train (or read the cached run at ``path``) and return the curve. ``build``: a function of no arguments that
+    returns the starting network, called only when the run is trained (a cached run needs no prediction).
+    ``snapshots`` (step -> safetensors path): also keep the weights after those steps; a cached run whose snapshots
+    are missing is trained again (the same seed gives the same run)."""
     if os.path.exists(path) and all(os.path.exists(s) for s in (snapshots or {}).values()):
         with open(path) as f:
             return Curve(**json.load(f))
+    model = build()
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         recompute_bn_stats(model, bn_batches(data, 10, 64, seed), num_batches=10)
 
@@ -196,19 +198,24 @@ def main(argv: list[str] | None = None) -> int:
         tag = cand.name.replace(":", "_").replace("/", "_")
         path = os.path.join(args.out, f"{tag}_default_lr{args.scratch_lr}_wu0_s{args.seed}_{scratch_tag}.json")
         snapshots = {k: f"{path[:-len('.json')]}_step{k}.safetensors" for k in sgd_starts}
-        scratch = on_grid(run_one(path, copy.deepcopy(base), data, held, args.steps, args.scratch_lr, 0,
-                                  args.eval_every, args.seed, snapshots), args.steps, args.eval_every, chance)
+        scratch = on_grid(run_one(path, lambda base=base: copy.deepcopy(base), data, held, args.steps,
+                                  args.scratch_lr, 0, args.eval_every, args.seed, snapshots),
+                          args.steps, args.eval_every, chance)
         line = [f"default lr {args.scratch_lr}: {scratch.accuracy[0]:.1f}->{scratch.accuracy[-1]:.1f}"]
         controls = [("sgd", k, lr, wu) for k in sgd_starts for lr in lrs for wu in warmups]
         for init, beta, lr, wu in recipes + controls:
             name = init if beta is None else f"{init}@{beta:g}"
             if init == "sgd":  # the default-init run's weights after `beta` steps; no GHN involved
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{scratch_tag}.json")
-                start = copy_state_into(copy.deepcopy(base), load_file(snapshots[beta]))
+
+                def start(base=base, file=snapshots[beta]):
+                    return copy_state_into(copy.deepcopy(base), load_file(file))
             else:
                 path = os.path.join(args.out, f"{tag}_{name}_lr{lr}_wu{wu}_s{args.seed}_{warm_tag}.json")
-                start = warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
-                                   generator=torch.Generator().manual_seed(args.seed))
+
+                def start(base=base, init=init, beta=beta):
+                    return warm_start(copy.deepcopy(base), init, predict, beta=beta or 0.0,
+                                      generator=torch.Generator().manual_seed(args.seed))
             warm = on_grid(run_one(path, start, data, held, args.steps, lr, wu, args.eval_every, args.seed),
                            args.steps, args.eval_every, chance)
             sp = {r["step"]: r for r in speedup(warm, scratch, [c for c in CHECKPOINTS if c in warm.eval_steps])}
